@@ -1,0 +1,346 @@
+//! Checkpoint generations on shared storage and the cross-rank protocol that writes them.
+//!
+//! Layout: `<ckpt_root>/<user>/<job>/g0001/{manifest.json, rank-<r>/...}`. A generation is written
+//! as `.g0001.tmp/` and becomes visible only when rank 0 has written and fsynced `manifest.json`
+//! and renamed the directory: a half-written generation is never restored. `<ckpt_root>/<user>` is
+//! root-owned 0700, so users can neither read nor alter images that root will restore; inside it,
+//! rank image dirs belong to the daemon's remapped root and are 0755/0644, because part of CRIU's
+//! restore runs inside the container's user namespace.
+//!
+//! Ranks coordinate only through marker files in the generation directory (every node sees the
+//! shared storage), with explicit waits and timeouts — never fixed sleeps.
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileSum {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RankRecord {
+    pub rank: u32,
+    pub hostname: String,
+    pub ip: String,
+    pub mac: String,
+    pub node: String,
+    /// Position of this rank in the checkpoint order (0 = first).
+    pub order: u32,
+    pub bytes: u64,
+    pub files: Vec<FileSum>,
+    pub dump_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: u32,
+    pub job: u32,
+    pub step: u32,
+    pub generation: u32,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub image: String,
+    pub image_id: String,
+    pub ntasks: u32,
+    pub mpi: String,
+    pub argv: Vec<String>,
+    pub policy: String,
+    pub created: u64,
+    pub criu_version: String,
+    pub engine_version: String,
+    pub total_bytes: u64,
+    pub ranks: Vec<RankRecord>,
+}
+
+/// What a restore must match: a manifest of another job or user, or another shape, is refused.
+#[derive(Debug, Clone)]
+pub struct Expect<'a> {
+    pub job: u32,
+    pub step: u32,
+    pub uid: u32,
+    pub ntasks: u32,
+    pub image: &'a str,
+}
+
+impl Manifest {
+    pub fn check(&self, e: &Expect) -> Result<()> {
+        let bad = |what: String| Err(Error::Invalid(format!("checkpoint generation {} refused: {what}", self.generation)));
+        if self.format != FORMAT {
+            return bad(format!("manifest format {} (this helper reads {FORMAT})", self.format));
+        }
+        if self.job != e.job || self.step != e.step {
+            return bad(format!("it belongs to job {}.{}, not {}.{}", self.job, self.step, e.job, e.step));
+        }
+        if self.uid != e.uid {
+            return bad(format!("it belongs to uid {}, not {}", self.uid, e.uid));
+        }
+        if self.ntasks != e.ntasks || self.ranks.len() as u32 != e.ntasks {
+            return bad(format!("it has {} ranks, the job now has {}", self.ntasks, e.ntasks));
+        }
+        if self.image != e.image {
+            return bad(format!("it was taken from image {}, the job now uses {}", self.image, e.image));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub job_dir: PathBuf,
+}
+
+pub fn gen_name(g: u32) -> String {
+    format!("g{g:04}")
+}
+
+impl Layout {
+    /// `dir` is the job's directory name under the user's area (the job id by default).
+    pub fn new(ckpt_root: &Path, user: &str, dir: &str) -> Self {
+        Layout { job_dir: ckpt_root.join(user).join(dir) }
+    }
+    pub fn gen_dir(&self, g: u32) -> PathBuf {
+        self.job_dir.join(gen_name(g))
+    }
+    pub fn tmp_dir(&self, g: u32) -> PathBuf {
+        self.job_dir.join(format!(".{}.tmp", gen_name(g)))
+    }
+
+    /// Create `<root>/<user>/<job>` with the user level private to root.
+    pub fn create(&self) -> Result<()> {
+        fs::create_dir_all(&self.job_dir).map_err(|e| Error::io(&self.job_dir, e))?;
+        if let Some(user_dir) = self.job_dir.parent() {
+            fs::set_permissions(user_dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(user_dir, e))?;
+        }
+        fs::set_permissions(&self.job_dir, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(&self.job_dir, e))
+    }
+
+    /// Complete generations, newest last.
+    pub fn generations(&self) -> Vec<u32> {
+        let mut gens: Vec<u32> = fs::read_dir(&self.job_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name().to_str()?.to_string();
+                        let g: u32 = n.strip_prefix('g')?.parse().ok()?;
+                        e.path().join("manifest.json").is_file().then_some(g)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        gens.sort_unstable();
+        gens
+    }
+
+    pub fn load_manifest(&self, g: u32) -> Result<Manifest> {
+        let p = self.gen_dir(g).join("manifest.json");
+        let text = fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        serde_json::from_slice(&text).map_err(|e| Error::Invalid(format!("{}: bad manifest: {e}", p.display())))
+    }
+
+    /// The newest complete generation that loads, if any.
+    pub fn latest(&self) -> Option<Manifest> {
+        self.generations().into_iter().rev().find_map(|g| self.load_manifest(g).ok())
+    }
+}
+
+pub fn marker(dir: &Path, what: &str, rank: u32) -> PathBuf {
+    dir.join(format!(".{what}-r{rank}"))
+}
+
+pub fn touch(p: &Path) -> Result<()> {
+    fs::write(p, b"").map_err(|e| Error::io(p, e))
+}
+
+/// Wait until `pred` holds, polling every 50 ms, up to `timeout`.
+pub async fn wait_until(timeout: Duration, what: &str, mut pred: impl FnMut() -> bool) -> Result<()> {
+    let end = tokio::time::Instant::now() + timeout;
+    while !pred() {
+        if tokio::time::Instant::now() >= end {
+            return Err(Error::Invalid(format!("timed out after {}s waiting for {what}", timeout.as_secs())));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Wait until every rank in `ranks` has left marker `what` in `dir`.
+pub async fn barrier(dir: &Path, what: &str, ranks: impl Iterator<Item = u32> + Clone, timeout: Duration) -> Result<()> {
+    wait_until(timeout, &format!("every rank to be {what}"), || ranks.clone().all(|r| marker(dir, what, r).exists())).await
+}
+
+/// Make a rank's images readable by the remapped container root (restore runs partly inside the
+/// user namespace), and sum them for the manifest.
+pub fn seal_rank_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(u64, Vec<FileSum>)> {
+    let mut files = Vec::new();
+    let mut total = 0;
+    let mut entries: Vec<_> = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for ent in entries {
+        let p = ent.path();
+        let md = fs::symlink_metadata(&p).map_err(|e| Error::io(&p, e))?;
+        if !md.is_file() {
+            continue;
+        }
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::chown(&p, Some(u), Some(g)).map_err(|e| Error::io(&p, e))?;
+        }
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&p, e))?;
+        let (bytes, sha256) = sha256_file(&p)?;
+        total += bytes;
+        files.push(FileSum { name: ent.file_name().to_string_lossy().into_owned(), bytes, sha256 });
+    }
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::chown(dir, Some(u), Some(g)).map_err(|e| Error::io(dir, e))?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(dir, e))?;
+    Ok((total, files))
+}
+
+pub fn sha256_file(p: &Path) -> Result<(u64, String)> {
+    let mut f = fs::File::open(p).map_err(|e| Error::io(p, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, format!("{:x}", h.finalize())))
+}
+
+/// Verify a rank's images against the manifest before root restores them.
+pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
+    for f in &rec.files {
+        let p = dir.join(&f.name);
+        let (bytes, sum) = sha256_file(&p)?;
+        if bytes != f.bytes || sum != f.sha256 {
+            return Err(Error::Invalid(format!("{}: checksum mismatch (images altered or incomplete)", p.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Write JSON to `path` durably (write, fsync).
+pub fn write_json_durable<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(&body).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Commit a generation: fsync every rank dir and the manifest, then rename atomically.
+pub fn commit(layout: &Layout, g: u32, manifest: &Manifest) -> Result<PathBuf> {
+    let tmp = layout.tmp_dir(g);
+    for r in &manifest.ranks {
+        let d = tmp.join(format!("rank-{}", r.rank));
+        for f in &r.files {
+            let p = d.join(&f.name);
+            fs::File::open(&p).and_then(|f| f.sync_all()).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    write_json_durable(&tmp.join("manifest.json"), manifest)?;
+    let dst = layout.gen_dir(g);
+    fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    fs::File::open(&layout.job_dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&layout.job_dir, e))?;
+    Ok(dst)
+}
+
+/// Remove all but the newest `keep` complete generations and any stale temporary ones.
+pub fn prune(layout: &Layout, keep: usize, current_tmp: Option<u32>) -> usize {
+    let gens = layout.generations();
+    let mut removed = 0;
+    if gens.len() > keep {
+        for g in &gens[..gens.len() - keep] {
+            if fs::remove_dir_all(layout.gen_dir(*g)).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    if let Ok(rd) = fs::read_dir(&layout.job_dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(".g") && n.ends_with(".tmp") && current_tmp.map(|g| n != format!(".{}.tmp", gen_name(g))).unwrap_or(true) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    removed
+}
+
+/// CRIU's version string (for the manifest).
+pub fn criu_version() -> String {
+    std::process::Command::new("criu")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Version: ").map(str::to_string)))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format: FORMAT, job: 7, step: 0, generation: 1, user: "u".into(), uid: 1000, gid: 1000,
+            image: "img".into(), image_id: "sha256:x".into(), ntasks: 1, mpi: "mpich".into(), argv: vec![],
+            policy: "freeze-all".into(), created: 0, criu_version: "4.2.1".into(), engine_version: "20.10".into(),
+            total_bytes: 0,
+            ranks: vec![RankRecord { rank: 0, hostname: "j7-r0".into(), ip: "10.88.1.0".into(), mac: "m".into(), node: "n".into(), order: 0, bytes: 0, files: vec![], dump_seconds: 0.0 }],
+        }
+    }
+
+    #[test]
+    fn manifest_must_match_job_user_and_shape() {
+        let m = manifest();
+        let ok = Expect { job: 7, step: 0, uid: 1000, ntasks: 1, image: "img" };
+        assert!(m.check(&ok).is_ok());
+        assert!(m.check(&Expect { job: 8, ..ok.clone() }).is_err());
+        assert!(m.check(&Expect { uid: 1001, ..ok.clone() }).is_err());
+        assert!(m.check(&Expect { ntasks: 2, ..ok.clone() }).is_err());
+        assert!(m.check(&Expect { image: "other", ..ok.clone() }).is_err());
+    }
+
+    #[test]
+    fn only_committed_generations_are_visible() {
+        let root = std::env::temp_dir().join(format!("scc-ckpt-{}", std::process::id()));
+        let l = Layout::new(&root, "u", "7");
+        l.create().unwrap();
+        let tmp = l.tmp_dir(1);
+        fs::create_dir_all(tmp.join("rank-0")).unwrap();
+        fs::write(tmp.join("rank-0/pages-1.img"), b"abc").unwrap();
+        assert!(l.latest().is_none(), "a temporary generation must not be visible");
+        let (bytes, files) = seal_rank_dir(&tmp.join("rank-0"), None).unwrap();
+        assert_eq!(bytes, 3);
+        let mut m = manifest();
+        m.ranks[0].files = files.clone();
+        commit(&l, 1, &m).unwrap();
+        assert_eq!(l.generations(), vec![1]);
+        assert_eq!(l.latest().unwrap(), m);
+        verify_rank_dir(&l.gen_dir(1).join("rank-0"), &m.ranks[0]).unwrap();
+        fs::write(l.gen_dir(1).join("rank-0/pages-1.img"), b"abd").unwrap();
+        assert!(verify_rank_dir(&l.gen_dir(1).join("rank-0"), &m.ranks[0]).is_err());
+        // A stale temp generation is pruned, the committed one kept.
+        fs::create_dir_all(l.tmp_dir(2)).unwrap();
+        prune(&l, 1, None);
+        assert!(!l.tmp_dir(2).exists() && l.gen_dir(1).exists());
+        fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,47 @@
+use slurm_ckpt::state;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this job.
+    job: Option<u32>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
+    plugstack: std::path::PathBuf,
+}
+
+pub fn main(a: Args) -> i32 {
+    super::init_tracing(None);
+    let run = || -> anyhow::Result<()> {
+        let site = super::site_config(&[], &a.plugstack)?;
+        let jobs = match a.job {
+            Some(j) => vec![j],
+            None => state::list_jobs(&site.ckpt_root)?,
+        };
+        let mut all = Vec::new();
+        for j in jobs {
+            all.extend(state::load_job(&site.ckpt_root, j)?);
+        }
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+            return Ok(());
+        }
+        println!("{:>8} {:>4} {:<10} {:<12} {:<14} {:<15} {:<17} {:<8}", "JOB", "RANK", "NODE", "CONTAINER", "HOSTNAME", "IP", "MAC", "STATE");
+        for s in &all {
+            let id = &s.container_id[..12.min(s.container_id.len())];
+            println!("{:>8} {:>4} {:<10} {:<12} {:<14} {:<15} {:<17} {:<8}", s.job, s.rank, s.node, id, s.hostname, s.ip, s.mac, s.state);
+            if let Some(e) = s.events.last() {
+                println!("{:>13} last event: {} ({})", "", e.what, e.at);
+            }
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("slurm-ckpt status: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,83 @@
+use slurm_ckpt::supervise::{self, SuperviseArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Inherited socket to the relay.
+    #[arg(long)]
+    fd: i32,
+    #[arg(long)]
+    job: u32,
+    #[arg(long)]
+    step: u32,
+    #[arg(long)]
+    rank: u32,
+    #[arg(long)]
+    ntasks: u32,
+    #[arg(long, default_value_t = 1)]
+    nnodes: u32,
+    #[arg(long)]
+    node: String,
+    #[arg(long)]
+    uid: u32,
+    #[arg(long)]
+    gid: u32,
+    #[arg(long)]
+    image: String,
+    #[arg(long, value_parser = ["mpich", "openmpi", "none"])]
+    mpi: String,
+    #[arg(long)]
+    ckpt: Option<String>,
+    #[arg(long)]
+    ckpt_interval: Option<u32>,
+    /// SLURM_RESTART_COUNT of the job.
+    #[arg(long, default_value_t = 0)]
+    restart_count: u32,
+    #[arg(long = "mount")]
+    mounts: Vec<String>,
+    #[arg(long, default_value = "/")]
+    cwd: String,
+    #[arg(long = "site")]
+    site: Vec<String>,
+    #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
+    plugstack: std::path::PathBuf,
+    /// The job's program and arguments (run by MPI inside the containers).
+    #[arg(last = true, required = true)]
+    argv: Vec<String>,
+}
+
+pub fn main(a: Args) -> i32 {
+    super::init_tracing(Some(&supervise::log_path(a.job)));
+    let run = || -> anyhow::Result<i32> {
+        if a.uid == 0 {
+            anyhow::bail!("refusing to run a rank container as root");
+        }
+        let sock = slurm_ckpt::fdio::inherited_socket(a.fd)?;
+        let site = super::site_config(&a.site, &a.plugstack)?;
+        let args = SuperviseArgs {
+            job: a.job,
+            step: a.step,
+            rank: a.rank,
+            ntasks: a.ntasks,
+            node: a.node.clone(),
+            uid: a.uid,
+            gid: a.gid,
+            image: a.image.clone(),
+            mpi: a.mpi.clone(),
+            mounts: a.mounts.clone(),
+            cwd: a.cwd.clone(),
+            ckpt: a.ckpt.clone(),
+            ckpt_interval: a.ckpt_interval,
+            restart_count: a.restart_count,
+            site,
+            argv: a.argv.clone(),
+        };
+        Ok(super::runtime()?.block_on(supervise::run(args, sock)))
+    };
+    match run() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("job {} rank {}: {e:#}", a.job, a.rank);
+            1
+        }
+    }
+}

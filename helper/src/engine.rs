@@ -1,0 +1,282 @@
+//! The Docker engine of one node, through bollard. Everything the helper asks of Docker is here.
+use crate::error::{Error, Result};
+use crate::plan::RankIdentity;
+use bollard::container::{
+    AttachContainerOptions, AttachContainerResults, Config, CreateContainerOptions, KillContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
+};
+use bollard::models::{EndpointIpamConfig, EndpointSettings, HostConfig};
+use bollard::Docker;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+
+pub const LABEL_JOB: &str = "slurm-ckpt.job";
+pub const LABEL_RANK: &str = "slurm-ckpt.rank";
+pub const LABEL_USER: &str = "slurm-ckpt.uid";
+
+pub struct Engine {
+    docker: Docker,
+    socket: String,
+    pub node: String,
+}
+
+/// What a rank container is made of.
+pub struct RankSpec<'a> {
+    pub name: String,
+    pub job_id: u32,
+    pub me: &'a RankIdentity,
+    pub all: &'a [RankIdentity],
+    pub image: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    pub network: &'a str,
+    /// OCI runtime registered with dockerd (the slurm-ckpt wrapper); None = the daemon's default.
+    pub runtime: Option<&'a str>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub binds: Vec<String>,
+    pub cwd: &'a str,
+    pub nano_cpus: Option<i64>,
+    pub memory_bytes: Option<i64>,
+}
+
+impl Engine {
+    pub async fn connect(socket: &str, node: &str) -> Result<Self> {
+        let path = socket.strip_prefix("unix://").unwrap_or(socket);
+        let err = |source| Error::Docker { socket: socket.to_string(), source };
+        let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(err)?;
+        // The daemon here speaks API 1.41: negotiate rather than assume bollard's default.
+        let docker = docker.negotiate_version().await.map_err(err)?;
+        Ok(Engine { docker, socket: socket.to_string(), node: node.to_string() })
+    }
+
+    fn err(&self, source: bollard::errors::Error) -> Error {
+        Error::Docker { socket: self.socket.clone(), source }
+    }
+
+    pub async fn check_network(&self, network: &str) -> Result<()> {
+        match self.docker.inspect_network::<String>(network, None).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                Err(Error::NoNetwork { network: network.into(), node: self.node.clone() })
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    pub async fn check_image(&self, image: &str) -> Result<()> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                Err(Error::NoImage { image: image.into(), node: self.node.clone() })
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Create the rank's container (removing a stale one of the same name first). Returns its id.
+    pub async fn create_rank(&self, s: &RankSpec<'_>) -> Result<String> {
+        self.remove(&s.name).await?;
+        let labels = HashMap::from([
+            (LABEL_JOB.to_string(), s.job_id.to_string()),
+            (LABEL_RANK.to_string(), s.me.rank.to_string()),
+            (LABEL_USER.to_string(), s.uid.to_string()),
+        ]);
+        let extra_hosts = s.all.iter().map(|r| format!("{}:{}", r.hostname, r.ip)).collect();
+        // /tmp and /dev/shm as tmpfs: CRIU stores tmpfs contents in the checkpoint, whereas files in
+        // the container's writable layer are lost on restore into a new container (Open MPI keeps
+        // files open there).
+        let tmpfs = HashMap::from([
+            ("/tmp".to_string(), "rw,nosuid,nodev,exec,mode=1777".to_string()),
+            ("/dev/shm".to_string(), "rw,nosuid,nodev,mode=1777".to_string()),
+        ]);
+        let host_config = HostConfig {
+            binds: Some(s.binds.clone()),
+            tmpfs: Some(tmpfs),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            network_mode: Some(s.network.to_string()),
+            extra_hosts: Some(extra_hosts),
+            nano_cpus: s.nano_cpus,
+            memory: s.memory_bytes,
+            init: Some(false),
+            privileged: Some(false),
+            runtime: s.runtime.map(str::to_string),
+            ..Default::default()
+        };
+        let endpoint = EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(s.me.ip.to_string()), ..Default::default() }),
+            ..Default::default()
+        };
+        let config = Config {
+            image: Some(s.image.to_string()),
+            hostname: Some(s.me.hostname.clone()),
+            user: Some(format!("{}:{}", s.uid, s.gid)),
+            cmd: Some(s.cmd.clone()),
+            env: Some(s.env.clone()),
+            working_dir: Some(s.cwd.to_string()),
+            labels: Some(labels),
+            // API 1.41 takes the MAC on the container config, not on the endpoint.
+            mac_address: Some(s.me.mac.clone()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            host_config: Some(host_config),
+            networking_config: Some(bollard::container::NetworkingConfig {
+                endpoints_config: HashMap::from([(s.network.to_string(), endpoint)]),
+            }),
+            ..Default::default()
+        };
+        let resp = self
+            .docker
+            .create_container(Some(CreateContainerOptions { name: s.name.clone(), platform: None }), config)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(resp.id)
+    }
+
+    pub async fn attach(&self, id: &str) -> Result<AttachContainerResults> {
+        let opts = AttachContainerOptions::<String> {
+            stdout: Some(true),
+            stderr: Some(true),
+            stream: Some(true),
+            logs: Some(true),
+            ..Default::default()
+        };
+        self.docker.attach_container(id, Some(opts)).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.docker.start_container(id, None::<StartContainerOptions<String>>).await.map_err(|e| self.err(e))
+    }
+
+    /// Wait for the container to exit; returns its exit code.
+    pub async fn wait(&self, id: &str) -> Result<i64> {
+        let mut s = self.docker.wait_container(id, None::<WaitContainerOptions<String>>);
+        match s.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(self.err(e)),
+            None => Err(Error::Invalid(format!("wait on container {id} ended without a status"))),
+        }
+    }
+
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        self.docker.pause_container(id).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn unpause(&self, id: &str) -> Result<()> {
+        self.docker.unpause_container(id).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
+        match self.docker.kill_container(id, Some(KillContainerOptions { signal })).await {
+            Ok(()) => Ok(()),
+            // Already stopped or gone: nothing to kill.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Force-remove a container by name or id; absent is fine.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Ids and names of every container (any state) that belongs to `job`.
+    pub async fn job_containers(&self, job: u32) -> Result<Vec<(String, String)>> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_JOB}={job}")])]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions { all: true, filters, ..Default::default() }))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.names.and_then(|n| n.first().cloned()).unwrap_or_default();
+                c.id.map(|id| (id, name.trim_start_matches('/').to_string()))
+            })
+            .collect())
+    }
+
+    pub async fn state(&self, id: &str) -> Result<String> {
+        let c = self.docker.inspect_container(id, None).await.map_err(|e| self.err(e))?;
+        Ok(c.state.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()))
+    }
+}
+
+/// Container name of a rank: unique per job and rank on a node.
+pub fn container_name(job: u32, rank: u32) -> String {
+    format!("slurm-ckpt-{job}-r{rank}")
+}
+
+/// What the node's daemon tells us about itself that checkpoint/restore needs.
+#[derive(Debug, Clone)]
+pub struct DaemonInfo {
+    /// Per-container data lives under `<root_dir>/containers/<id>/` (includes the userns suffix).
+    pub root_dir: std::path::PathBuf,
+    /// Host uid/gid of container root when the daemon runs with --userns-remap.
+    pub remap_root: Option<(u32, u32)>,
+    pub version: String,
+}
+
+impl Engine {
+    pub async fn daemon_info(&self) -> Result<DaemonInfo> {
+        let info = self.docker.info().await.map_err(|e| self.err(e))?;
+        let root_dir: std::path::PathBuf = info.docker_root_dir.unwrap_or_default().into();
+        // With --userns-remap the root dir ends in "<uid>.<gid>".
+        let remap_root = root_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once('.'))
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+        Ok(DaemonInfo { root_dir, remap_root, version: info.server_version.unwrap_or_default() })
+    }
+
+    pub async fn image_id(&self, image: &str) -> Result<String> {
+        let i = self.docker.inspect_image(image).await.map_err(|e| self.err(e))?;
+        Ok(i.id.unwrap_or_default())
+    }
+
+    /// `POST /containers/{id}/checkpoints`: bollard 0.18 has no checkpoint API.
+    pub async fn checkpoint_create(&self, id: &str, name: &str, exit: bool) -> Result<()> {
+        let body = serde_json::json!({ "CheckpointID": name, "Exit": exit }).to_string();
+        self.raw("POST", &format!("/containers/{id}/checkpoints"), Some(&body)).await
+    }
+
+    /// `POST /containers/{id}/start?checkpoint=NAME`: restore from a checkpoint.
+    pub async fn start_from_checkpoint(&self, id: &str, name: &str) -> Result<()> {
+        self.raw("POST", &format!("/containers/{id}/start?checkpoint={name}"), None).await
+    }
+
+    /// Minimal HTTP/1.1 request on the daemon's socket for the endpoints bollard lacks.
+    async fn raw(&self, method: &str, path: &str, body: Option<&str>) -> Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sock = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
+        let io = |e: std::io::Error| Error::io(sock, e);
+        let mut s = tokio::net::UnixStream::connect(sock).await.map_err(io)?;
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} /v1.41{path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.map_err(io)?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await.map_err(io)?;
+        let text = String::from_utf8_lossy(&resp);
+        let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            let msg = text.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
+            Err(Error::Invalid(format!("docker {method} {path}: HTTP {status}: {msg}")))
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The helper library's error type: one enum, each variant names what was wrong.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("site setting {key}: {msg}")]
+    Site { key: String, msg: String },
+    #[error("unknown site setting '{0}' (valid: {1})")]
+    UnknownSiteKey(String, String),
+    #[error("job {job}: {ntasks} ranks exceed the per-job maximum of {max} container addresses")]
+    TooManyRanks { job: u32, ntasks: u32, max: u32 },
+    #[error("subnet {0} is too small for per-job address slots")]
+    SubnetTooSmall(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("docker ({socket}): {source}")]
+    Docker { socket: String, source: bollard::errors::Error },
+    #[error("docker network '{network}' does not exist on node {node}: the site must create it (see slurm-conf/README.md)")]
+    NoNetwork { network: String, node: String },
+    #[error("image '{image}' is not available on node {node}: load it into the node's Docker daemon first")]
+    NoImage { image: String, node: String },
+    #[error("user id {0} has no passwd entry on this node")]
+    NoUser(u32),
+    #[error("bad frame from peer: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

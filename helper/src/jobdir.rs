@@ -1,0 +1,141 @@
+//! The per-node job directory bind-mounted read-only at `/.slurm-ckpt` in every rank container:
+//! passwd/group entries for the job user (sshd and ssh refuse to run for a uid without one), the
+//! job's ssh keys and configs, the MPI hostfile and the in-container launch script.
+//!
+//! Every rank on every node must agree on the ssh keys without talking to each other, so they are
+//! derived from (site secret, job id). The secret is the munge key: identical on every node of a
+//! Slurm cluster by construction and readable by root only. Files are written atomically with
+//! deterministic content, so several ranks of a node (or a restore on another node) produce the
+//! same directory.
+use crate::error::{Error, Result};
+use crate::plan::RankIdentity;
+use sha2::{Digest, Sha256};
+use ssh_key::private::Ed25519Keypair;
+use ssh_key::{LineEnding, PrivateKey};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub const MOUNT_POINT: &str = "/.slurm-ckpt";
+pub const SSH_PORT: u16 = 2222;
+const LAUNCH: &str = include_str!("launch.sh");
+
+/// The job user as seen inside the containers.
+#[derive(Debug, Clone)]
+pub struct JobUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl JobUser {
+    pub fn lookup(uid: u32, gid: u32) -> Result<Self> {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .ok_or(Error::NoUser(uid))?;
+        Ok(JobUser { name: user.name, uid, gid })
+    }
+}
+
+fn derive_seed(secret: &[u8], job_id: u32, purpose: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"slurm-container-ckpt ssh v1\0");
+    h.update(purpose.as_bytes());
+    h.update(job_id.to_be_bytes());
+    h.update(secret);
+    h.finalize().into()
+}
+
+fn keypair(secret: &[u8], job_id: u32, purpose: &str) -> Result<(String, String)> {
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&derive_seed(secret, job_id, purpose)));
+    let private = key.to_openssh(LineEnding::LF).map_err(|e| Error::Invalid(format!("ssh key: {e}")))?;
+    let public = key.public_key().to_openssh().map_err(|e| Error::Invalid(format!("ssh key: {e}")))?;
+    Ok((private.to_string(), public))
+}
+
+/// Write `content` to `dir/name` atomically with `mode`, owned by `owner` (uid, gid) if given.
+fn put(dir: &Path, name: &str, content: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let io = |e| Error::io(&tmp, e);
+    let mut f = fs::File::create(&tmp).map_err(io)?;
+    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io)?;
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::chown(&tmp, Some(u), Some(g)).map_err(io)?;
+    }
+    f.write_all(content).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+pub struct JobDirSpec<'a> {
+    pub runtime_dir: &'a Path,
+    pub job_id: u32,
+    pub user: &'a JobUser,
+    pub ranks: &'a [RankIdentity],
+    pub secret: &'a [u8],
+}
+
+pub fn job_dir(runtime_dir: &Path, job_id: u32) -> PathBuf {
+    runtime_dir.join(job_id.to_string())
+}
+
+/// Create (or refresh) the job directory on this node and return its path.
+pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
+    let dir = job_dir(spec.runtime_dir, spec.job_id);
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    // Root-owned and not user-writable: the user can read their keys but not swap the launch script.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(&dir, e))?;
+    let u = spec.user;
+    let own = Some((u.uid, u.gid));
+
+    put(&dir, "passwd", format!(
+        "root:x:0:0:root:/root:/bin/sh\n{}:x:{}:{}::/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        u.name, u.uid, u.gid).as_bytes(), 0o644, None)?;
+    put(&dir, "group", format!("root:x:0:\n{}:x:{}:\nnogroup:x:65534:\n", u.name, u.gid).as_bytes(), 0o644, None)?;
+
+    let (client_priv, client_pub) = keypair(spec.secret, spec.job_id, "client")?;
+    let (host_priv, host_pub) = keypair(spec.secret, spec.job_id, "host")?;
+    // ssh and sshd insist that private keys belong to the running user and are not readable by others.
+    put(&dir, "id_ed25519", client_priv.as_bytes(), 0o600, own)?;
+    put(&dir, "ssh_host_ed25519_key", host_priv.as_bytes(), 0o600, own)?;
+    put(&dir, "authorized_keys", format!("{client_pub}\n").as_bytes(), 0o644, None)?;
+    let known: String = spec.ranks.iter().map(|r| format!("[{}]:{SSH_PORT},{} {host_pub}\n", r.hostname, r.ip)).collect();
+    put(&dir, "known_hosts", known.as_bytes(), 0o644, None)?;
+    put(&dir, "ssh_config", format!(
+        "Host *\n  Port {SSH_PORT}\n  IdentityFile {MOUNT_POINT}/id_ed25519\n  UserKnownHostsFile {MOUNT_POINT}/known_hosts\n  StrictHostKeyChecking yes\n  BatchMode yes\n  LogLevel ERROR\n  ConnectTimeout 10\n  ServerAliveInterval 0\n").as_bytes(), 0o644, None)?;
+    put(&dir, "sshd_config", format!(
+        "Port {SSH_PORT}\nHostKey {MOUNT_POINT}/ssh_host_ed25519_key\nAuthorizedKeysFile {MOUNT_POINT}/authorized_keys\nPidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitUserEnvironment no\nAllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nLogLevel ERROR\nAcceptEnv *\n").as_bytes(), 0o644, None)?;
+    put(&dir, "ssh", format!("#!/bin/sh\nexec ssh -F {MOUNT_POINT}/ssh_config \"$@\"\n").as_bytes(), 0o755, None)?;
+    let hosts: String = spec.ranks.iter().map(|r| format!("{}\n", r.hostname)).collect();
+    put(&dir, "hostfile", hosts.as_bytes(), 0o644, None)?;
+    put(&dir, "launch", LAUNCH.as_bytes(), 0o755, None)?;
+    Ok(dir)
+}
+
+/// Remove the job directory (job end on this node).
+pub fn remove(runtime_dir: &Path, job_id: u32) -> Result<()> {
+    let dir = job_dir(runtime_dir, job_id);
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_deterministic_per_job_and_secret() {
+        let a = keypair(b"s1", 7, "client").unwrap();
+        assert_eq!(a, keypair(b"s1", 7, "client").unwrap());
+        assert_ne!(a, keypair(b"s1", 8, "client").unwrap());
+        assert_ne!(a, keypair(b"s2", 7, "client").unwrap());
+        assert_ne!(a, keypair(b"s1", 7, "host").unwrap());
+        assert!(a.0.contains("OPENSSH PRIVATE KEY") && a.1.starts_with("ssh-ed25519 "));
+    }
+}

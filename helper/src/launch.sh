@@ -1,0 +1,53 @@
+#!/bin/sh
+# In-container init of every rank container (written by slurm-ckpt into /.slurm-ckpt/launch).
+# usage: launch RANK MPI NTASKS PROGRAM [ARGS...]
+# Rank 0 runs the MPI launcher, which reaches the other ranks' containers over ssh; every other rank
+# runs sshd as the job user. Everything must descend from this init process: CRIU checkpoints the
+# init's process tree only (processes started by `docker exec` would be silently lost).
+set -e
+D=/.slurm-ckpt
+rank="$1"; mpi="$2"; ntasks="$3"; shift 3
+export HOME=/tmp
+cd "${SLURM_CKPT_CWD:-/}" 2>/dev/null || cd /
+
+if [ "$mpi" = none ]; then
+    exec "$@"
+fi
+if [ "$rank" != 0 ]; then
+    exec /usr/sbin/sshd -D -e -f "$D/sshd_config"
+fi
+
+# Rank 0: wait until every peer's sshd accepts the job key, then become the MPI launcher.
+deadline=$(( $(date +%s) + ${SLURM_CKPT_PEER_TIMEOUT:-120} ))
+for h in $(tail -n +2 "$D/hostfile"); do
+    until "$D/ssh" "$h" true 2>/dev/null; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "slurm-ckpt: rank container $h did not accept ssh within ${SLURM_CKPT_PEER_TIMEOUT:-120}s" >&2
+            "$D/ssh" "$h" true || true
+            exit 125
+        fi
+        sleep 0.2
+    done
+done
+
+case "$mpi" in
+mpich)
+    launcher=mpiexec.hydra
+    command -v "$launcher" >/dev/null 2>&1 || launcher=mpiexec.mpich
+    command -v "$launcher" >/dev/null 2>&1 || launcher=mpiexec
+    exec "$launcher" -f "$D/hostfile" -n "$ntasks" -launcher ssh -launcher-exec "$D/ssh" "$@"
+    ;;
+openmpi)
+    launcher=mpirun.openmpi
+    command -v "$launcher" >/dev/null 2>&1 || launcher=mpirun
+    hf=/tmp/.slurm-ckpt-hostfile
+    sed 's/$/ slots=1/' "$D/hostfile" >"$hf"
+    exec "$launcher" --hostfile "$hf" -n "$ntasks" --map-by node \
+        --mca plm_rsh_agent "$D/ssh" --mca pml ob1 --mca btl tcp,self \
+        --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 "$@"
+    ;;
+*)
+    echo "slurm-ckpt: unknown MPI family '$mpi'" >&2
+    exit 125
+    ;;
+esac

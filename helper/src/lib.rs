@@ -1,0 +1,16 @@
+//! slurm-container-ckpt helper library: per-rank container plans, Docker engine access,
+//! suspend/resume and checkpoint/restore of a job's rank containers.
+pub mod ckpt;
+pub mod engine;
+pub mod error;
+pub mod fdio;
+pub mod jobdir;
+pub mod plan;
+pub mod protocol;
+pub mod relay;
+pub mod runtime_wrapper;
+pub mod site;
+pub mod state;
+pub mod supervise;
+
+pub use error::{Error, Result};

@@ -1,0 +1,35 @@
+//! `slurm-ckpt`: the helper the SPANK plugin runs (supervise, relay, cleanup) and the admin/user CLI
+//! (status). Thin: the work is in the library; one module per subcommand under cli/.
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "slurm-ckpt", version, about = "Checkpoint/restart of MPI jobs in per-rank Docker containers under Slurm")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// (plugin, root) Run and supervise one rank's container.
+    Supervise(cli::supervise::Args),
+    /// (plugin, job user) Be the Slurm task of one rank: relay output and signals.
+    Relay(cli::relay::Args),
+    /// (epilog, root) Remove every container and runtime file of a job on this node.
+    Cleanup(cli::cleanup::Args),
+    /// Show the rank containers of running jobs.
+    Status(cli::status::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Supervise(a) => cli::supervise::main(a),
+        Cmd::Relay(a) => cli::relay::main(a),
+        Cmd::Cleanup(a) => cli::cleanup::main(a),
+        Cmd::Status(a) => cli::status::main(a),
+    };
+    std::process::exit(code);
+}

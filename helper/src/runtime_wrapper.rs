@@ -1,0 +1,134 @@
+//! `slurm-ckpt-runc`: an OCI runtime registered with dockerd that execs the real runc, except that
+//! `checkpoint` and `restore` read/write CRIU images directly on the checkpoint storage instead of
+//! the temp dir that containerd tars through its content store (10x slower than the disk; see
+//! docs/PERFORMANCE.md). Containers stay fully Docker-managed.
+//!
+//! Checkpoint: the supervisor (root) first writes `<runtime_dir>/redirect/<container-id>` holding
+//! the destination; the wrapper passes that as `--image-path` and leaves a pointer file in
+//! containerd's dir, so Docker stores only the pointer. Restore: the supervisor puts that pointer in
+//! the new container's checkpoint; the wrapper finds it in the `--image-path` it is given and passes
+//! the real location. Inputs are trusted only if owned by root and not writable by others, and the
+//! destination must lie inside the site's checkpoint root.
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub const POINTER: &str = "slurm-ckpt-pointer";
+pub const REAL_RUNC: &str = "/usr/sbin/runc";
+
+#[derive(Debug, PartialEq)]
+pub enum Op {
+    Checkpoint { image_path_idx: usize, id: String },
+    Restore { image_path_idx: usize },
+    Other,
+}
+
+/// Find the runc subcommand and the index of the `--image-path` value in `args` (argv without [0]).
+pub fn classify(args: &[String]) -> Op {
+    let Some(pos) = args.iter().position(|a| a == "checkpoint" || a == "restore") else { return Op::Other };
+    let value_idx = args[pos..].iter().position(|a| a == "--image-path").map(|i| pos + i + 1);
+    let Some(idx) = value_idx.filter(|i| *i < args.len()) else { return Op::Other };
+    if args[pos] == "checkpoint" {
+        match args.last() {
+            Some(id) if !id.starts_with('-') => Op::Checkpoint { image_path_idx: idx, id: id.clone() },
+            _ => Op::Other,
+        }
+    } else {
+        Op::Restore { image_path_idx: idx }
+    }
+}
+
+/// Read a small root-owned, not group/other-writable file.
+pub fn read_trusted(path: &Path) -> Option<String> {
+    let md = std::fs::symlink_metadata(path).ok()?;
+    if !md.is_file() || md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return None;
+    }
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// A destination is acceptable if absolute, free of `..`, and inside `root`.
+pub fn inside(dest: &str, root: &Path) -> Option<PathBuf> {
+    let p = PathBuf::from(dest);
+    if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return None;
+    }
+    p.starts_with(root).then_some(p)
+}
+
+/// Compute the argv for the real runc. Errors are reported, and the original argv is used (Docker's
+/// own path), so a misconfiguration degrades to slow instead of failing.
+pub fn rewrite(args: Vec<String>, runtime_dir: &Path, ckpt_root: &Path) -> (Vec<OsString>, Option<String>) {
+    let mut out = args.clone();
+    let note = match classify(&args) {
+        Op::Checkpoint { image_path_idx, id } => {
+            let redirect = runtime_dir.join("redirect").join(&id);
+            match read_trusted(&redirect).and_then(|d| inside(&d, ckpt_root)) {
+                Some(dest) => {
+                    let tmp = PathBuf::from(&args[image_path_idx]);
+                    let _ = std::fs::create_dir_all(&tmp);
+                    match std::fs::write(tmp.join(POINTER), dest.to_string_lossy().as_bytes()) {
+                        Ok(()) => {
+                            out[image_path_idx] = dest.to_string_lossy().into_owned();
+                            Some(format!("checkpoint {id} -> {}", dest.display()))
+                        }
+                        Err(e) => Some(format!("checkpoint {id}: cannot write pointer: {e}; using Docker's path")),
+                    }
+                }
+                None => None,
+            }
+        }
+        Op::Restore { image_path_idx } => {
+            let ptr = Path::new(&args[image_path_idx]).join(POINTER);
+            if ptr.exists() {
+                match read_trusted(&ptr).and_then(|d| inside(&d, ckpt_root)) {
+                    Some(dest) => {
+                        out[image_path_idx] = dest.to_string_lossy().into_owned();
+                        Some(format!("restore <- {}", dest.display()))
+                    }
+                    None => Some(format!("restore: untrusted pointer {} ignored", ptr.display())),
+                }
+            } else {
+                None
+            }
+        }
+        Op::Other => None,
+    };
+    (out.into_iter().map(OsString::from).collect(), note)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn classifies_containerd_argv() {
+        let ck = v("--root /r --log /l --log-format json checkpoint --image-path /tmp/x --work-path /w --leave-running abc123");
+        assert_eq!(classify(&ck), Op::Checkpoint { image_path_idx: 8, id: "abc123".into() });
+        let rs = v("--root /r --log /l restore --image-path /tmp/y --work-path /w --detach --pid-file p -no-subreaper --bundle /b id");
+        assert_eq!(classify(&rs), Op::Restore { image_path_idx: 6 });
+        assert_eq!(classify(&v("--root /r start abc")), Op::Other);
+        assert_eq!(classify(&v("checkpoint --image-path")), Op::Other);
+    }
+
+    #[test]
+    fn destinations_must_be_inside_the_root() {
+        let root = Path::new("/ckpt");
+        assert!(inside("/ckpt/u/1/g1/rank-0", root).is_some());
+        assert!(inside("/ckpt/../etc", root).is_none());
+        assert!(inside("/etc/x", root).is_none());
+        assert!(inside("rel", root).is_none());
+    }
+
+    #[test]
+    fn untrusted_inputs_leave_argv_alone() {
+        let args = v("--root /r restore --image-path /nonexistent/dir --bundle /b id");
+        let (out, note) = rewrite(args.clone(), Path::new("/nonexistent"), Path::new("/ckpt"));
+        assert_eq!(out, args.iter().map(OsString::from).collect::<Vec<_>>());
+        assert!(note.is_none());
+    }
+}

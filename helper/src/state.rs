@@ -1,0 +1,109 @@
+//! Rank state records on shared storage (`<ckpt_root>/.state/<job>/rank-<r>.json`), written by the
+//! root supervisors and read by `slurm-ckpt status` from any node. Root-owned, world-readable.
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub at: u64,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RankState {
+    pub job: u32,
+    pub step: u32,
+    pub rank: u32,
+    pub user: String,
+    pub node: String,
+    pub container: String,
+    pub container_id: String,
+    pub hostname: String,
+    pub ip: String,
+    pub mac: String,
+    pub image: String,
+    /// created | running | frozen | exited | failed
+    pub state: String,
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn state_root(ckpt_root: &Path) -> PathBuf {
+    ckpt_root.join(".state")
+}
+
+pub fn job_state_dir(ckpt_root: &Path, job: u32) -> PathBuf {
+    state_root(ckpt_root).join(job.to_string())
+}
+
+impl RankState {
+    pub fn event(&mut self, what: impl Into<String>) {
+        self.events.push(Event { at: now(), what: what.into() });
+        // Bound the record: long jobs suspended many times keep the latest events.
+        if self.events.len() > 200 {
+            self.events.drain(..self.events.len() - 200);
+        }
+    }
+
+    /// Atomically replace this rank's record.
+    pub fn save(&self, ckpt_root: &Path) -> Result<()> {
+        let dir = job_state_dir(ckpt_root, self.job);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join(format!("rank-{}.json", self.rank));
+        let tmp = dir.join(format!(".rank-{}.json.{}", self.rank, std::process::id()));
+        let body = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&body).map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+}
+
+/// All rank records of one job, sorted by rank.
+pub fn load_job(ckpt_root: &Path, job: u32) -> Result<Vec<RankState>> {
+    let dir = job_state_dir(ckpt_root, job);
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for ent in entries.flatten() {
+        let p = ent.path();
+        let is_record = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rank-") && n.ends_with(".json"));
+        if !is_record {
+            continue;
+        }
+        let text = fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        match serde_json::from_slice::<RankState>(&text) {
+            Ok(s) => out.push(s),
+            Err(e) => tracing::warn!("ignoring unreadable state record {}: {e}", p.display()),
+        }
+    }
+    out.sort_by_key(|s| s.rank);
+    Ok(out)
+}
+
+/// Job ids that have state records.
+pub fn list_jobs(ckpt_root: &Path) -> Result<Vec<u32>> {
+    let dir = state_root(ckpt_root);
+    let mut jobs: Vec<u32> = match fs::read_dir(&dir) {
+        Ok(e) => e.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    jobs.sort_unstable();
+    Ok(jobs)
+}
+
+/// Remove this node's... or any record of the job (epilog; idempotent).
+pub fn remove_rank(ckpt_root: &Path, job: u32, rank: u32) {
+    let _ = fs::remove_file(job_state_dir(ckpt_root, job).join(format!("rank-{rank}.json")));
+    let _ = fs::remove_dir(job_state_dir(ckpt_root, job));
+}

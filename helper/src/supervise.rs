@@ -1,0 +1,654 @@
+//! The root-side supervisor of one rank: started by the plugin in `task_init_privileged`, it creates
+//! the rank's container, relays its output to the task (the user-side relay), turns the signals
+//! Slurm sends the task into container actions (pause on suspend, unpause on resume, stop on
+//! terminate) and reports the exit code. See docs/ARCHITECTURE.md.
+use crate::ckpt::{
+    barrier, commit, criu_version, gen_name, marker, prune, seal_rank_dir, touch, verify_rank_dir, wait_until,
+    write_json_durable, Expect, Layout, Manifest, RankRecord, FORMAT,
+};
+use crate::engine::{container_name, Engine, RankSpec};
+use crate::plan::RankIdentity;
+use crate::runtime_wrapper::POINTER;
+use std::os::unix::fs::PermissionsExt;
+use crate::error::{Error, Result};
+use crate::jobdir::{self, JobDirSpec, JobUser, MOUNT_POINT};
+use crate::plan::job_plan;
+use crate::protocol::Frame;
+use crate::site::SiteConfig;
+use crate::state::RankState;
+use bollard::container::LogOutput;
+use futures_util::StreamExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Munge's key: identical on every node, root-only; the secret the job's ssh keys derive from.
+const SECRET_FILE: &str = "/etc/munge/munge.key";
+
+#[derive(Debug, Clone)]
+pub struct SuperviseArgs {
+    pub job: u32,
+    pub step: u32,
+    pub rank: u32,
+    pub ntasks: u32,
+    pub node: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub image: String,
+    pub mpi: String,
+    pub mounts: Vec<String>,
+    pub cwd: String,
+    /// `--container-ckpt[=DIR]`: checkpoint/restart on, in this directory name (default: job id).
+    pub ckpt: Option<String>,
+    pub ckpt_interval: Option<u32>,
+    /// SLURM_RESTART_COUNT of the job (0 on its first run).
+    pub restart_count: u32,
+    pub site: SiteConfig,
+    pub argv: Vec<String>,
+}
+
+/// A user mount `SRC:DST[:ro|rw]` as a Docker bind, re-validated here: the helper runs as root and
+/// must not trust that its caller validated anything.
+pub fn bind_for_mount(spec: &str) -> Result<String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [s, d] => (*s, *d, "rw"),
+        [s, d, m @ ("ro" | "rw")] => (*s, *d, *m),
+        _ => return Err(Error::Invalid(format!("mount '{spec}': expected SRC:DST[:ro|rw]"))),
+    };
+    for p in [src, dst] {
+        if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
+            return Err(Error::Invalid(format!("mount '{spec}': '{p}' must be an absolute path without '..'")));
+        }
+    }
+    if [MOUNT_POINT, "/proc", "/sys", "/dev", "/etc/passwd", "/etc/group"].iter().any(|r| dst == *r || dst.starts_with(&format!("{r}/"))) {
+        return Err(Error::Invalid(format!("mount '{spec}': destination {dst} is reserved")));
+    }
+    Ok(format!("{src}:{dst}:{mode}"))
+}
+
+fn rank_env(a: &SuperviseArgs) -> Vec<String> {
+    vec![
+        format!("SLURM_JOB_ID={}", a.job),
+        format!("SLURM_CKPT_RANK={}", a.rank),
+        format!("SLURM_CKPT_NTASKS={}", a.ntasks),
+        format!("SLURM_CKPT_CWD={}", a.cwd),
+        "HOME=/tmp".into(),
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        // MPI between rank containers must be plain TCP over the container network: UCX's
+        // shared-memory/CMA transports see peers through the shared kernel and break restores.
+        "UCX_TLS=tcp,self".into(),
+        "UCX_NET_DEVICES=eth0".into(),
+        "OMPI_MCA_pml=ob1".into(),
+        "OMPI_MCA_btl=tcp,self".into(),
+        "OMPI_MCA_btl_tcp_if_include=eth0".into(),
+        "OMPI_MCA_oob_tcp_if_include=eth0".into(),
+    ]
+}
+
+/// Ignore the job-control and termination signals Slurm sends to every process of the step: the
+/// supervisor acts on the relay's frames instead, and must outlive a SIGTERM to clean up.
+fn ignore_step_signals() -> Result<Vec<tokio::signal::unix::Signal>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::hangup(), SignalKind::user_defined2(),
+     SignalKind::from_raw(nix::sys::signal::Signal::SIGTSTP as i32),
+     SignalKind::from_raw(nix::sys::signal::Signal::SIGTTOU as i32),
+     SignalKind::from_raw(nix::sys::signal::Signal::SIGTTIN as i32)]
+    .into_iter()
+    .map(|k| signal(k).map_err(|e| Error::io("signal handler", e)))
+    .collect()
+}
+
+/// Send to the relay; the relay may be gone (task killed), which the read side notices.
+async fn send(tx: &mpsc::Sender<Frame>, f: Frame) {
+    let _ = tx.send(f).await;
+}
+
+pub async fn run(args: SuperviseArgs, sock: std::os::unix::net::UnixStream) -> i32 {
+    let _sigs = match ignore_step_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    if let Err(e) = sock.set_nonblocking(true) {
+        tracing::error!("relay socket: {e}");
+        return 1;
+    }
+    let sock = match tokio::net::UnixStream::from_std(sock) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("relay socket: {e}");
+            return 1;
+        }
+    };
+    let (mut rd, mut wr) = sock.into_split();
+    let (tx, mut rx) = mpsc::channel::<Frame>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if wr.write_all(&f.encode()).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Frames from the relay, decoded on their own task; None = the relay is gone.
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<Option<Frame>>(16);
+    tokio::spawn(async move {
+        loop {
+            let mut hdr = [0u8; 5];
+            if rd.read_exact(&mut hdr).await.is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
+            let mut payload = vec![0u8; len.min(1 << 16)];
+            if len > 1 << 16 || rd.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            match Frame::decode(hdr[0], payload) {
+                Ok(f) => {
+                    if cmd_tx.send(Some(f)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("relay: {e}"),
+            }
+        }
+        let _ = cmd_tx.send(None).await;
+    });
+
+    let code = match supervise(&args, &tx, &mut cmd_rx).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("rank {}: {e}", args.rank);
+            send(&tx, Frame::Fatal(format!("slurm-ckpt: rank {} on {}: {e}", args.rank, args.node))).await;
+            1
+        }
+    };
+    send(&tx, Frame::Exit(code)).await;
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    code
+}
+
+/// Everything one rank's supervisor works with once its container exists.
+struct Rank<'a> {
+    a: &'a SuperviseArgs,
+    engine: Engine,
+    id: String,
+    st: RankState,
+    layout: Option<Layout>,
+    /// Generation numbers this job incarnation has used so far (identical on every rank, since
+    /// every rank sees the same signals): the next checkpoint is `next_gen`.
+    next_gen: u32,
+    remap_root: Option<(u32, u32)>,
+    ranks: Vec<RankIdentity>,
+}
+
+async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc::Receiver<Option<Frame>>) -> Result<i32> {
+    let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
+    let me = ranks
+        .get(a.rank as usize)
+        .ok_or_else(|| Error::Invalid(format!("rank {} out of range (ntasks {})", a.rank, a.ntasks)))?
+        .clone();
+    let user = JobUser::lookup(a.uid, a.gid)?;
+    let secret = std::fs::read(SECRET_FILE).map_err(|e| Error::io(SECRET_FILE, e))?;
+    let dir = jobdir::prepare(&JobDirSpec {
+        runtime_dir: &a.site.runtime_dir,
+        job_id: a.job,
+        user: &user,
+        ranks: &ranks,
+        secret: &secret,
+    })?;
+    write_pidfile(&dir, a.rank);
+    let engine = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
+    engine.check_network(&a.site.network).await?;
+    engine.check_image(&a.image).await?;
+
+    // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
+    // not match it.
+    let layout = match &a.ckpt {
+        Some(d) => Some(Layout::new(&a.site.ckpt_root, &user.name, &ckpt_subdir(d, a.job)?)),
+        None => None,
+    };
+    let restore_from = match &layout {
+        Some(l) => match l.latest() {
+            Some(m) => {
+                m.check(&Expect { job: a.job, step: a.step, uid: a.uid, ntasks: a.ntasks, image: &a.image })?;
+                Some(m)
+            }
+            None => None,
+        },
+        None => None,
+    };
+
+    let d = dir.display();
+    let mut binds = vec![
+        format!("{d}:{MOUNT_POINT}:ro"),
+        format!("{d}/passwd:/etc/passwd:ro"),
+        format!("{d}/group:/etc/group:ro"),
+    ];
+    // The working directory is bound at the same path, except where the container has its own
+    // tmpfs (a duplicate mount point is an error for Docker).
+    if Path::new(&a.cwd).is_absolute() && !["/", "/tmp", "/dev/shm"].contains(&a.cwd.as_str()) {
+        binds.push(format!("{}:{}:rw", a.cwd, a.cwd));
+    }
+    for m in &a.mounts {
+        binds.push(bind_for_mount(m)?);
+    }
+    let mut cmd = vec![
+        "/bin/sh".to_string(),
+        format!("{MOUNT_POINT}/launch"),
+        a.rank.to_string(),
+        a.mpi.clone(),
+        a.ntasks.to_string(),
+    ];
+    cmd.extend(a.argv.iter().cloned());
+    let name = container_name(a.job, a.rank);
+    let spec = RankSpec {
+        name: name.clone(),
+        job_id: a.job,
+        me: &me,
+        all: &ranks,
+        image: &a.image,
+        uid: a.uid,
+        gid: a.gid,
+        network: &a.site.network,
+        runtime: (!a.site.runtime.is_empty()).then_some(a.site.runtime.as_str()),
+        cmd,
+        env: rank_env(a),
+        binds,
+        cwd: &a.cwd,
+        nano_cpus: None,
+        memory_bytes: None,
+    };
+    let id = engine.create_rank(&spec).await?;
+    let info = engine.daemon_info().await?;
+    let st = RankState {
+        job: a.job,
+        step: a.step,
+        rank: a.rank,
+        user: user.name.clone(),
+        node: a.node.clone(),
+        container: name.clone(),
+        container_id: id.clone(),
+        hostname: me.hostname.clone(),
+        ip: me.ip.to_string(),
+        mac: me.mac.clone(),
+        image: a.image.clone(),
+        state: "created".into(),
+        events: vec![],
+    };
+    let next_gen = layout.as_ref().and_then(|l| l.generations().last().copied()).unwrap_or(0) + 1;
+    let mut r = Rank { a, engine, id, st, layout, next_gen, remap_root: info.remap_root, ranks };
+    r.st.event("created");
+    save(&mut r.st, &a.site.ckpt_root);
+    let mut output = r.engine.attach(&r.id).await?.output;
+    match &restore_from {
+        Some(m) => r.restore(m, &info.root_dir).await?,
+        None => {
+            r.engine.start(&r.id).await?;
+            r.st.state = "running".into();
+            r.st.event("started");
+        }
+    }
+    save(&mut r.st, &a.site.ckpt_root);
+    tracing::info!("rank {} container {name} ({}) running as {} {}", a.rank, &r.id[..12.min(r.id.len())], me.hostname, me.ip);
+
+    let mut periodic = a.ckpt_interval.filter(|_| a.rank == 0 && r.layout.is_some()).map(|m| {
+        let every = Duration::from_secs(u64::from(m) * 60);
+        tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+    });
+    let id = r.id.clone();
+    let engine_wait = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
+    let wait = engine_wait.wait(&id);
+    tokio::pin!(wait);
+    let mut output_open = true;
+    let mut finished_by_request = false;
+    let code: i64 = loop {
+        tokio::select! {
+            res = &mut wait => break res?,
+            item = output.next(), if output_open => match item {
+                Some(Ok(LogOutput::StdOut { message })) | Some(Ok(LogOutput::Console { message })) => send(tx, Frame::Stdout(message.to_vec())).await,
+                Some(Ok(LogOutput::StdErr { message })) => send(tx, Frame::Stderr(message.to_vec())).await,
+                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Err(e)) => { tracing::warn!("attach stream: {e}"); output_open = false; }
+                None => output_open = false,
+            },
+            _ = async { match periodic.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending::<()>().await } } => {
+                // Rank 0 keeps the clock; Slurm delivers the request to every rank of the step.
+                signal_step(a.job, a.step, "USR1").await;
+            }
+            cmd = cmds.recv() => match cmd.flatten() {
+                Some(Frame::Suspend) => r.suspend().await,
+                Some(Frame::Resume) => r.resume().await,
+                Some(Frame::Checkpoint) => {
+                    if r.layout.is_some() {
+                        if let Err(e) = r.checkpoint(false).await {
+                            tracing::error!("periodic checkpoint failed (job keeps running): {e}");
+                            send(tx, Frame::Stderr(format!("slurm-ckpt: rank {}: checkpoint failed, job continues: {e}\n", a.rank).into_bytes())).await;
+                        }
+                    }
+                }
+                Some(Frame::Terminate) => {
+                    r.st.event("terminate requested");
+                    if r.layout.is_some() {
+                        // Preemption, requeue, scancel or time limit: save the job before it goes.
+                        match r.checkpoint(true).await {
+                            Ok(g) => tracing::info!("checkpoint generation {g} complete before termination"),
+                            Err(e) => tracing::error!("checkpoint before termination failed: {e}"),
+                        }
+                    }
+                    if r.st.state == "frozen" { let _ = r.engine.unpause(&id).await; }
+                    r.engine.kill(&id, "SIGKILL").await?;
+                }
+                Some(Frame::Finish) => {
+                    r.st.event("launcher finished; stopping");
+                    finished_by_request = true;
+                    if r.st.state == "frozen" { let _ = r.engine.unpause(&id).await; }
+                    r.engine.kill(&id, "SIGKILL").await?;
+                }
+                Some(other) => tracing::warn!("unexpected frame from relay: {other:?}"),
+                None => {
+                    // The task is gone (killed): nobody waits for this container any more.
+                    tracing::info!("relay gone; removing {name}");
+                    r.st.event("task gone; container removed");
+                    r.st.state = "exited".into();
+                    save(&mut r.st, &a.site.ckpt_root);
+                    r.engine.remove(&id).await?;
+                    return Ok(137);
+                }
+            },
+        }
+    };
+    // Deliver the rest of the output before the exit code.
+    if output_open {
+        let drain = async {
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => send(tx, Frame::Stdout(message.to_vec())).await,
+                    Ok(LogOutput::StdErr { message }) => send(tx, Frame::Stderr(message.to_vec())).await,
+                    _ => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    }
+    let code = if finished_by_request { 0 } else { i32::try_from(code).unwrap_or(1) };
+    r.st.state = "exited".into();
+    r.st.event(format!("exited with {code}"));
+    save(&mut r.st, &a.site.ckpt_root);
+    if a.rank == 0 && a.ntasks > 1 {
+        signal_step(a.job, a.step, "USR2").await;
+    }
+    r.engine.remove(&id).await?;
+    Ok(code)
+}
+
+/// `--ckpt DIR` names the job's directory under `<ckpt_root>/<user>/`: one relative component.
+fn ckpt_subdir(d: &str, job: u32) -> Result<String> {
+    let d = if d.is_empty() { job.to_string() } else { d.to_string() };
+    if d.contains('/') || d == "." || d == ".." || d.starts_with('.') {
+        return Err(Error::Invalid(format!("checkpoint directory '{d}' must be a single name inside your checkpoint area")));
+    }
+    Ok(d)
+}
+
+fn write_pidfile(dir: &Path, rank: u32) {
+    let _ = std::fs::write(dir.join(format!("supervisor-r{rank}.pid")), std::process::id().to_string());
+}
+
+impl Rank<'_> {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.a.site.timeout_secs)
+    }
+
+    async fn suspend(&mut self) {
+        match self.engine.pause(&self.id).await {
+            Ok(()) => {
+                self.st.state = "frozen".into();
+                self.st.event("suspended (container paused)");
+            }
+            Err(e) => {
+                tracing::warn!("pause: {e}");
+                self.st.event(format!("pause failed: {e}"));
+            }
+        }
+        save(&mut self.st, &self.a.site.ckpt_root);
+    }
+
+    async fn resume(&mut self) {
+        if self.st.state != "frozen" {
+            return;
+        }
+        match self.engine.unpause(&self.id).await {
+            Ok(()) => {
+                self.st.state = "running".into();
+                self.st.event("resumed (container unpaused)");
+            }
+            Err(e) => {
+                tracing::warn!("unpause: {e}");
+                self.st.event(format!("unpause failed: {e}"));
+            }
+        }
+        save(&mut self.st, &self.a.site.ckpt_root);
+    }
+
+    /// Ranks whose dumps this rank must see before it may dump, per ordering policy.
+    fn dump_after(&self) -> Vec<u32> {
+        let n = self.a.ntasks;
+        match (self.a.site.order_policy.as_str(), self.a.rank) {
+            ("cf-rl" | "cf-rf", 0) => vec![],
+            ("cf-rl" | "cf-rf", _) => vec![0],
+            ("cl-rl" | "cl-rf", 0) => (1..n).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Ranks whose restores this rank must see before it restores.
+    fn restore_after(&self) -> Vec<u32> {
+        let n = self.a.ntasks;
+        match (self.a.site.order_policy.as_str(), self.a.rank) {
+            ("cf-rf" | "cl-rf", 0) => vec![],
+            ("cf-rf" | "cl-rf", _) => vec![0],
+            // freeze-all and *-rl: the launcher's container is restored last (the study's only
+            // robust order across nodes).
+            (_, 0) => (1..n).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// One generation: freeze (all ranks first for freeze-all), dump straight to shared storage,
+    /// seal, and (rank 0) commit. Leaves the container frozen if `stop` (the caller ends it), else
+    /// thaws it. On failure the container is thawed: the job keeps running.
+    async fn checkpoint(&mut self, stop: bool) -> Result<u32> {
+        let g = self.next_gen;
+        self.next_gen += 1;
+        let was_frozen = self.st.state == "frozen";
+        let res = self.checkpoint_inner(g).await;
+        let thaw = res.is_err() || !stop;
+        if thaw && !was_frozen && self.st.state == "frozen" {
+            if let Err(e) = self.engine.unpause(&self.id).await {
+                tracing::warn!("unpause after checkpoint: {e}");
+            } else {
+                self.st.state = "running".into();
+            }
+        }
+        match &res {
+            Ok(_) => self.st.event(format!("checkpoint {} complete", gen_name(g))),
+            Err(e) => self.st.event(format!("checkpoint {} failed: {e}", gen_name(g))),
+        }
+        save(&mut self.st, &self.a.site.ckpt_root);
+        res.map(|_| g)
+    }
+
+    async fn checkpoint_inner(&mut self, g: u32) -> Result<()> {
+        let Some(layout) = self.layout.clone() else { return Err(Error::Invalid("checkpointing is not enabled".into())) };
+        let (a, n, t) = (self.a, self.a.ntasks, self.timeout());
+        layout.create()?;
+        let tmp = layout.tmp_dir(g);
+        let rank_dir = tmp.join(format!("rank-{}", a.rank));
+        std::fs::create_dir_all(&rank_dir).map_err(|e| Error::io(&rank_dir, e))?;
+        let freeze_all = a.site.order_policy == "freeze-all";
+        if freeze_all {
+            self.freeze().await?;
+            touch(&marker(&tmp, "frozen", a.rank))?;
+            barrier(&tmp, "frozen", 0..n, t).await?;
+        }
+        let after = self.dump_after();
+        barrier(&tmp, "dumped", after.clone().into_iter(), t).await?;
+        self.freeze().await?;
+
+        // Tell the runtime wrapper where CRIU should write: straight to the shared storage.
+        let redirect_dir = a.site.runtime_dir.join("redirect");
+        std::fs::create_dir_all(&redirect_dir).map_err(|e| Error::io(&redirect_dir, e))?;
+        std::fs::set_permissions(&redirect_dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(&redirect_dir, e))?;
+        let redirect = redirect_dir.join(&self.id);
+        std::fs::write(&redirect, rank_dir.to_string_lossy().as_bytes()).map_err(|e| Error::io(&redirect, e))?;
+        let t0 = std::time::Instant::now();
+        let res = self.engine.checkpoint_create(&self.id, &gen_name(g), false).await;
+        let _ = std::fs::remove_file(&redirect);
+        res?;
+        let dump_seconds = t0.elapsed().as_secs_f64();
+        // Docker keeps its own record of the checkpoint (the pointer): not needed any more.
+        let (bytes, files) = seal_rank_dir(&rank_dir, self.remap_root)?;
+        if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
+            return Err(Error::Invalid(format!("no CRIU images in {} (is the container's runtime the slurm-ckpt wrapper?)", rank_dir.display())));
+        }
+        let me = &self.ranks[a.rank as usize];
+        let order = if after.is_empty() { 0 } else { 1 };
+        let rec = RankRecord {
+            rank: a.rank,
+            hostname: me.hostname.clone(),
+            ip: me.ip.to_string(),
+            mac: me.mac.clone(),
+            node: a.node.clone(),
+            order,
+            bytes,
+            files,
+            dump_seconds,
+        };
+        write_json_durable(&tmp.join(format!("rank-{}.json", a.rank)), &rec)?;
+        touch(&marker(&tmp, "dumped", a.rank))?;
+        tracing::info!("rank {} dumped {} bytes in {:.2}s to {}", a.rank, bytes, dump_seconds, rank_dir.display());
+
+        if a.rank == 0 {
+            barrier(&tmp, "dumped", 0..n, t).await?;
+            let mut recs = Vec::new();
+            for r in 0..n {
+                let p = tmp.join(format!("rank-{r}.json"));
+                let text = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+                recs.push(serde_json::from_slice::<RankRecord>(&text).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?);
+            }
+            let info = self.engine.daemon_info().await?;
+            let user = self.st.user.clone();
+            let m = Manifest {
+                format: FORMAT,
+                job: a.job,
+                step: a.step,
+                generation: g,
+                user,
+                uid: a.uid,
+                gid: a.gid,
+                image: a.image.clone(),
+                image_id: self.engine.image_id(&a.image).await.unwrap_or_default(),
+                ntasks: n,
+                mpi: a.mpi.clone(),
+                argv: a.argv.clone(),
+                policy: a.site.order_policy.clone(),
+                created: crate::state::now(),
+                criu_version: criu_version(),
+                engine_version: format!("docker {}", info.version),
+                total_bytes: recs.iter().map(|r| r.bytes).sum(),
+                ranks: recs,
+            };
+            commit(&layout, g, &m)?;
+            prune(&layout, a.site.keep_generations as usize, None);
+            tracing::info!("generation {} of job {} committed ({} bytes)", gen_name(g), a.job, m.total_bytes);
+        } else {
+            let gd = layout.gen_dir(g);
+            wait_until(t, "rank 0 to commit the generation", || gd.exists()).await?;
+        }
+        Ok(())
+    }
+
+    async fn freeze(&mut self) -> Result<()> {
+        if self.st.state != "frozen" {
+            self.engine.pause(&self.id).await?;
+            self.st.state = "frozen".into();
+        }
+        Ok(())
+    }
+
+    /// Restore this rank's container from generation `m`, in the policy's order.
+    async fn restore(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
+        let (a, t) = (self.a, self.timeout());
+        let Some(layout) = self.layout.clone() else { return Err(Error::Invalid("checkpointing is not enabled".into())) };
+        let rec = m
+            .ranks
+            .iter()
+            .find(|r| r.rank == a.rank)
+            .ok_or_else(|| Error::Invalid(format!("generation {} has no rank {}", m.generation, a.rank)))?;
+        let images = layout.gen_dir(m.generation).join(format!("rank-{}", a.rank));
+        verify_rank_dir(&images, rec)?;
+        // Docker restores from <root>/containers/<id>/checkpoints/<name>/: put only the pointer there;
+        // the runtime wrapper hands CRIU the real images on shared storage.
+        let name = gen_name(m.generation);
+        let ck = daemon_root.join("containers").join(&self.id).join("checkpoints").join(&name);
+        std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
+        std::fs::write(ck.join(POINTER), images.to_string_lossy().as_bytes()).map_err(|e| Error::io(&ck, e))?;
+        // Markers of this restore attempt: one directory per generation and Slurm restart.
+        let attempt = layout.job_dir.join(format!(".restore-{name}-{}", a.restart_count));
+        std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
+        barrier(&attempt, "restored", self.restore_after().into_iter(), t).await?;
+        let t0 = std::time::Instant::now();
+        self.engine.start_from_checkpoint(&self.id, &name).await?;
+        touch(&marker(&attempt, "restored", a.rank))?;
+        tracing::info!("rank {} restored from {} in {:.2}s", a.rank, images.display(), t0.elapsed().as_secs_f64());
+        self.st.state = "running".into();
+        self.st.event(format!("restored from {name} (taken on {})", rec.node));
+        self.next_gen = m.generation + 1;
+        Ok(())
+    }
+}
+
+fn save(st: &mut RankState, root: &Path) {
+    if let Err(e) = st.save(root) {
+        tracing::warn!("state record: {e}");
+    }
+}
+
+/// Signal every task of the step through Slurm, wherever it runs: USR2 when the launcher's
+/// container ended (the other ranks end too), USR1 for a checkpoint. The relays turn it into frames.
+async fn signal_step(job: u32, step: u32, sig: &str) {
+    let target = format!("{job}.{step}");
+    let res = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("scancel").arg(format!("--signal={sig}")).arg(&target).status(),
+    )
+    .await;
+    match res {
+        Ok(Ok(s)) if s.success() => {}
+        other => tracing::warn!("scancel --signal={sig} {target}: {other:?}"),
+    }
+}
+
+/// Where the helper's per-job logs go on each node.
+pub fn log_path(job: u32) -> PathBuf {
+    PathBuf::from(format!("/var/log/slurm-ckpt/job-{job}.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_are_validated() {
+        assert_eq!(bind_for_mount("/data:/data").unwrap(), "/data:/data:rw");
+        assert_eq!(bind_for_mount("/a/b:/c:ro").unwrap(), "/a/b:/c:ro");
+        for bad in ["rel:/x", "/x:rel", "/x", "/x:/y:zz", "/a/../etc:/x", "/x:/.slurm-ckpt", "/x:/proc/1", "/x:/etc/passwd"] {
+            assert!(bind_for_mount(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! slurmstepd (remote context): start one supervisor per task as root, then turn the task into
+//! the relay as the job user. The job's own command runs inside containers, started by the
+//! supervisor, never by Slurm.
+
+use std::path::PathBuf;
+
+use crate::config::SiteConfig;
+use crate::dispatch::PluginError;
+use crate::ffi::{self, log_debug, log_error, Item, Spank};
+use crate::helper_argv::{self, env_lookup, job_cwd, node_name, SuperviseArgs, ROOT_PATH};
+use crate::{policy, spawn, state};
+
+/// Steps that are not a user's srun: the batch script, the extern step, salloc's interactive step.
+fn is_special_step(step: u32) -> bool {
+    matches!(
+        step,
+        ffi::SLURM_BATCH_SCRIPT | ffi::SLURM_EXTERN_CONT | ffi::SLURM_INTERACTIVE_STEP
+    )
+}
+
+/// Runs as root in the forked task process, before Slurm drops privileges.
+pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginError> {
+    let step = sp.get_item_u32(Item::JobStepId)?;
+    if is_special_step(step) {
+        return Ok(());
+    }
+    let env = sp.job_env()?;
+    let lookup = |name: &str| env_lookup(&env, name).map(str::to_string);
+    let opts = state::with(|s| s.options.resolve(&lookup))?;
+    if !opts.container_mode() {
+        return Ok(());
+    }
+    // Again here: the submit-side check ran as the user and can be bypassed.
+    policy::check_job(site, &opts)?;
+
+    let job = sp.get_item_u32(Item::JobId)?;
+    let rank = sp.get_item_u32(Item::TaskGlobalId)?;
+    let node = node_name(std::env::var("SLURMD_NODENAME").ok(), &env, hostname())
+        .ok_or(PluginError::NoNodeName)?;
+    let argv = sp.job_argv()?;
+    let cwd = job_cwd(&env);
+    let args = helper_argv::supervise(&SuperviseArgs {
+        job,
+        step,
+        rank,
+        ntasks: sp.get_item_u32(Item::TotalTaskCount)?,
+        nnodes: sp.get_item_u32(Item::JobNnodes)?,
+        node: &node,
+        uid: sp.get_item_u32(Item::JobUid)?,
+        gid: sp.get_item_u32(Item::JobGid)?,
+        restart_count: sp.get_item_u32(Item::RestartCount)?,
+        opts: &opts,
+        site,
+        cwd: &cwd,
+        argv: &argv,
+    });
+    // Mark before starting anything, so the epilog cleans up even if the job dies right away.
+    if let Err(e) = mark_job(site, job) {
+        log_error(&format!(
+            "cannot write job marker (the epilog may skip cleanup): {e}"
+        ));
+    }
+    let helper_env = vec![ROOT_PATH.to_string(), format!("SLURMD_NODENAME={node}")];
+    let sup = spawn::spawn_supervisor(&site.helper, &args, &helper_env)
+        .map_err(|err| PluginError::Supervisor { rank, err })?;
+    log_debug(&format!(
+        "job {job} rank {rank}: supervisor pid {} on fd {}",
+        sup.pid, sup.task_fd
+    ));
+    state::with(|s| s.relay_fd = Some(sup.task_fd));
+    Ok(())
+}
+
+/// Runs as the job user just before Slurm would exec the task: become the relay instead.
+pub fn task_init(sp: &Spank, site: &SiteConfig) -> Result<(), PluginError> {
+    let Some(fd) = state::with(|s| s.relay_fd.take()) else {
+        return Ok(());
+    };
+    let rank = sp.get_item_u32(Item::TaskGlobalId)?;
+    let env = sp.job_env_raw()?;
+    let err = spawn::exec(&site.helper, &helper_argv::relay(fd, rank), env);
+    Err(PluginError::Relay { rank, err })
+}
+
+/// Plugin-owned marker of "this node ran containers for this job", read by the epilog: options
+/// given only to an srun inside an allocation never reach the epilog's environment.
+pub fn marker_path(site: &SiteConfig, job: u32) -> PathBuf {
+    PathBuf::from(&site.runtime_dir)
+        .join("spank")
+        .join(format!("job-{job}"))
+}
+
+fn mark_job(site: &SiteConfig, job: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = marker_path(site, job);
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    std::fs::write(path, b"")
+}
+
+/// This node's hostname (of the UTS namespace slurmd runs in).
+pub fn hostname() -> Option<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let h = h.trim();
+    (!h.is_empty()).then(|| h.to_string())
+}

@@ -1,0 +1,19 @@
+#!/bin/bash
+# After `scripts/vcluster down`: no namespace, process, mount, link, iptables rule, hosts entry or
+# state directory of the virtual cluster may remain.
+set -uo pipefail
+bad=0
+problem() { echo "  [check-clean] LEFT BEHIND: $*" >&2; bad=1; }
+ip netns list 2>/dev/null | grep -E '^node[0-9]+' && problem "network namespaces"
+ip -o link show 2>/dev/null | grep -E ' (vcfabric|vc-node[0-9]+)[@:]' && problem "links"
+pgrep -a -f '^(slurmd -N node|slurmctld)|/run/vc/' && problem "processes"
+pgrep -a -x slurmstepd && problem "slurmstepd processes"
+pgrep -a -x dockerd | grep -q -- '--data-root /var/lib/vc' && problem "dockerd"
+grep -E ' (/var/lib/vc|/run/vc)' /proc/self/mountinfo && problem "mounts"
+iptables -S FORWARD 2>/dev/null | grep -q slurm-container-ckpt-vcluster && problem "iptables rule"
+grep -q 'slurm-container-ckpt vcluster' /etc/hosts && problem "/etc/hosts entries"
+[ -e /var/lib/vc ] && problem "/var/lib/vc"
+[ -e /run/vc ] && problem "/run/vc"
+ls -d /sys/fs/cgroup/*/vc-node* 2>/dev/null && problem "cgroups"
+[ "$bad" = 0 ] && echo "  [check-clean] nothing left behind" >&2
+exit "$bad"

@@ -1,0 +1,123 @@
+# Helpers for the integration tests (sourced by tests/t*.sh). Tests run as root on the host and
+# submit jobs as the unprivileged test user into the virtual cluster (scripts/vcluster).
+# shellcheck shell=bash
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+eval "$("$REPO/scripts/vcluster" env)"
+JOBDIR="/home/$VC_USER/jobs"
+mkdir -p "$JOBDIR"
+chown "$VC_USER:$VC_USER" "$JOBDIR"
+TEST_NAME="$(basename "$0" .sh)"
+
+say() { printf '  [%s] %s\n' "$TEST_NAME" "$*" >&2; }
+fail() {
+    printf '  [%s] FAIL: %s\n' "$TEST_NAME" "$*" >&2
+    exit 1
+}
+
+# as_user CMD...: run a command as the test user, in the job directory.
+as_user() { (cd "$JOBDIR" && runuser -u "$VC_USER" -- "$@"); }
+
+# submit SBATCH-ARGS...: submit as the test user; prints the job id. Output goes to $JOBDIR/<id>.out.
+submit() { as_user sbatch --parsable -o "$JOBDIR/%j.out" -e "$JOBDIR/%j.out" "$@"; }
+
+job_field() { scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n1; }
+
+# wait_job ID [TIMEOUT]: wait until the job has ended (COMPLETED, FAILED, CANCELLED, TIMEOUT, ...).
+wait_job() {
+    local id="$1" secs="${2:-300}" end st
+    end=$((SECONDS + secs))
+    while :; do
+        st="$(job_field "$id" JobState)"
+        case "$st" in
+        COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE | PREEMPTED) echo "$st"; return 0 ;;
+        esac
+        if [ "$SECONDS" -ge "$end" ]; then
+            echo "TIMEOUT_WAITING($st)"
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+# wait_state ID STATE [TIMEOUT]
+wait_state() {
+    local id="$1" want="$2" secs="${3:-120}" end
+    end=$((SECONDS + secs))
+    until [ "$(job_field "$id" JobState)" = "$want" ]; do
+        [ "$SECONDS" -lt "$end" ] || return 1
+        sleep 0.5
+    done
+}
+
+job_out() { cat "$JOBDIR/$1.out" 2>/dev/null || true; }
+
+# show_job ID: everything needed to diagnose a failed job.
+show_job() {
+    local id="$1"
+    echo "----- job $id: scontrol -----" >&2
+    scontrol show job "$id" >&2 || true
+    echo "----- job $id: output -----" >&2
+    job_out "$id" | tail -n 60 >&2
+    echo "----- job $id: helper logs -----" >&2
+    tail -n 40 "/var/log/slurm-ckpt/job-$id.log" >&2 2>/dev/null || true
+}
+
+# expect_ok ID [TIMEOUT]: the job completes with exit 0 and its program verified its result.
+expect_ok() {
+    local id="$1" st
+    st="$(wait_job "$id" "${2:-300}")" || { show_job "$id"; fail "job $id did not end ($st)"; }
+    if [ "$st" != COMPLETED ] || [ "$(job_field "$id" ExitCode)" != "0:0" ] || ! job_out "$id" | grep -q '^VERIFICATION SUCCESSFUL'; then
+        show_job "$id"
+        fail "job $id: state $st, exit $(job_field "$id" ExitCode), expected COMPLETED 0:0 with VERIFICATION SUCCESSFUL"
+    fi
+    say "job $id verified ($st)"
+}
+
+# containers_of JOB: count of the job's containers on every node.
+containers_of() {
+    local n total=0 c
+    for n in $VC_NODES; do
+        c="$(/usr/bin/docker -H "unix://$VC_RUN/$n/docker.sock" ps -aq --filter "label=slurm-ckpt.job=$1" | wc -l)"
+        total=$((total + c))
+    done
+    echo "$total"
+}
+
+# container_ids JOB: "node id" lines of the job's containers.
+container_ids() {
+    local n
+    for n in $VC_NODES; do
+        /usr/bin/docker -H "unix://$VC_RUN/$n/docker.sock" ps -q --filter "label=slurm-ckpt.job=$1" | sed "s/^/$n /"
+    done
+}
+
+# paused_count JOB: how many of the job's containers are paused (frozen).
+paused_count() {
+    local n id c=0
+    while read -r n id; do
+        [ -n "$id" ] || continue
+        [ "$(/usr/bin/docker -H "unix://$VC_RUN/$n/docker.sock" inspect -f '{{.State.Paused}}' "$id")" = true ] && c=$((c + 1))
+    done < <(container_ids "$1")
+    echo "$c"
+}
+
+# cpu_ns JOB: total CPU time (ns) the job's containers have used (cgroup v1 cpuacct).
+cpu_ns() {
+    local n id total=0 u
+    while read -r n id; do
+        [ -n "$id" ] || continue
+        u="$(cat /sys/fs/cgroup/cpuacct/vc-"$n"/"$(/usr/bin/docker -H "unix://$VC_RUN/$n/docker.sock" inspect -f '{{.Id}}' "$id")"/cpuacct.usage 2>/dev/null || echo 0)"
+        total=$((total + u))
+    done < <(container_ids "$1")
+    echo "$total"
+}
+
+# wait_containers JOB N [TIMEOUT]: until the job has N running containers.
+wait_containers() {
+    local end=$((SECONDS + ${3:-60}))
+    until [ "$(container_ids "$1" | wc -l)" = "$2" ]; do
+        [ "$SECONDS" -lt "$end" ] || return 1
+        sleep 0.5
+    done
+}
