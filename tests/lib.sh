@@ -121,3 +121,34 @@ wait_containers() {
         sleep 0.5
     done
 }
+
+# requeue_now ID [NODELIST]: requeue the job (its ranks checkpoint on SIGTERM), then release it at
+# once (Slurm otherwise holds a requeued job ~120 s), optionally onto other nodes.
+requeue_now() {
+    local id="$1" nodes="${2:-}" end st
+    scontrol requeue "$id" || fail "scontrol requeue $id failed"
+    end=$((SECONDS + 120))
+    while :; do
+        st="$(job_field "$id" JobState)"
+        [ "$st" = PENDING ] && break
+        [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "job $id not pending after requeue ($st)"; }
+        sleep 0.5
+    done
+    if [ -n "$nodes" ]; then
+        scontrol update jobid="$id" NodeList="$nodes" StartTime=now || fail "cannot move job $id to $nodes"
+    else
+        scontrol update jobid="$id" StartTime=now || fail "cannot release job $id"
+    fi
+}
+
+# rank_nodes JOB: "rank:node" pairs from the status records.
+rank_nodes() { slurm-ckpt status "$1" --json | jq -r '.[] | "\(.rank):\(.node)"' | tr '\n' ' '; }
+
+# wait_running_ranks JOB N [TIMEOUT]: until status shows N ranks running.
+wait_running_ranks() {
+    local end=$((SECONDS + ${3:-90}))
+    until [ "$(slurm-ckpt status "$1" --json 2>/dev/null | jq '[.[] | select(.state=="running")] | length')" = "$2" ]; do
+        [ "$SECONDS" -lt "$end" ] || { show_job "$1"; fail "job $1: $2 running ranks expected"; }
+        sleep 0.5
+    done
+}

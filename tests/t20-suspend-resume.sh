@@ -3,7 +3,7 @@
 # verifies, including suspends in the middle of collectives; CPU time does not advance while frozen.
 . "$(dirname "$0")/lib.sh"
 cp "$REPO/examples/cg-container.sbatch" "$JOBDIR/" && chmod 644 "$JOBDIR/cg-container.sbatch"
-ring=$(submit -N2 -n4 --container-image="$VC_IMAGE" --wrap "srun /opt/ckpt-tests/mpich/ring --seconds 35 --sleep-ms 2")
+ring=$(submit -N2 -n4 --container-image="$VC_IMAGE" --wrap "srun /opt/ckpt-tests/bin/ring --seconds 35 --sleep-ms 2")
 wait_state "$ring" RUNNING 60 && wait_containers "$ring" 4 60 || { show_job "$ring"; fail "ring job did not start 4 containers"; }
 sleep 3
 for secs in 1 6 12; do

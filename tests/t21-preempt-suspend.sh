@@ -3,7 +3,7 @@
 # the low job's containers are frozen while the high job runs, then resume, and it verifies.
 . "$(dirname "$0")/lib.sh"
 low=$(submit -p low -w node1,node2 -N2 -n8 --container-image="$VC_IMAGE" \
-    --wrap "srun /opt/ckpt-tests/mpich/ring --seconds 25 --sleep-ms 5")
+    --wrap "srun /opt/ckpt-tests/bin/ring --seconds 25 --sleep-ms 5")
 wait_state "$low" RUNNING 60 && wait_containers "$low" 8 90 || { show_job "$low"; fail "low job did not start 8 containers"; }
 sleep 3
 high=$(submit -p high -w node1,node2 -N2 -n8 --wrap "srun sleep 12")

@@ -8,6 +8,7 @@ set -e
 D=/.slurm-ckpt
 rank="$1"; mpi="$2"; ntasks="$3"; shift 3
 export HOME=/tmp
+export SLURM_CKPT_MPI="$mpi"
 cd "${SLURM_CKPT_CWD:-/}" 2>/dev/null || cd /
 
 if [ "$mpi" = none ]; then
@@ -44,7 +45,8 @@ openmpi)
     sed 's/$/ slots=1/' "$D/hostfile" >"$hf"
     exec "$launcher" --hostfile "$hf" -n "$ntasks" --map-by node \
         --mca plm_rsh_agent "$D/ssh" --mca pml ob1 --mca btl tcp,self \
-        --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 "$@"
+        --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \
+        -x SLURM_CKPT_MPI -x SLURM_JOB_ID -x SLURM_CKPT_NTASKS -x HOME "$@"
     ;;
 *)
     echo "slurm-ckpt: unknown MPI family '$mpi'" >&2

@@ -21,6 +21,12 @@ enum Cmd {
     Cleanup(cli::cleanup::Args),
     /// Show the rank containers of running jobs.
     Status(cli::status::Args),
+    /// Checkpoint a running container job (and optionally requeue it).
+    Checkpoint(cli::checkpoint::Args),
+    /// List checkpoint generations.
+    List(cli::list::ListArgs),
+    /// Remove checkpoints of jobs Slurm no longer knows; prune old generations.
+    Gc(cli::list::GcArgs),
 }
 
 fn main() {
@@ -30,6 +36,9 @@ fn main() {
         Cmd::Relay(a) => cli::relay::main(a),
         Cmd::Cleanup(a) => cli::cleanup::main(a),
         Cmd::Status(a) => cli::status::main(a),
+        Cmd::Checkpoint(a) => cli::checkpoint::main(a),
+        Cmd::List(a) => cli::list::list(a),
+        Cmd::Gc(a) => cli::list::gc(a),
     };
     std::process::exit(code);
 }

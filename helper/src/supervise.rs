@@ -80,6 +80,9 @@ fn rank_env(a: &SuperviseArgs) -> Vec<String> {
         // shared-memory/CMA transports see peers through the shared kernel and break restores.
         "UCX_TLS=tcp,self".into(),
         "UCX_NET_DEVICES=eth0".into(),
+        // UCX's keepalive measures silence in wall-clock time: after a restore (minutes or hours
+        // after the checkpoint) every peer would look dead ("Endpoint timeout").
+        "UCX_KEEPALIVE_INTERVAL=inf".into(),
         "OMPI_MCA_pml=ob1".into(),
         "OMPI_MCA_btl=tcp,self".into(),
         "OMPI_MCA_btl_tcp_if_include=eth0".into(),
@@ -91,7 +94,8 @@ fn rank_env(a: &SuperviseArgs) -> Vec<String> {
 /// supervisor acts on the relay's frames instead, and must outlive a SIGTERM to clean up.
 fn ignore_step_signals() -> Result<Vec<tokio::signal::unix::Signal>> {
     use tokio::signal::unix::{signal, SignalKind};
-    [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::hangup(), SignalKind::user_defined2(),
+    [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::hangup(), SignalKind::user_defined1(),
+     SignalKind::user_defined2(), SignalKind::quit(), SignalKind::alarm(),
      SignalKind::from_raw(nix::sys::signal::Signal::SIGTSTP as i32),
      SignalKind::from_raw(nix::sys::signal::Signal::SIGTTOU as i32),
      SignalKind::from_raw(nix::sys::signal::Signal::SIGTTIN as i32)]
@@ -395,6 +399,20 @@ fn ckpt_subdir(d: &str, job: u32) -> Result<String> {
     Ok(d)
 }
 
+/// CRIU's own log is deleted with the container: put its errors into the error we report.
+fn with_criu_log(e: Error) -> Error {
+    let msg = e.to_string();
+    let path = msg
+        .split_whitespace()
+        .find(|w| w.ends_with(".log") && w.starts_with('/'))
+        .map(|w| w.trim_end_matches(':').to_string());
+    let Some(path) = path else { return e };
+    let Ok(text) = std::fs::read_to_string(&path) else { return e };
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("Warn")).take(12).collect();
+    tracing::error!("CRIU log {path}:\n{}", errors.join("\n"));
+    Error::Invalid(format!("{msg}\nCRIU errors:\n{}", errors.join("\n")))
+}
+
 fn write_pidfile(dir: &Path, rank: u32) {
     let _ = std::fs::write(dir.join(format!("supervisor-r{rank}.pid")), std::process::id().to_string());
 }
@@ -507,7 +525,7 @@ impl Rank<'_> {
         let redirect = redirect_dir.join(&self.id);
         std::fs::write(&redirect, rank_dir.to_string_lossy().as_bytes()).map_err(|e| Error::io(&redirect, e))?;
         let t0 = std::time::Instant::now();
-        let res = self.engine.checkpoint_create(&self.id, &gen_name(g), false).await;
+        let res = self.engine.checkpoint_create(&self.id, &gen_name(g), false).await.map_err(with_criu_log);
         let _ = std::fs::remove_file(&redirect);
         res?;
         let dump_seconds = t0.elapsed().as_secs_f64();
@@ -603,7 +621,9 @@ impl Rank<'_> {
         std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
         barrier(&attempt, "restored", self.restore_after().into_iter(), t).await?;
         let t0 = std::time::Instant::now();
-        self.engine.start_from_checkpoint(&self.id, &name).await?;
+        if let Err(e) = self.engine.start_from_checkpoint(&self.id, &name).await {
+            return Err(with_criu_log(e));
+        }
         touch(&marker(&attempt, "restored", a.rank))?;
         tracing::info!("rank {} restored from {} in {:.2}s", a.rank, images.display(), t0.elapsed().as_secs_f64());
         self.st.state = "running".into();

@@ -1,4 +1,6 @@
+pub mod checkpoint;
 pub mod cleanup;
+pub mod list;
 pub mod relay;
 pub mod status;
 pub mod supervise;
