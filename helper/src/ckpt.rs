@@ -97,6 +97,8 @@ impl Manifest {
 
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// `<ckpt_root>/<user>`: root-only.
+    pub user_dir: PathBuf,
     pub job_dir: PathBuf,
 }
 
@@ -107,7 +109,8 @@ pub fn gen_name(g: u32) -> String {
 impl Layout {
     /// `dir` is the job's directory name under the user's area (the job id by default).
     pub fn new(ckpt_root: &Path, user: &str, dir: &str) -> Self {
-        Layout { job_dir: ckpt_root.join(user).join(dir) }
+        let user_dir = ckpt_root.join(user);
+        Layout { job_dir: user_dir.join(dir), user_dir }
     }
     pub fn gen_dir(&self, g: u32) -> PathBuf {
         self.job_dir.join(gen_name(g))
@@ -119,9 +122,8 @@ impl Layout {
     /// Create `<root>/<user>/<job>` with the user level private to root.
     pub fn create(&self) -> Result<()> {
         fs::create_dir_all(&self.job_dir).map_err(|e| Error::io(&self.job_dir, e))?;
-        if let Some(user_dir) = self.job_dir.parent() {
-            fs::set_permissions(user_dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(user_dir, e))?;
-        }
+        let u = &self.user_dir;
+        fs::set_permissions(u, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(u, e))?;
         fs::set_permissions(&self.job_dir, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(&self.job_dir, e))
     }
 

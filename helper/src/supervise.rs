@@ -213,7 +213,7 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
     // not match it.
     let layout = match &a.ckpt {
-        Some(d) => Some(Layout::new(&a.site.ckpt_root, &user.name, &ckpt_subdir(d, a.job)?)),
+        Some(d) => Some(Layout::new(&a.site.ckpt_root, &user.name, &ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?)),
         None => None,
     };
     let restore_from = match &layout {
@@ -310,6 +310,9 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
     tokio::pin!(wait);
     let mut output_open = true;
     let mut finished_by_request = false;
+    // Set when Slurm ends the step (requeue, preemption, scancel): the launcher's exit is then not
+    // the end of the MPI world, and the step id may already belong to the job's next run.
+    let mut stopped_by_slurm = false;
     let code: i64 = loop {
         tokio::select! {
             res = &mut wait => break res?,
@@ -336,6 +339,7 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
                     }
                 }
                 Some(Frame::Terminate) => {
+                    stopped_by_slurm = true;
                     r.st.event("terminate requested");
                     if r.layout.is_some() {
                         // Preemption, requeue, scancel or time limit: save the job before it goes.
@@ -383,18 +387,27 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
     r.st.state = "exited".into();
     r.st.event(format!("exited with {code}"));
     save(&mut r.st, &a.site.ckpt_root);
-    if a.rank == 0 && a.ntasks > 1 {
+    if a.rank == 0 && a.ntasks > 1 && !stopped_by_slurm {
         signal_step(a.job, a.step, "USR2").await;
     }
     r.engine.remove(&id).await?;
     Ok(code)
 }
 
-/// `--ckpt DIR` names the job's directory under `<ckpt_root>/<user>/`: one relative component.
-fn ckpt_subdir(d: &str, job: u32) -> Result<String> {
-    let d = if d.is_empty() { job.to_string() } else { d.to_string() };
-    if d.contains('/') || d == "." || d == ".." || d.starts_with('.') {
-        return Err(Error::Invalid(format!("checkpoint directory '{d}' must be a single name inside your checkpoint area")));
+/// `--ckpt DIR` names the job's directory inside the user's area `<ckpt_root>/<user>/`: a relative
+/// path (or an absolute one inside that area) without `..` or hidden components.
+fn ckpt_subdir(d: &str, job: u32, area: &Path) -> Result<String> {
+    let d = match d {
+        "" | "(null)" => return Ok(job.to_string()),
+        d if d.starts_with('/') => Path::new(d)
+            .strip_prefix(area)
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(|_| Error::Invalid(format!("checkpoint directory '{d}' is outside your checkpoint area {}", area.display())))?,
+        d => d.to_string(),
+    };
+    let ok = !d.is_empty() && d.split('/').all(|c| !c.is_empty() && !c.starts_with('.'));
+    if !ok {
+        return Err(Error::Invalid(format!("checkpoint directory '{d}' must be a path inside your checkpoint area, without '..' or hidden names")));
     }
     Ok(d)
 }
@@ -662,6 +675,18 @@ pub fn log_path(job: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoint_dirs_stay_inside_the_user_area() {
+        let area = Path::new("/ckpt/alice");
+        assert_eq!(ckpt_subdir("", 7, area).unwrap(), "7");
+        assert_eq!(ckpt_subdir("(null)", 7, area).unwrap(), "7");
+        assert_eq!(ckpt_subdir("runs/a", 7, area).unwrap(), "runs/a");
+        assert_eq!(ckpt_subdir("/ckpt/alice/x", 7, area).unwrap(), "x");
+        for bad in ["../bob", "a/../../b", ".hidden", "/ckpt/bob/x", "/etc", "a//b"] {
+            assert!(ckpt_subdir(bad, 7, area).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn mounts_are_validated() {

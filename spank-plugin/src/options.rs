@@ -490,7 +490,8 @@ pub fn parse_ckpt_dir(arg: Option<&str>) -> Result<CkptDir, String> {
         "DIR is a relative path (under the site checkpoint root) or an absolute path under it, \
                          without '..', e.g. --container-ckpt=myrun";
     let s = match arg {
-        None | Some("") => return Ok(CkptDir::Default),
+        // Slurm replays an optional-argument option given without a value as the text "(null)".
+        None | Some("") | Some("(null)") => return Ok(CkptDir::Default),
         Some(s) => s,
     };
     if s.starts_with('-') {

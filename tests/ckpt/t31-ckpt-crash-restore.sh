@@ -2,7 +2,7 @@
 # A checkpoint, then kill -9 of the whole job (no chance to checkpoint again), then a restore from
 # the last complete generation: cg with 200 MB per rank verifies. Also: a manifest of another job is
 # refused.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 id=$(submit -N2 -n4 --open-mode=append --container-image="$VC_IMAGE" --container-ckpt \
     --wrap "srun /opt/ckpt-tests/bin/cg --n 20 --mem-mb 200 --min-seconds 25 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
