@@ -102,8 +102,15 @@ pub fn list_jobs(ckpt_root: &Path) -> Result<Vec<u32>> {
     Ok(jobs)
 }
 
-/// Remove this node's... or any record of the job (epilog; idempotent).
+/// Remove one rank's record (epilog; idempotent).
 pub fn remove_rank(ckpt_root: &Path, job: u32, rank: u32) {
-    let _ = fs::remove_file(job_state_dir(ckpt_root, job).join(format!("rank-{rank}.json")));
-    let _ = fs::remove_dir(job_state_dir(ckpt_root, job));
+    let dir = job_state_dir(ckpt_root, job);
+    let _ = fs::remove_file(dir.join(format!("rank-{rank}.json")));
+    // The last record gone: markers go too, and the directory.
+    let records_left = fs::read_dir(&dir)
+        .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("rank-")))
+        .unwrap_or(false);
+    if !records_left {
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

@@ -44,6 +44,9 @@ pub struct SuperviseArgs {
     pub ckpt_interval: Option<u32>,
     /// SLURM_RESTART_COUNT of the job (0 on its first run).
     pub restart_count: u32,
+    /// The task's CPUs and memory (MB) on this node: the container's limits.
+    pub cpus: Option<u32>,
+    pub mem_mb: Option<u64>,
     pub site: SiteConfig,
     pub argv: Vec<String>,
 }
@@ -264,8 +267,8 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
         env: rank_env(a),
         binds,
         cwd: &a.cwd,
-        nano_cpus: None,
-        memory_bytes: None,
+        nano_cpus: a.cpus.map(|c| i64::from(c) * 1_000_000_000),
+        memory_bytes: a.mem_mb.and_then(|m| i64::try_from(m.saturating_mul(1 << 20)).ok()),
     };
     let id = engine.create_rank(&spec).await?;
     let info = engine.daemon_info().await?;
@@ -310,6 +313,8 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
     tokio::pin!(wait);
     let mut output_open = true;
     let mut finished_by_request = false;
+    let done_marker = launcher_done_marker(&a.site.ckpt_root, a.job, a.step, a.restart_count);
+    let mut done_poll = tokio::time::interval(Duration::from_secs(1));
     // Set when Slurm ends the step (requeue, preemption, scancel): the launcher's exit is then not
     // the end of the MPI world, and the step id may already belong to the job's next run.
     let mut stopped_by_slurm = false;
@@ -323,6 +328,14 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
                 Some(Err(e)) => { tracing::warn!("attach stream: {e}"); output_open = false; }
                 None => output_open = false,
             },
+            _ = done_poll.tick(), if a.rank != 0 && !finished_by_request => {
+                if done_marker.exists() {
+                    r.st.event("launcher finished (marker); stopping");
+                    finished_by_request = true;
+                    if r.st.state == "frozen" { let _ = r.engine.unpause(&id).await; }
+                    r.engine.kill(&id, "SIGKILL").await?;
+                }
+            }
             _ = async { match periodic.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending::<()>().await } } => {
                 // Rank 0 keeps the clock; Slurm delivers the request to every rank of the step.
                 signal_step(a.job, a.step, "USR1").await;
@@ -388,10 +401,19 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
     r.st.event(format!("exited with {code}"));
     save(&mut r.st, &a.site.ckpt_root);
     if a.rank == 0 && a.ntasks > 1 && !stopped_by_slurm {
+        // Two ways to tell the other ranks, for robustness: a marker on the shared storage they
+        // poll, and SIGUSR2 through Slurm (which also reaches this process tree and may kill the
+        // scancel before it has reached every node).
+        let _ = crate::ckpt::touch(&launcher_done_marker(&a.site.ckpt_root, a.job, a.step, a.restart_count));
         signal_step(a.job, a.step, "USR2").await;
     }
     r.engine.remove(&id).await?;
     Ok(code)
+}
+
+/// Marker rank 0 leaves in the job's (shared) state directory when its launcher has exited.
+fn launcher_done_marker(ckpt_root: &Path, job: u32, step: u32, restart: u32) -> std::path::PathBuf {
+    crate::state::job_state_dir(ckpt_root, job).join(format!(".launcher-done-s{step}-rc{restart}"))
 }
 
 /// `--ckpt DIR` names the job's directory inside the user's area `<ckpt_root>/<user>/`: a relative

@@ -172,6 +172,8 @@ pub enum Item {
     TotalTaskCount,
     TaskGlobalId,
     RestartCount,
+    LocalTaskCount,
+    CpusPerTask,
 }
 
 impl Item {
@@ -185,6 +187,8 @@ impl Item {
             Item::TotalTaskCount => sys::spank_item_S_JOB_TOTAL_TASK_COUNT,
             Item::TaskGlobalId => sys::spank_item_S_TASK_GLOBAL_ID,
             Item::RestartCount => sys::spank_item_S_SLURM_RESTART_COUNT,
+            Item::LocalTaskCount => sys::spank_item_S_JOB_LOCAL_TASK_COUNT,
+            Item::CpusPerTask => sys::spank_item_S_STEP_CPUS_PER_TASK,
         }
     }
 }
@@ -214,6 +218,18 @@ impl Spank {
             Ok(value)
         } else {
             Err(spank_err("spank_get_item", rc))
+        }
+    }
+
+    /// The step's memory on this node in MB (S_STEP_ALLOC_MEM, a `uint64_t`); 0 = not limited.
+    pub fn step_alloc_mem_mb(&self) -> Result<u64, SpankError> {
+        let mut value: u64 = 0;
+        // SAFETY: S_STEP_ALLOC_MEM takes exactly one `uint64_t *`.
+        let rc = unsafe { sys::spank_get_item(self.0, sys::spank_item_S_STEP_ALLOC_MEM, &mut value as *mut u64) };
+        if rc == sys::ESPANK_SUCCESS {
+            Ok(value)
+        } else {
+            Err(spank_err("spank_get_item(S_STEP_ALLOC_MEM)", rc))
         }
     }
 

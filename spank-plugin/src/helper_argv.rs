@@ -24,6 +24,10 @@ pub struct SuperviseArgs<'a> {
     pub gid: u32,
     /// SLURM_RESTART_COUNT: 0 on the first run, n after the n-th requeue.
     pub restart_count: u32,
+    /// CPUs of the task (container CPU limit); None = no limit.
+    pub cpus: Option<u32>,
+    /// Memory of the task in MB (container memory limit); None = no limit.
+    pub mem_mb: Option<u64>,
     pub opts: &'a JobOptions,
     pub site: &'a SiteConfig,
     pub cwd: &'a str,
@@ -53,6 +57,12 @@ pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
     kv("--uid", a.uid.to_string());
     kv("--gid", a.gid.to_string());
     kv("--restart-count", a.restart_count.to_string());
+    if let Some(c) = a.cpus {
+        kv("--cpus", c.to_string());
+    }
+    if let Some(m) = a.mem_mb {
+        kv("--mem-mb", m.to_string());
+    }
     kv("--image", a.opts.image.clone().unwrap_or_default());
     kv(
         "--mpi",
@@ -162,6 +172,8 @@ mod tests {
             uid: 1000,
             gid: 1000,
             restart_count: 0,
+            cpus: None,
+            mem_mb: None,
             opts: &opts,
             site: &site,
             cwd: "/home/u",
@@ -235,6 +247,8 @@ mod tests {
             uid: 1,
             gid: 2,
             restart_count: 3,
+            cpus: Some(2),
+            mem_mb: Some(512),
             opts: &opts,
             site: &site,
             cwd: "/",

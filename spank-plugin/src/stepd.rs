@@ -49,6 +49,13 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         uid: sp.get_item_u32(Item::JobUid)?,
         gid: sp.get_item_u32(Item::JobGid)?,
         restart_count: sp.get_item_u32(Item::RestartCount)?,
+        // Resource limits of the rank's container: the task's CPUs and its share of the step's
+        // memory on this node (unknown or unlimited: no limit).
+        cpus: sp.get_item_u32(Item::CpusPerTask).ok().filter(|c| *c > 0),
+        mem_mb: match (sp.step_alloc_mem_mb(), sp.get_item_u32(Item::LocalTaskCount)) {
+            (Ok(m), Ok(n)) if m > 0 && n > 0 => Some(m / u64::from(n)),
+            _ => None,
+        },
         opts: &opts,
         site,
         cwd: &cwd,

@@ -32,6 +32,12 @@ pub struct Args {
     /// SLURM_RESTART_COUNT of the job.
     #[arg(long, default_value_t = 0)]
     restart_count: u32,
+    /// CPUs of the task: the container's CPU limit.
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Memory of the task in MB: the container's memory limit.
+    #[arg(long)]
+    mem_mb: Option<u64>,
     #[arg(long = "mount")]
     mounts: Vec<String>,
     #[arg(long, default_value = "/")]
@@ -68,6 +74,8 @@ pub fn main(a: Args) -> i32 {
             ckpt: a.ckpt.clone(),
             ckpt_interval: a.ckpt_interval,
             restart_count: a.restart_count,
+            cpus: a.cpus,
+            mem_mb: a.mem_mb,
             site,
             argv: a.argv.clone(),
         };
