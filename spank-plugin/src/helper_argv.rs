@@ -256,7 +256,7 @@ mod tests {
         };
         let v = supervise(&a);
         let joined = v.join(" ");
-        assert!(joined.contains("--gid 2 --restart-count 3 --image img"));
+        assert!(joined.contains("--gid 2 --restart-count 3 --cpus 2 --mem-mb 512 --image img"));
         assert!(joined.contains(
             "--mpi openmpi --ckpt 7 --ckpt-interval 10 --mount /a:/b:ro --mount /c:/d:rw --cwd /"
         ));
