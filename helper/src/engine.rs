@@ -206,6 +206,12 @@ impl Engine {
             .collect())
     }
 
+    /// Host pid of the container's init (0 when not running).
+    pub async fn pid(&self, id: &str) -> Result<i64> {
+        let c = self.docker.inspect_container(id, None).await.map_err(|e| self.err(e))?;
+        Ok(c.state.and_then(|s| s.pid).unwrap_or(0))
+    }
+
     pub async fn state(&self, id: &str) -> Result<String> {
         let c = self.docker.inspect_container(id, None).await.map_err(|e| self.err(e))?;
         Ok(c.state.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()))

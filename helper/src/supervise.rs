@@ -411,6 +411,26 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
     Ok(code)
 }
 
+/// Gratuitous ARP from the container's interface (run from the host in the container's network
+/// namespace: the container itself has no capabilities). Best effort: failure only costs time
+/// until the container sends something itself.
+async fn announce(engine: &Engine, id: &str, ip: &str) {
+    let pid = match engine.pid(id).await {
+        Ok(p) if p > 0 => p,
+        _ => return,
+    };
+    let netns = format!("--net=/proc/{pid}/ns/net");
+    let run = tokio::process::Command::new("nsenter")
+        .args([netns.as_str(), "arping", "-U", "-c", "1", "-I", "eth0", ip])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match tokio::time::timeout(Duration::from_secs(5), run).await {
+        Ok(Ok(s)) if s.success() => {}
+        other => tracing::warn!("gratuitous ARP for {ip}: {other:?}"),
+    }
+}
+
 /// Marker rank 0 leaves in the job's (shared) state directory when its launcher has exited.
 fn launcher_done_marker(ckpt_root: &Path, job: u32, step: u32, restart: u32) -> std::path::PathBuf {
     crate::state::job_state_dir(ckpt_root, job).join(format!(".launcher-done-s{step}-rc{restart}"))
@@ -520,6 +540,11 @@ impl Rank<'_> {
         self.next_gen += 1;
         let was_frozen = self.st.state == "frozen";
         let res = self.checkpoint_inner(g).await;
+        if res.is_err() || !stop {
+            if let Err(e) = self.block_network(false).await {
+                tracing::error!("could not unblock the network of {}: {e}", self.st.container);
+            }
+        }
         let thaw = res.is_err() || !stop;
         if thaw && !was_frozen && self.st.state == "frozen" {
             if let Err(e) = self.engine.unpause(&self.id).await {
@@ -543,6 +568,11 @@ impl Rank<'_> {
         let tmp = layout.tmp_dir(g);
         let rank_dir = tmp.join(format!("rank-{}", a.rank));
         std::fs::create_dir_all(&rank_dir).map_err(|e| Error::io(&rank_dir, e))?;
+        // CRIU thaws a container when its dump is done (it drives the freezer itself). Until every
+        // rank is dumped, a thawed container must not reach the others, or a peer's image would hold
+        // bytes the sender's image never sent: block its network first (dropped segments are simply
+        // retransmitted later by TCP).
+        self.block_network(true).await?;
         let freeze_all = a.site.order_policy == "freeze-all";
         if freeze_all {
             self.freeze().await?;
@@ -626,6 +656,30 @@ impl Rank<'_> {
         Ok(())
     }
 
+    /// Drop (or stop dropping) all traffic of the container, from the host in its network
+    /// namespace (the container has no capabilities to do it itself).
+    async fn block_network(&mut self, on: bool) -> Result<()> {
+        let pid = self.engine.pid(&self.id).await?;
+        if pid <= 0 {
+            return Err(Error::Invalid(format!("container {} is not running", self.st.container)));
+        }
+        let netns = format!("--net=/proc/{pid}/ns/net");
+        for chain in ["INPUT", "OUTPUT"] {
+            let op = if on { "-I" } else { "-D" };
+            let status = tokio::process::Command::new("nsenter")
+                .args([netns.as_str(), "iptables", "-w", op, chain, "-m", "comment", "--comment", "slurm-ckpt", "-j", "DROP"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await
+                .map_err(|e| Error::io("nsenter iptables", e))?;
+            if !status.success() && on {
+                return Err(Error::Invalid(format!("could not block the network of {} ({chain}: {status})", self.st.container)));
+            }
+        }
+        Ok(())
+    }
+
     async fn freeze(&mut self) -> Result<()> {
         if self.st.state != "frozen" {
             self.engine.pause(&self.id).await?;
@@ -659,6 +713,10 @@ impl Rank<'_> {
         if let Err(e) = self.engine.start_from_checkpoint(&self.id, &name).await {
             return Err(with_criu_log(e));
         }
+        // The container may now sit behind another switch port than when it was checkpointed:
+        // announce its MAC (gratuitous ARP, as after a VM migration) before peers talk to it, or
+        // switches keep sending its frames to the old node.
+        announce(&self.engine, &self.id, &self.ranks[a.rank as usize].ip.to_string()).await;
         touch(&marker(&attempt, "restored", a.rank))?;
         tracing::info!("rank {} restored from {} in {:.2}s", a.rank, images.display(), t0.elapsed().as_secs_f64());
         self.st.state = "running".into();
