@@ -14,7 +14,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// (plugin, root) Run and supervise one rank's container.
-    Supervise(cli::supervise::Args),
+    Supervise(Box<cli::supervise::Args>),
     /// (plugin, job user) Be the Slurm task of one rank: relay output and signals.
     Relay(cli::relay::Args),
     /// (epilog, root) Remove every container and runtime file of a job on this node.
@@ -32,7 +32,7 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Supervise(a) => cli::supervise::main(a),
+        Cmd::Supervise(a) => cli::supervise::main(*a),
         Cmd::Relay(a) => cli::relay::main(a),
         Cmd::Cleanup(a) => cli::cleanup::main(a),
         Cmd::Status(a) => cli::status::main(a),

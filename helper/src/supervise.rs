@@ -322,9 +322,7 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
         tokio::select! {
             res = &mut wait => break res?,
             item = output.next(), if output_open => match item {
-                Some(Ok(LogOutput::StdOut { message })) | Some(Ok(LogOutput::Console { message })) => send(tx, Frame::Stdout(message.to_vec())).await,
-                Some(Ok(LogOutput::StdErr { message })) => send(tx, Frame::Stderr(message.to_vec())).await,
-                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Ok(out)) => { if let Some(f) = output_frame(out) { send(tx, f).await } }
                 Some(Err(e)) => { tracing::warn!("attach stream: {e}"); output_open = false; }
                 None => output_open = false,
             },
@@ -332,8 +330,7 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
                 if done_marker.exists() {
                     r.st.event("launcher finished (marker); stopping");
                     finished_by_request = true;
-                    if r.st.state == "frozen" { let _ = r.engine.unpause(&id).await; }
-                    r.engine.kill(&id, "SIGKILL").await?;
+                    r.end_container().await?;
                 }
             }
             _ = async { match periodic.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending::<()>().await } } => {
@@ -361,14 +358,12 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
                             Err(e) => tracing::error!("checkpoint before termination failed: {e}"),
                         }
                     }
-                    if r.st.state == "frozen" { let _ = r.engine.unpause(&id).await; }
-                    r.engine.kill(&id, "SIGKILL").await?;
+                    r.end_container().await?;
                 }
                 Some(Frame::Finish) => {
                     r.st.event("launcher finished; stopping");
                     finished_by_request = true;
-                    if r.st.state == "frozen" { let _ = r.engine.unpause(&id).await; }
-                    r.engine.kill(&id, "SIGKILL").await?;
+                    r.end_container().await?;
                 }
                 Some(other) => tracing::warn!("unexpected frame from relay: {other:?}"),
                 None => {
@@ -387,10 +382,8 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
     if output_open {
         let drain = async {
             while let Some(item) = output.next().await {
-                match item {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => send(tx, Frame::Stdout(message.to_vec())).await,
-                    Ok(LogOutput::StdErr { message }) => send(tx, Frame::Stderr(message.to_vec())).await,
-                    _ => {}
+                if let Some(f) = item.ok().and_then(output_frame) {
+                    send(tx, f).await;
                 }
             }
         };
@@ -404,7 +397,7 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
         // Two ways to tell the other ranks, for robustness: a marker on the shared storage they
         // poll, and SIGUSR2 through Slurm (which also reaches this process tree and may kill the
         // scancel before it has reached every node).
-        let _ = crate::ckpt::touch(&launcher_done_marker(&a.site.ckpt_root, a.job, a.step, a.restart_count));
+        let _ = crate::ckpt::touch(&done_marker);
         signal_step(a.job, a.step, "USR2").await;
     }
     r.engine.remove(&id).await?;
@@ -415,19 +408,35 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
 /// namespace: the container itself has no capabilities). Best effort: failure only costs time
 /// until the container sends something itself.
 async fn announce(engine: &Engine, id: &str, ip: &str) {
-    let pid = match engine.pid(id).await {
-        Ok(p) if p > 0 => p,
-        _ => return,
-    };
-    let netns = format!("--net=/proc/{pid}/ns/net");
-    let run = tokio::process::Command::new("nsenter")
-        .args([netns.as_str(), "arping", "-U", "-c", "1", "-I", "eth0", ip])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    match tokio::time::timeout(Duration::from_secs(5), run).await {
+    let cmd = ["arping", "-U", "-c", "1", "-I", "eth0", ip];
+    match tokio::time::timeout(Duration::from_secs(5), in_container_netns(engine, id, &cmd)).await {
         Ok(Ok(s)) if s.success() => {}
         other => tracing::warn!("gratuitous ARP for {ip}: {other:?}"),
+    }
+}
+
+/// Run a host tool inside a running container's network namespace (as root, from the host).
+async fn in_container_netns(engine: &Engine, id: &str, cmd: &[&str]) -> Result<std::process::ExitStatus> {
+    let pid = engine.pid(id).await?;
+    if pid <= 0 {
+        return Err(Error::Invalid(format!("container {id} is not running")));
+    }
+    tokio::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(cmd)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .map_err(|e| Error::io("nsenter", e))
+}
+
+/// The frame that carries one piece of container output to the relay (stdin echoes carry none).
+fn output_frame(out: LogOutput) -> Option<Frame> {
+    match out {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => Some(Frame::Stdout(message.to_vec())),
+        LogOutput::StdErr { message } => Some(Frame::Stderr(message.to_vec())),
+        LogOutput::StdIn { .. } => None,
     }
 }
 
@@ -540,12 +549,12 @@ impl Rank<'_> {
         self.next_gen += 1;
         let was_frozen = self.st.state == "frozen";
         let res = self.checkpoint_inner(g).await;
-        if res.is_err() || !stop {
+        let thaw = res.is_err() || !stop;
+        if thaw {
             if let Err(e) = self.block_network(false).await {
                 tracing::error!("could not unblock the network of {}: {e}", self.st.container);
             }
         }
-        let thaw = res.is_err() || !stop;
         if thaw && !was_frozen && self.st.state == "frozen" {
             if let Err(e) = self.engine.unpause(&self.id).await {
                 tracing::warn!("unpause after checkpoint: {e}");
@@ -659,25 +668,23 @@ impl Rank<'_> {
     /// Drop (or stop dropping) all traffic of the container, from the host in its network
     /// namespace (the container has no capabilities to do it itself).
     async fn block_network(&mut self, on: bool) -> Result<()> {
-        let pid = self.engine.pid(&self.id).await?;
-        if pid <= 0 {
-            return Err(Error::Invalid(format!("container {} is not running", self.st.container)));
-        }
-        let netns = format!("--net=/proc/{pid}/ns/net");
+        let op = if on { "-I" } else { "-D" };
         for chain in ["INPUT", "OUTPUT"] {
-            let op = if on { "-I" } else { "-D" };
-            let status = tokio::process::Command::new("nsenter")
-                .args([netns.as_str(), "iptables", "-w", op, chain, "-m", "comment", "--comment", "slurm-ckpt", "-j", "DROP"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .await
-                .map_err(|e| Error::io("nsenter iptables", e))?;
+            let rule = ["iptables", "-w", op, chain, "-m", "comment", "--comment", "slurm-ckpt", "-j", "DROP"];
+            let status = in_container_netns(&self.engine, &self.id, &rule).await?;
             if !status.success() && on {
                 return Err(Error::Invalid(format!("could not block the network of {} ({chain}: {status})", self.st.container)));
             }
         }
         Ok(())
+    }
+
+    /// Stop the container for good (thawing it first if frozen: the kill must reach its processes).
+    async fn end_container(&mut self) -> Result<()> {
+        if self.st.state == "frozen" {
+            let _ = self.engine.unpause(&self.id).await;
+        }
+        self.engine.kill(&self.id, "SIGKILL").await
     }
 
     async fn freeze(&mut self) -> Result<()> {

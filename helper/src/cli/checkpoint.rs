@@ -67,11 +67,5 @@ pub fn main(a: Args) -> i32 {
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("slurm-ckpt checkpoint: {e:#}");
-            1
-        }
-    }
+    super::exit_code("checkpoint", run())
 }

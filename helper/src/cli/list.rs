@@ -44,13 +44,11 @@ fn job_dirs(root: &Path) -> Vec<(String, String, Layout)> {
 
 pub fn list(a: ListArgs) -> i32 {
     super::init_tracing(None);
-    let site = match super::site_config(&[], &a.plugstack) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("slurm-ckpt list: {e:#}");
-            return 1;
-        }
-    };
+    super::exit_code("list", run_list(&a))
+}
+
+fn run_list(a: &ListArgs) -> anyhow::Result<()> {
+    let site = super::site_config(&[], &a.plugstack)?;
     let mut rows = Vec::new();
     for (_, _, l) in job_dirs(&site.ckpt_root) {
         for g in l.generations() {
@@ -63,14 +61,14 @@ pub fn list(a: ListArgs) -> i32 {
     }
     if a.json {
         let v: Vec<_> = rows.iter().map(|(p, m)| serde_json::json!({"path": p, "manifest": m})).collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return 0;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
     }
     println!("{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} PATH", "JOB", "USER", "GEN", "RANKS", "BYTES", "POLICY");
     for (p, m) in &rows {
         println!("{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {}", m.job, m.user, m.generation, m.ntasks, m.total_bytes, m.policy, p.display());
     }
-    0
+    Ok(())
 }
 
 /// Is the job still known to Slurm (pending, running, suspended, requeued)?
@@ -84,13 +82,11 @@ fn job_alive(job: u32) -> bool {
 
 pub fn gc(a: GcArgs) -> i32 {
     super::init_tracing(None);
-    let site = match super::site_config(&[], &a.plugstack) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("slurm-ckpt gc: {e:#}");
-            return 1;
-        }
-    };
+    super::exit_code("gc", run_gc(&a))
+}
+
+fn run_gc(a: &GcArgs) -> anyhow::Result<()> {
+    let site = super::site_config(&[], &a.plugstack)?;
     for (user, dir, l) in job_dirs(&site.ckpt_root) {
         let job = l.latest().map(|m| m.job).or_else(|| dir.parse().ok());
         let alive = job.is_some_and(job_alive);
@@ -107,5 +103,5 @@ pub fn gc(a: GcArgs) -> i32 {
             }
         }
     }
-    0
+    Ok(())
 }

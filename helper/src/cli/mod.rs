@@ -32,6 +32,17 @@ pub fn site_config(pairs: &[String], plugstack: &std::path::Path) -> anyhow::Res
     }
 }
 
+/// Exit code of a user-facing subcommand: errors go to stderr, prefixed with the subcommand.
+pub fn exit_code(cmd: &str, res: anyhow::Result<()>) -> i32 {
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("slurm-ckpt {cmd}: {e:#}");
+            1
+        }
+    }
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }

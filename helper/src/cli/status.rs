@@ -37,11 +37,5 @@ pub fn main(a: Args) -> i32 {
         }
         Ok(())
     };
-    match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("slurm-ckpt status: {e:#}");
-            1
-        }
-    }
+    super::exit_code("status", run())
 }
