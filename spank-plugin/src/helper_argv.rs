@@ -8,8 +8,9 @@ use crate::options::{CkptDir, JobOptions};
 pub const ARGV0: &str = "slurm-ckpt";
 /// The supervisor's end of the socket pair is always this descriptor.
 pub const SUPERVISOR_FD: i32 = 3;
-/// PATH of the supervisor (root) and cleanup processes: never the user's.
-pub const ROOT_PATH: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+/// PATH of the supervisor (root) and cleanup processes: never the user's. /usr/local is included:
+/// setup installs CRIU (recorded in every checkpoint manifest) as /usr/local/sbin/criu.
+pub const ROOT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What the supervisor of one task needs to know.
 #[derive(Debug, Clone)]
