@@ -84,7 +84,11 @@ pub fn rewrite(args: Vec<String>, runtime_dir: &Path, ckpt_root: &Path) -> (Vec<
                 match read_trusted(&ptr).and_then(|d| inside(&d, ckpt_root)) {
                     Some(dest) => {
                         out[image_path_idx] = dest.to_string_lossy().into_owned();
-                        Some(format!("restore <- {}", dest.display()))
+                        let lock = match add_netlock_hook(&bundle_of(&args)) {
+                            Ok(()) => String::new(),
+                            Err(e) => format!(" (network lock hook not added: {e})"),
+                        };
+                        Some(format!("restore <- {}{lock}", dest.display()))
                     }
                     None => Some(format!("restore: untrusted pointer {} ignored", ptr.display())),
                 }
@@ -95,6 +99,67 @@ pub fn rewrite(args: Vec<String>, runtime_dir: &Path, ckpt_root: &Path) -> (Vec<
         Op::Other => None,
     };
     (out.into_iter().map(OsString::from).collect(), note)
+}
+
+/// Argument of the hook mode of the wrapper binary (`slurm-ckpt-runc netlock-hook`).
+pub const NETLOCK_HOOK: &str = "netlock-hook";
+
+/// The bundle directory of a runc invocation (`--bundle DIR`, or runc's default: the cwd).
+fn bundle_of(args: &[String]) -> PathBuf {
+    match args.iter().position(|a| a == "--bundle" || a == "-b").and_then(|i| args.get(i + 1)) {
+        Some(b) => PathBuf::from(b),
+        None => PathBuf::from("."),
+    }
+}
+
+/// Make the restored container start with its network dropped (see `netlock_hook`): add a
+/// prestart hook to the bundle's OCI config, first in line. runc runs prestart hooks during a
+/// restore once CRIU has created the namespaces, before any socket is restored.
+///
+/// Why: Docker configures the new network namespace (IP address up) before CRIU restores the
+/// sockets, and CRIU does not lock a namespace it did not create. A segment a restored peer
+/// retransmits in that window meets no socket and is answered with a RST: the MPI connection dies.
+/// The supervisor lifts the block once every rank of the job is restored.
+pub fn add_netlock_hook(bundle: &Path) -> std::io::Result<()> {
+    let cfg = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
+    let exe = std::env::current_exe()?;
+    let hook = serde_json::json!({"path": exe, "args": ["slurm-ckpt-runc", NETLOCK_HOOK], "timeout": 10});
+    let obj = spec.as_object_mut().ok_or_else(|| std::io::Error::other("config.json is not an object"))?;
+    let hooks = obj.entry("hooks").or_insert_with(|| serde_json::json!({}));
+    let prestart = hooks
+        .as_object_mut()
+        .ok_or_else(|| std::io::Error::other("hooks is not an object"))?
+        .entry("prestart")
+        .or_insert_with(|| serde_json::json!([]));
+    let list = prestart.as_array_mut().ok_or_else(|| std::io::Error::other("hooks.prestart is not a list"))?;
+    list.insert(0, hook);
+    let tmp = bundle.join(".config.json.slurm-ckpt");
+    std::fs::write(&tmp, serde_json::to_vec(&spec)?)?;
+    std::fs::rename(&tmp, &cfg)
+}
+
+/// The iptables rules that isolate a container's network namespace, as (chain, argv) pairs; the
+/// supervisor uses the same rules around checkpoints, and deletes them by the same spec.
+pub fn drop_rule(op: &'static str, chain: &'static str) -> [&'static str; 10] {
+    ["iptables", "-w", op, chain, "-m", "comment", "--comment", "slurm-ckpt", "-j", "DROP"]
+}
+
+/// The prestart hook: read the OCI state from stdin and drop all traffic in the namespace of its pid.
+pub fn netlock_hook(state: &[u8]) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_slice(state).map_err(|e| format!("OCI state: {e}"))?;
+    let pid = v.get("pid").and_then(|p| p.as_i64()).filter(|p| *p > 0).ok_or("OCI state has no pid")?;
+    for chain in ["INPUT", "OUTPUT"] {
+        let status = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(drop_rule("-I", chain))
+            .status()
+            .map_err(|e| format!("nsenter: {e}"))?;
+        if !status.success() {
+            return Err(format!("iptables {chain} in the namespace of pid {pid}: {status}"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -122,6 +187,23 @@ mod tests {
         assert!(inside("/ckpt/../etc", root).is_none());
         assert!(inside("/etc/x", root).is_none());
         assert!(inside("rel", root).is_none());
+    }
+
+    #[test]
+    fn netlock_hook_goes_first() {
+        let dir = std::env::temp_dir().join(format!("slurm-ckpt-hook-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), r#"{"ociVersion":"1.0.2","hooks":{"prestart":[{"path":"/x","args":["setkey"]}]}}"#).unwrap();
+        add_netlock_hook(&dir).unwrap();
+        let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(spec["hooks"]["prestart"][0]["args"][1], NETLOCK_HOOK);
+        assert_eq!(spec["hooks"]["prestart"][1]["path"], "/x");
+        assert_eq!(spec["ociVersion"], "1.0.2");
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        add_netlock_hook(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(bundle_of(&v("restore --bundle /b id")), PathBuf::from("/b"));
+        assert!(netlock_hook(b"{}").is_err());
     }
 
     #[test]

@@ -670,8 +670,7 @@ impl Rank<'_> {
     async fn block_network(&mut self, on: bool) -> Result<()> {
         let op = if on { "-I" } else { "-D" };
         for chain in ["INPUT", "OUTPUT"] {
-            let rule = ["iptables", "-w", op, chain, "-m", "comment", "--comment", "slurm-ckpt", "-j", "DROP"];
-            let status = in_container_netns(&self.engine, &self.id, &rule).await?;
+            let status = in_container_netns(&self.engine, &self.id, &crate::runtime_wrapper::drop_rule(op, chain)).await?;
             if !status.success() && on {
                 return Err(Error::Invalid(format!("could not block the network of {} ({chain}: {status})", self.st.container)));
             }
@@ -725,7 +724,15 @@ impl Rank<'_> {
         // switches keep sending its frames to the old node.
         announce(&self.engine, &self.id, &self.ranks[a.rank as usize].ip.to_string()).await;
         touch(&marker(&attempt, "restored", a.rank))?;
-        tracing::info!("rank {} restored from {} in {:.2}s", a.rank, images.display(), t0.elapsed().as_secs_f64());
+        let restore_seconds = t0.elapsed().as_secs_f64();
+        // The runtime wrapper restored the container with its network dropped: lift that only when
+        // every rank's sockets exist again, so no segment meets a missing socket (and draws a RST).
+        let all = barrier(&attempt, "restored", 0..a.ntasks, t).await;
+        if let Err(e) = self.block_network(false).await {
+            tracing::error!("could not unblock the network of {}: {e}", self.st.container);
+        }
+        all?;
+        tracing::info!("rank {} restored from {} in {:.2}s", a.rank, images.display(), restore_seconds);
         self.st.state = "running".into();
         self.st.event(format!("restored from {name} (taken on {})", rec.node));
         self.next_gen = m.generation + 1;
