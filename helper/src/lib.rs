@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod relay;
 pub mod runtime_wrapper;
 pub mod site;
+pub mod slurm;
 pub mod state;
 pub mod supervise;
 

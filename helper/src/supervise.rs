@@ -335,7 +335,7 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
             }
             _ = async { match periodic.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending::<()>().await } } => {
                 // Rank 0 keeps the clock; Slurm delivers the request to every rank of the step.
-                signal_step(a.job, a.step, "USR1").await;
+                crate::slurm::signal_step(a.job, a.step, "USR1").await;
             }
             cmd = cmds.recv() => match cmd.flatten() {
                 Some(Frame::Suspend) => r.suspend().await,
@@ -354,7 +354,12 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
                     if r.layout.is_some() {
                         // Preemption, requeue, scancel or time limit: save the job before it goes.
                         match r.checkpoint(true).await {
-                            Ok(g) => tracing::info!("checkpoint generation {g} complete before termination"),
+                            Ok(g) => {
+                                tracing::info!("checkpoint generation {g} complete before termination");
+                                if a.rank == 0 && crate::slurm::requeue_if_preempted(a.job).await {
+                                    r.st.event(format!("preempted: requeued after checkpoint {}", gen_name(g)));
+                                }
+                            }
                             Err(e) => tracing::error!("checkpoint before termination failed: {e}"),
                         }
                     }
@@ -398,7 +403,7 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
         // poll, and SIGUSR2 through Slurm (which also reaches this process tree and may kill the
         // scancel before it has reached every node).
         let _ = crate::ckpt::touch(&done_marker);
-        signal_step(a.job, a.step, "USR2").await;
+        crate::slurm::signal_step(a.job, a.step, "USR2").await;
     }
     r.engine.remove(&id).await?;
     Ok(code)
@@ -549,6 +554,12 @@ impl Rank<'_> {
         self.next_gen += 1;
         let was_frozen = self.st.state == "frozen";
         let res = self.checkpoint_inner(g).await;
+        if res.is_err() {
+            // Tell the other ranks at once (they wait for this rank's markers).
+            if let Some(l) = &self.layout {
+                let _ = touch(&marker(&l.tmp_dir(g), "failed", self.a.rank));
+            }
+        }
         let thaw = res.is_err() || !stop;
         if thaw {
             if let Err(e) = self.block_network(false).await {
@@ -743,21 +754,6 @@ impl Rank<'_> {
 fn save(st: &mut RankState, root: &Path) {
     if let Err(e) = st.save(root) {
         tracing::warn!("state record: {e}");
-    }
-}
-
-/// Signal every task of the step through Slurm, wherever it runs: USR2 when the launcher's
-/// container ended (the other ranks end too), USR1 for a checkpoint. The relays turn it into frames.
-async fn signal_step(job: u32, step: u32, sig: &str) {
-    let target = format!("{job}.{step}");
-    let res = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new("scancel").arg(format!("--signal={sig}")).arg(&target).status(),
-    )
-    .await;
-    match res {
-        Ok(Ok(s)) if s.success() => {}
-        other => tracing::warn!("scancel --signal={sig} {target}: {other:?}"),
     }
 }
 
