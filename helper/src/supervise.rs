@@ -343,7 +343,7 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
                 Some(Frame::Checkpoint) => {
                     if r.layout.is_some() {
                         if let Err(e) = r.checkpoint(false).await {
-                            tracing::error!("periodic checkpoint failed (job keeps running): {e}");
+                            tracing::error!("checkpoint failed (job keeps running): {e}");
                             send(tx, Frame::Stderr(format!("slurm-ckpt: rank {}: checkpoint failed, job continues: {e}\n", a.rank).into_bytes())).await;
                         }
                     }
@@ -473,8 +473,9 @@ fn with_criu_log(e: Error) -> Error {
     let msg = e.to_string();
     let path = msg
         .split_whitespace()
+        .map(|w| w.trim_end_matches(|c| c == ':' || c == '"' || c == ','))
         .find(|w| w.ends_with(".log") && w.starts_with('/'))
-        .map(|w| w.trim_end_matches(':').to_string());
+        .map(str::to_string);
     let Some(path) = path else { return e };
     let Ok(text) = std::fs::read_to_string(&path) else { return e };
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("Warn")).take(12).collect();

@@ -2,7 +2,7 @@
 # Checkpoint/restore of a container job: requeue (checkpoint on SIGTERM) and restore in new
 # containers on other nodes with rank placement permuted, three cycles in one job; the job's own
 # verification must still pass.
-. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/lib.sh"
 id=$(submit -w node1,node2 -N2 -n4 --open-mode=append --container-image="$VC_IMAGE" --container-ckpt \
     --wrap "srun /opt/ckpt-tests/bin/ring --seconds 45 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"

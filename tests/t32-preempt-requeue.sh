@@ -2,7 +2,7 @@
 # Preemption with PreemptMode=REQUEUE: a high-priority job takes the nodes of a checkpointing container
 # job in partition lowrq; the low job is checkpointed (SIGTERM, GraceTime), requeued, restored after
 # the high job, and verifies.
-. "$(dirname "$0")/../lib.sh"
+. "$(dirname "$0")/lib.sh"
 low=$(submit -p lowrq -w node1,node2 -N2 -n4 --open-mode=append --container-image="$VC_IMAGE" --container-ckpt \
     --wrap "srun /opt/ckpt-tests/bin/ring --seconds 30 --sleep-ms 5")
 wait_state "$low" RUNNING 60 || fail "low job did not start"
