@@ -74,6 +74,45 @@ impl Engine {
         }
     }
 
+    /// Run `script` with /bin/sh in a throwaway container of `image` (no network, no capabilities,
+    /// user nobody, plain runc); returns its exit code and output.
+    pub async fn run_probe(&self, image: &str, script: &str) -> Result<(i64, String)> {
+        let host = HostConfig {
+            network_mode: Some("none".into()),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        };
+        let cfg = Config {
+            image: Some(image.to_string()),
+            user: Some("65534:65534".into()),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            cmd: Some(vec![script.to_string()]),
+            host_config: Some(host),
+            labels: Some(HashMap::from([("slurm-ckpt.probe".to_string(), "1".to_string())])),
+            ..Default::default()
+        };
+        let id = self.docker.create_container::<String, String>(None, cfg).await.map_err(|e| self.err(e))?.id;
+        let res = self.probe_output(&id).await;
+        let _ = self.docker.remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
+        res
+    }
+
+    async fn probe_output(&self, id: &str) -> Result<(i64, String)> {
+        if let Err(e) = self.docker.start_container(id, None::<StartContainerOptions<String>>).await {
+            // Typically: no /bin/sh in the image.
+            return Ok((127, e.to_string()));
+        }
+        let code = self.wait(id).await?;
+        let mut out = String::new();
+        let opts = bollard::container::LogsOptions::<String> { stdout: true, stderr: true, ..Default::default() };
+        let mut logs = self.docker.logs(id, Some(opts));
+        while let Some(item) = logs.next().await {
+            out.push_str(&item.map_err(|e| self.err(e))?.to_string());
+        }
+        Ok((code, out))
+    }
+
     /// Create the rank's container (removing a stale one of the same name first). Returns its id.
     pub async fn create_rank(&self, s: &RankSpec<'_>) -> Result<String> {
         self.remove(&s.name).await?;

@@ -4,6 +4,7 @@ pub mod ckpt;
 pub mod engine;
 pub mod error;
 pub mod fdio;
+pub mod image_check;
 pub mod jobdir;
 pub mod plan;
 pub mod protocol;

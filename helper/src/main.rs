@@ -27,6 +27,9 @@ enum Cmd {
     List(cli::list::ListArgs),
     /// Remove checkpoints of jobs Slurm no longer knows; prune old generations.
     Gc(cli::list::GcArgs),
+    /// Check container images against the rank-container requirements.
+    #[command(subcommand)]
+    Image(cli::image::ImageCmd),
 }
 
 fn main() {
@@ -39,6 +42,7 @@ fn main() {
         Cmd::Checkpoint(a) => cli::checkpoint::main(a),
         Cmd::List(a) => cli::list::list(a),
         Cmd::Gc(a) => cli::list::gc(a),
+        Cmd::Image(c) => cli::image::main(c),
     };
     std::process::exit(code);
 }

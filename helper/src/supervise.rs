@@ -212,6 +212,7 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
     let engine = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
     engine.check_network(&a.site.network).await?;
     engine.check_image(&a.image).await?;
+    crate::image_check::ensure(&engine, &a.image, &a.mpi, &a.site.runtime_dir).await?;
 
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
     // not match it.

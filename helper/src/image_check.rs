@@ -1,0 +1,128 @@
+//! Does an image have what a rank container needs? (`slurm-ckpt image check`, and the supervisor
+//! before it creates a job's first container from an image on a node.)
+//!
+//! Requirements (docs/IMAGES.md): a POSIX shell and the coreutils/sed the launch script uses;
+//! OpenSSH's sshd and ssh client (the MPI launcher in rank 0's container reaches the others over
+//! ssh); and the MPI family's launcher: MPICH's hydra `mpiexec`, or Open MPI's `mpirun` and `orted`.
+//! The image needs no user entry (the job's passwd/group are bound in) and no network setup.
+//! The check runs a throwaway container (no network, no capabilities, user nobody) that looks for
+//! each piece and prints what is missing.
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// One requirement: a description and a shell test that succeeds when it is met.
+struct Need {
+    what: &'static str,
+    test: &'static str,
+}
+
+const COMMON: &[Need] = &[
+    Need { what: "OpenSSH server (/usr/sbin/sshd)", test: "[ -x /usr/sbin/sshd ]" },
+    Need { what: "OpenSSH client (ssh)", test: "command -v ssh" },
+    Need { what: "coreutils (date, tail)", test: "command -v date && command -v tail" },
+    Need { what: "sed", test: "command -v sed" },
+];
+const MPICH: &[Need] =
+    &[Need { what: "MPICH launcher (mpiexec.hydra, mpiexec.mpich or mpiexec)", test: "command -v mpiexec.hydra || command -v mpiexec.mpich || command -v mpiexec" }];
+const OPENMPI: &[Need] = &[
+    Need { what: "Open MPI launcher (mpirun.openmpi or mpirun)", test: "command -v mpirun.openmpi || command -v mpirun" },
+    Need { what: "Open MPI daemon (orted)", test: "command -v orted || [ -x /usr/bin/orted ]" },
+];
+
+/// The requirements for MPI family `mpi` ("mpich", "openmpi", "none").
+fn needs(mpi: &str) -> Result<Vec<&'static Need>> {
+    let family: &[Need] = match mpi {
+        "mpich" => MPICH,
+        "openmpi" => OPENMPI,
+        "none" => &[],
+        other => return Err(Error::Invalid(format!("unknown MPI family '{other}' (mpich, openmpi, none)"))),
+    };
+    let common: &[Need] = if mpi == "none" { &[] } else { COMMON };
+    Ok(common.iter().chain(family).collect())
+}
+
+/// The check script: prints `missing: WHAT` per unmet requirement (and for `program`, if given).
+pub fn script(mpi: &str, program: Option<&str>) -> Result<String> {
+    let mut s = String::from("ok=0\n");
+    for n in needs(mpi)? {
+        s.push_str(&format!("( {} ) >/dev/null 2>&1 || {{ echo 'missing: {}'; ok=1; }}\n", n.test, n.what));
+    }
+    if let Some(p) = program {
+        if !p.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c)) {
+            return Err(Error::Invalid(format!("program path '{p}' has unexpected characters")));
+        }
+        s.push_str(&format!(
+            "( [ -x '{p}' ] || command -v '{p}' ) >/dev/null 2>&1 || {{ echo 'missing: the program {p}'; ok=1; }}\n"
+        ));
+    }
+    s.push_str("exit $ok\n");
+    Ok(s)
+}
+
+/// What the check found.
+#[derive(Debug)]
+pub struct Report {
+    pub image: String,
+    pub mpi: String,
+    pub missing: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty()
+    }
+    pub fn error(&self) -> Error {
+        Error::Invalid(format!(
+            "image '{}' cannot run {} rank containers: missing {} (see docs/IMAGES.md)",
+            self.image,
+            self.mpi,
+            self.missing.join("; ")
+        ))
+    }
+}
+
+/// Run the check in a throwaway container on `engine`'s node.
+pub async fn check(engine: &Engine, image: &str, mpi: &str, program: Option<&str>) -> Result<Report> {
+    engine.check_image(image).await?;
+    let (code, out) = engine.run_probe(image, &script(mpi, program)?).await?;
+    let mut missing: Vec<String> = out.lines().filter_map(|l| l.strip_prefix("missing: ")).map(String::from).collect();
+    if code != 0 && missing.is_empty() {
+        missing.push(format!("a working /bin/sh (the probe exited with {code}: {})", out.trim()));
+    }
+    Ok(Report { image: image.to_string(), mpi: mpi.to_string(), missing })
+}
+
+/// The supervisor's check: once per node, image id and MPI family (a root-only cache file under
+/// `runtime_dir` records a pass), so only the first job on a node pays for the probe container.
+pub async fn ensure(engine: &Engine, image: &str, mpi: &str, runtime_dir: &Path) -> Result<()> {
+    let id = engine.image_id(image).await?;
+    let key = format!("{}-{mpi}", id.trim_start_matches("sha256:"));
+    let cache = runtime_dir.join("image-ok");
+    let mark = cache.join(&key);
+    if crate::runtime_wrapper::read_trusted(&mark).is_some() {
+        return Ok(());
+    }
+    let report = check(engine, image, mpi, None).await?;
+    if !report.ok() {
+        return Err(report.error());
+    }
+    let _ = std::fs::create_dir_all(&cache);
+    let _ = std::fs::write(&mark, b"ok\n");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_names_each_requirement() {
+        let s = script("openmpi", Some("/opt/x/bin/cg")).unwrap();
+        assert!(s.contains("orted") && s.contains("sshd") && s.contains("/opt/x/bin/cg"));
+        assert!(!script("mpich", None).unwrap().contains("orted"));
+        assert!(script("none", None).unwrap().lines().count() == 2);
+        assert!(script("lam", None).is_err());
+        assert!(script("mpich", Some("/x'; rm -rf /")).is_err());
+    }
+}
