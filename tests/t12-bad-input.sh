@@ -19,6 +19,17 @@ refused "container-mounts" --container-image="$VC_IMAGE" --container-mounts=rela
 refused "requires --container-image" --container-mounts=/tmp:/x
 refused "multiple times" --container-image="$VC_IMAGE" --container-image="$VC_IMAGE"
 refused "container-ckpt-interval" --container-image="$VC_IMAGE" --container-ckpt --container-ckpt-interval=abc
+refused "reserved" --container-image="$VC_IMAGE" --container-env=SLURM_JOB_ID=1
+refused "not a variable name" --container-image="$VC_IMAGE" --container-env=1X=1
+
+# --container-env reaches every rank (Open MPI forwards it to the ranks it starts over ssh) and
+# overrides the product's defaults.
+id=$(submit -w node1,node2 -N2 -n4 --container-image="$VC_IMAGE" --container-env=FOO=bar,UCX_TLS=tcp,self \
+    --wrap 'srun sh -c "echo env FOO=\$FOO UCX_TLS=\$UCX_TLS"')
+st="$(wait_job "$id" 90)"
+[ "$st" = COMPLETED ] && [ "$(job_out "$id" | grep -c '^env FOO=bar UCX_TLS=tcp,self$')" = 4 ] ||
+    { show_job "$id"; fail "--container-env did not reach all 4 ranks"; }
+say "--container-env reached all 4 ranks"
 
 # A bad site setting makes the plugin refuse to load, naming the key.
 tmp="$(mktemp -d)"

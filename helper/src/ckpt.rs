@@ -75,21 +75,38 @@ pub struct Expect<'a> {
 
 impl Manifest {
     pub fn check(&self, e: &Expect) -> Result<()> {
-        let bad = |what: String| Err(Error::Invalid(format!("checkpoint generation {} refused: {what}", self.generation)));
+        let bad = |what: String| {
+            Err(Error::Invalid(format!(
+                "checkpoint generation {} refused: {what}",
+                self.generation
+            )))
+        };
         if self.format != FORMAT {
-            return bad(format!("manifest format {} (this helper reads {FORMAT})", self.format));
+            return bad(format!(
+                "manifest format {} (this helper reads {FORMAT})",
+                self.format
+            ));
         }
         if self.job != e.job || self.step != e.step {
-            return bad(format!("it belongs to job {}.{}, not {}.{}", self.job, self.step, e.job, e.step));
+            return bad(format!(
+                "it belongs to job {}.{}, not {}.{}",
+                self.job, self.step, e.job, e.step
+            ));
         }
         if self.uid != e.uid {
             return bad(format!("it belongs to uid {}, not {}", self.uid, e.uid));
         }
         if self.ntasks != e.ntasks || self.ranks.len() as u32 != e.ntasks {
-            return bad(format!("it has {} ranks, the job now has {}", self.ntasks, e.ntasks));
+            return bad(format!(
+                "it has {} ranks, the job now has {}",
+                self.ntasks, e.ntasks
+            ));
         }
         if self.image != e.image {
-            return bad(format!("it was taken from image {}, the job now uses {}", self.image, e.image));
+            return bad(format!(
+                "it was taken from image {}, the job now uses {}",
+                self.image, e.image
+            ));
         }
         Ok(())
     }
@@ -110,7 +127,10 @@ impl Layout {
     /// `dir` is the job's directory name under the user's area (the job id by default).
     pub fn new(ckpt_root: &Path, user: &str, dir: &str) -> Self {
         let user_dir = ckpt_root.join(user);
-        Layout { job_dir: user_dir.join(dir), user_dir }
+        Layout {
+            job_dir: user_dir.join(dir),
+            user_dir,
+        }
     }
     pub fn gen_dir(&self, g: u32) -> PathBuf {
         self.job_dir.join(gen_name(g))
@@ -124,7 +144,8 @@ impl Layout {
         fs::create_dir_all(&self.job_dir).map_err(|e| Error::io(&self.job_dir, e))?;
         let u = &self.user_dir;
         fs::set_permissions(u, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(u, e))?;
-        fs::set_permissions(&self.job_dir, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(&self.job_dir, e))
+        fs::set_permissions(&self.job_dir, fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io(&self.job_dir, e))
     }
 
     /// Complete generations, newest last.
@@ -147,12 +168,16 @@ impl Layout {
     pub fn load_manifest(&self, g: u32) -> Result<Manifest> {
         let p = self.gen_dir(g).join("manifest.json");
         let text = fs::read(&p).map_err(|e| Error::io(&p, e))?;
-        serde_json::from_slice(&text).map_err(|e| Error::Invalid(format!("{}: bad manifest: {e}", p.display())))
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::Invalid(format!("{}: bad manifest: {e}", p.display())))
     }
 
     /// The newest complete generation that loads, if any.
     pub fn latest(&self) -> Option<Manifest> {
-        self.generations().into_iter().rev().find_map(|g| self.load_manifest(g).ok())
+        self.generations()
+            .into_iter()
+            .rev()
+            .find_map(|g| self.load_manifest(g).ok())
     }
 }
 
@@ -165,11 +190,18 @@ pub fn touch(p: &Path) -> Result<()> {
 }
 
 /// Wait until `pred` holds, polling every 50 ms, up to `timeout`.
-pub async fn wait_until(timeout: Duration, what: &str, mut pred: impl FnMut() -> bool) -> Result<()> {
+pub async fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut pred: impl FnMut() -> bool,
+) -> Result<()> {
     let end = tokio::time::Instant::now() + timeout;
     while !pred() {
         if tokio::time::Instant::now() >= end {
-            return Err(Error::Invalid(format!("timed out after {}s waiting for {what}", timeout.as_secs())));
+            return Err(Error::Invalid(format!(
+                "timed out after {}s waiting for {what}",
+                timeout.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -178,7 +210,12 @@ pub async fn wait_until(timeout: Duration, what: &str, mut pred: impl FnMut() ->
 
 /// Wait until every rank in `ranks` has left marker `what` in `dir`. Gives up at once when any
 /// rank has left a `failed` marker there: nobody waits out the timeout for a rank that is gone.
-pub async fn barrier(dir: &Path, what: &str, ranks: impl Iterator<Item = u32> + Clone, timeout: Duration) -> Result<()> {
+pub async fn barrier(
+    dir: &Path,
+    what: &str,
+    ranks: impl Iterator<Item = u32> + Clone,
+    timeout: Duration,
+) -> Result<()> {
     let mut failed = None;
     wait_until(timeout, &format!("every rank to be {what}"), || {
         failed = failed_rank(dir);
@@ -186,7 +223,9 @@ pub async fn barrier(dir: &Path, what: &str, ranks: impl Iterator<Item = u32> + 
     })
     .await?;
     match failed {
-        Some(r) => Err(Error::Invalid(format!("rank {r} failed (waiting for every rank to be {what})"))),
+        Some(r) => Err(Error::Invalid(format!(
+            "rank {r} failed (waiting for every rank to be {what})"
+        ))),
         None => Ok(()),
     }
 }
@@ -194,7 +233,16 @@ pub async fn barrier(dir: &Path, what: &str, ranks: impl Iterator<Item = u32> + 
 /// The lowest rank that left a `failed` marker in `dir`, if any.
 pub fn failed_rank(dir: &Path) -> Option<u32> {
     let entries = fs::read_dir(dir).ok()?;
-    entries.flatten().filter_map(|e| e.file_name().to_str()?.strip_prefix(".failed-r")?.parse().ok()).min()
+    entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix(".failed-r")?
+                .parse()
+                .ok()
+        })
+        .min()
 }
 
 /// Make a rank's images readable by the remapped container root (restore runs partly inside the
@@ -202,7 +250,10 @@ pub fn failed_rank(dir: &Path) -> Option<u32> {
 pub fn seal_rank_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(u64, Vec<FileSum>)> {
     let mut files = Vec::new();
     let mut total = 0;
-    let mut entries: Vec<_> = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten().collect();
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for ent in entries {
         let p = ent.path();
@@ -216,7 +267,11 @@ pub fn seal_rank_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(u64, Vec<
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&p, e))?;
         let (bytes, sha256) = sha256_file(&p)?;
         total += bytes;
-        files.push(FileSum { name: ent.file_name().to_string_lossy().into_owned(), bytes, sha256 });
+        files.push(FileSum {
+            name: ent.file_name().to_string_lossy().into_owned(),
+            bytes,
+            sha256,
+        });
     }
     if let Some((u, g)) = owner {
         std::os::unix::fs::chown(dir, Some(u), Some(g)).map_err(|e| Error::io(dir, e))?;
@@ -247,7 +302,10 @@ pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
         let p = dir.join(&f.name);
         let (bytes, sum) = sha256_file(&p)?;
         if bytes != f.bytes || sum != f.sha256 {
-            return Err(Error::Invalid(format!("{}: checksum mismatch (images altered or incomplete)", p.display())));
+            return Err(Error::Invalid(format!(
+                "{}: checksum mismatch (images altered or incomplete)",
+                p.display()
+            )));
         }
     }
     Ok(())
@@ -268,13 +326,17 @@ pub fn commit(layout: &Layout, g: u32, manifest: &Manifest) -> Result<PathBuf> {
         let d = tmp.join(format!("rank-{}", r.rank));
         for f in &r.files {
             let p = d.join(&f.name);
-            fs::File::open(&p).and_then(|f| f.sync_all()).map_err(|e| Error::io(&p, e))?;
+            fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&p, e))?;
         }
     }
     write_json_durable(&tmp.join("manifest.json"), manifest)?;
     let dst = layout.gen_dir(g);
     fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-    fs::File::open(&layout.job_dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&layout.job_dir, e))?;
+    fs::File::open(&layout.job_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(&layout.job_dir, e))?;
     Ok(dst)
 }
 
@@ -292,7 +354,12 @@ pub fn prune(layout: &Layout, keep: usize, current_tmp: Option<u32>) -> usize {
     if let Ok(rd) = fs::read_dir(&layout.job_dir) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(".g") && n.ends_with(".tmp") && current_tmp.map(|g| n != format!(".{}.tmp", gen_name(g))).unwrap_or(true) {
+            if n.starts_with(".g")
+                && n.ends_with(".tmp")
+                && current_tmp
+                    .map(|g| n != format!(".{}.tmp", gen_name(g)))
+                    .unwrap_or(true)
+            {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
@@ -307,7 +374,10 @@ pub fn criu_version() -> String {
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Version: ").map(str::to_string)))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Version: ").map(str::to_string))
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -317,23 +387,72 @@ mod tests {
 
     fn manifest() -> Manifest {
         Manifest {
-            format: FORMAT, job: 7, step: 0, generation: 1, user: "u".into(), uid: 1000, gid: 1000,
-            image: "img".into(), image_id: "sha256:x".into(), ntasks: 1, mpi: "mpich".into(), argv: vec![],
-            policy: "freeze-all".into(), created: 0, criu_version: "4.2.1".into(), engine_version: "20.10".into(),
+            format: FORMAT,
+            job: 7,
+            step: 0,
+            generation: 1,
+            user: "u".into(),
+            uid: 1000,
+            gid: 1000,
+            image: "img".into(),
+            image_id: "sha256:x".into(),
+            ntasks: 1,
+            mpi: "mpich".into(),
+            argv: vec![],
+            policy: "freeze-all".into(),
+            created: 0,
+            criu_version: "4.2.1".into(),
+            engine_version: "20.10".into(),
             total_bytes: 0,
-            ranks: vec![RankRecord { rank: 0, hostname: "j7-r0".into(), ip: "10.88.1.0".into(), mac: "m".into(), node: "n".into(), order: 0, bytes: 0, files: vec![], dump_seconds: 0.0 }],
+            ranks: vec![RankRecord {
+                rank: 0,
+                hostname: "j7-r0".into(),
+                ip: "10.88.1.0".into(),
+                mac: "m".into(),
+                node: "n".into(),
+                order: 0,
+                bytes: 0,
+                files: vec![],
+                dump_seconds: 0.0,
+            }],
         }
     }
 
     #[test]
     fn manifest_must_match_job_user_and_shape() {
         let m = manifest();
-        let ok = Expect { job: 7, step: 0, uid: 1000, ntasks: 1, image: "img" };
+        let ok = Expect {
+            job: 7,
+            step: 0,
+            uid: 1000,
+            ntasks: 1,
+            image: "img",
+        };
         assert!(m.check(&ok).is_ok());
-        assert!(m.check(&Expect { job: 8, ..ok.clone() }).is_err());
-        assert!(m.check(&Expect { uid: 1001, ..ok.clone() }).is_err());
-        assert!(m.check(&Expect { ntasks: 2, ..ok.clone() }).is_err());
-        assert!(m.check(&Expect { image: "other", ..ok.clone() }).is_err());
+        assert!(m
+            .check(&Expect {
+                job: 8,
+                ..ok.clone()
+            })
+            .is_err());
+        assert!(m
+            .check(&Expect {
+                uid: 1001,
+                ..ok.clone()
+            })
+            .is_err());
+        assert!(m
+            .check(&Expect {
+                ntasks: 2,
+                ..ok.clone()
+            })
+            .is_err());
+        assert!(m
+            .check(&Expect {
+                image: "other",
+                ..ok.clone()
+            })
+            .is_err());
     }
 
     #[test]
@@ -344,7 +463,10 @@ mod tests {
         let tmp = l.tmp_dir(1);
         fs::create_dir_all(tmp.join("rank-0")).unwrap();
         fs::write(tmp.join("rank-0/pages-1.img"), b"abc").unwrap();
-        assert!(l.latest().is_none(), "a temporary generation must not be visible");
+        assert!(
+            l.latest().is_none(),
+            "a temporary generation must not be visible"
+        );
         let (bytes, files) = seal_rank_dir(&tmp.join("rank-0"), None).unwrap();
         assert_eq!(bytes, 3);
         let mut m = manifest();
@@ -367,9 +489,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("slurm-ckpt-barrier-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         touch(&marker(&dir, "dumped", 0)).unwrap();
-        assert!(barrier(&dir, "dumped", 0..1, Duration::from_secs(5)).await.is_ok());
+        assert!(barrier(&dir, "dumped", 0..1, Duration::from_secs(5))
+            .await
+            .is_ok());
         touch(&marker(&dir, "failed", 3)).unwrap();
-        let err = barrier(&dir, "dumped", 0..2, Duration::from_secs(60)).await.unwrap_err();
+        let err = barrier(&dir, "dumped", 0..2, Duration::from_secs(60))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("rank 3 failed"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -2,8 +2,9 @@
 use crate::error::{Error, Result};
 use crate::plan::RankIdentity;
 use bollard::container::{
-    AttachContainerOptions, AttachContainerResults, Config, CreateContainerOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, AttachContainerResults, Config, CreateContainerOptions,
+    KillContainerOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
+    WaitContainerOptions,
 };
 use bollard::models::{EndpointIpamConfig, EndpointSettings, HostConfig};
 use bollard::Docker;
@@ -43,23 +44,37 @@ pub struct RankSpec<'a> {
 impl Engine {
     pub async fn connect(socket: &str, node: &str) -> Result<Self> {
         let path = socket.strip_prefix("unix://").unwrap_or(socket);
-        let err = |source| Error::Docker { socket: socket.to_string(), source };
-        let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(err)?;
+        let err = |source| Error::Docker {
+            socket: socket.to_string(),
+            source,
+        };
+        let docker =
+            Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(err)?;
         // The daemon here speaks API 1.41: negotiate rather than assume bollard's default.
         let docker = docker.negotiate_version().await.map_err(err)?;
-        Ok(Engine { docker, socket: socket.to_string(), node: node.to_string() })
+        Ok(Engine {
+            docker,
+            socket: socket.to_string(),
+            node: node.to_string(),
+        })
     }
 
     fn err(&self, source: bollard::errors::Error) -> Error {
-        Error::Docker { socket: self.socket.clone(), source }
+        Error::Docker {
+            socket: self.socket.clone(),
+            source,
+        }
     }
 
     pub async fn check_network(&self, network: &str) -> Result<()> {
         match self.docker.inspect_network::<String>(network, None).await {
             Ok(_) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                Err(Error::NoNetwork { network: network.into(), node: self.node.clone() })
-            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Err(Error::NoNetwork {
+                network: network.into(),
+                node: self.node.clone(),
+            }),
             Err(e) => Err(self.err(e)),
         }
     }
@@ -67,9 +82,12 @@ impl Engine {
     pub async fn check_image(&self, image: &str) -> Result<()> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                Err(Error::NoImage { image: image.into(), node: self.node.clone() })
-            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Err(Error::NoImage {
+                image: image.into(),
+                node: self.node.clone(),
+            }),
             Err(e) => Err(self.err(e)),
         }
     }
@@ -89,23 +107,48 @@ impl Engine {
             entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
             cmd: Some(vec![script.to_string()]),
             host_config: Some(host),
-            labels: Some(HashMap::from([("slurm-ckpt.probe".to_string(), "1".to_string())])),
+            labels: Some(HashMap::from([(
+                "slurm-ckpt.probe".to_string(),
+                "1".to_string(),
+            )])),
             ..Default::default()
         };
-        let id = self.docker.create_container::<String, String>(None, cfg).await.map_err(|e| self.err(e))?.id;
+        let id = self
+            .docker
+            .create_container::<String, String>(None, cfg)
+            .await
+            .map_err(|e| self.err(e))?
+            .id;
         let res = self.probe_output(&id).await;
-        let _ = self.docker.remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
+        let _ = self
+            .docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
         res
     }
 
     async fn probe_output(&self, id: &str) -> Result<(i64, String)> {
-        if let Err(e) = self.docker.start_container(id, None::<StartContainerOptions<String>>).await {
+        if let Err(e) = self
+            .docker
+            .start_container(id, None::<StartContainerOptions<String>>)
+            .await
+        {
             // Typically: no /bin/sh in the image.
             return Ok((127, e.to_string()));
         }
         let code = self.wait(id).await?;
         let mut out = String::new();
-        let opts = bollard::container::LogsOptions::<String> { stdout: true, stderr: true, ..Default::default() };
+        let opts = bollard::container::LogsOptions::<String> {
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
         let mut logs = self.docker.logs(id, Some(opts));
         while let Some(item) = logs.next().await {
             out.push_str(&item.map_err(|e| self.err(e))?.to_string());
@@ -121,13 +164,23 @@ impl Engine {
             (LABEL_RANK.to_string(), s.me.rank.to_string()),
             (LABEL_USER.to_string(), s.uid.to_string()),
         ]);
-        let extra_hosts = s.all.iter().map(|r| format!("{}:{}", r.hostname, r.ip)).collect();
+        let extra_hosts = s
+            .all
+            .iter()
+            .map(|r| format!("{}:{}", r.hostname, r.ip))
+            .collect();
         // /tmp and /dev/shm as tmpfs: CRIU stores tmpfs contents in the checkpoint, whereas files in
         // the container's writable layer are lost on restore into a new container (Open MPI keeps
         // files open there).
         let tmpfs = HashMap::from([
-            ("/tmp".to_string(), "rw,nosuid,nodev,exec,mode=1777".to_string()),
-            ("/dev/shm".to_string(), "rw,nosuid,nodev,mode=1777".to_string()),
+            (
+                "/tmp".to_string(),
+                "rw,nosuid,nodev,exec,mode=1777".to_string(),
+            ),
+            (
+                "/dev/shm".to_string(),
+                "rw,nosuid,nodev,mode=1777".to_string(),
+            ),
         ]);
         let host_config = HostConfig {
             binds: Some(s.binds.clone()),
@@ -144,7 +197,10 @@ impl Engine {
             ..Default::default()
         };
         let endpoint = EndpointSettings {
-            ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(s.me.ip.to_string()), ..Default::default() }),
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(s.me.ip.to_string()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let config = Config {
@@ -168,7 +224,13 @@ impl Engine {
         };
         let resp = self
             .docker
-            .create_container(Some(CreateContainerOptions { name: s.name.clone(), platform: None }), config)
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: s.name.clone(),
+                    platform: None,
+                }),
+                config,
+            )
             .await
             .map_err(|e| self.err(e))?;
         Ok(resp.id)
@@ -182,48 +244,77 @@ impl Engine {
             logs: Some(true),
             ..Default::default()
         };
-        self.docker.attach_container(id, Some(opts)).await.map_err(|e| self.err(e))
+        self.docker
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(|e| self.err(e))
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {
-        self.docker.start_container(id, None::<StartContainerOptions<String>>).await.map_err(|e| self.err(e))
+        self.docker
+            .start_container(id, None::<StartContainerOptions<String>>)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// Wait for the container to exit; returns its exit code.
     pub async fn wait(&self, id: &str) -> Result<i64> {
-        let mut s = self.docker.wait_container(id, None::<WaitContainerOptions<String>>);
+        let mut s = self
+            .docker
+            .wait_container(id, None::<WaitContainerOptions<String>>);
         match s.next().await {
             Some(Ok(r)) => Ok(r.status_code),
             // bollard reports a non-zero exit as an error carrying the code.
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(e)) => Err(self.err(e)),
-            None => Err(Error::Invalid(format!("wait on container {id} ended without a status"))),
+            None => Err(Error::Invalid(format!(
+                "wait on container {id} ended without a status"
+            ))),
         }
     }
 
     pub async fn pause(&self, id: &str) -> Result<()> {
-        self.docker.pause_container(id).await.map_err(|e| self.err(e))
+        self.docker
+            .pause_container(id)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     pub async fn unpause(&self, id: &str) -> Result<()> {
-        self.docker.unpause_container(id).await.map_err(|e| self.err(e))
+        self.docker
+            .unpause_container(id)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
-        match self.docker.kill_container(id, Some(KillContainerOptions { signal })).await {
+        match self
+            .docker
+            .kill_container(id, Some(KillContainerOptions { signal }))
+            .await
+        {
             Ok(()) => Ok(()),
             // Already stopped or gone: nothing to kill.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
             Err(e) => Err(self.err(e)),
         }
     }
 
     /// Force-remove a container by name or id; absent is fine.
     pub async fn remove(&self, name: &str) -> Result<()> {
-        let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
         match self.docker.remove_container(name, Some(opts)).await {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(self.err(e)),
         }
     }
@@ -233,7 +324,11 @@ impl Engine {
         let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_JOB}={job}")])]);
         let list = self
             .docker
-            .list_containers(Some(ListContainersOptions { all: true, filters, ..Default::default() }))
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
             .await
             .map_err(|e| self.err(e))?;
         Ok(list
@@ -247,13 +342,24 @@ impl Engine {
 
     /// Host pid of the container's init (0 when not running).
     pub async fn pid(&self, id: &str) -> Result<i64> {
-        let c = self.docker.inspect_container(id, None).await.map_err(|e| self.err(e))?;
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(c.state.and_then(|s| s.pid).unwrap_or(0))
     }
 
     pub async fn state(&self, id: &str) -> Result<String> {
-        let c = self.docker.inspect_container(id, None).await.map_err(|e| self.err(e))?;
-        Ok(c.state.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()))
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(c.state
+            .and_then(|s| s.status)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown".into()))
     }
 }
 
@@ -282,23 +388,41 @@ impl Engine {
             .and_then(|n| n.to_str())
             .and_then(|n| n.split_once('.'))
             .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
-        Ok(DaemonInfo { root_dir, remap_root, version: info.server_version.unwrap_or_default() })
+        Ok(DaemonInfo {
+            root_dir,
+            remap_root,
+            version: info.server_version.unwrap_or_default(),
+        })
     }
 
     pub async fn image_id(&self, image: &str) -> Result<String> {
-        let i = self.docker.inspect_image(image).await.map_err(|e| self.err(e))?;
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(i.id.unwrap_or_default())
     }
 
     /// `POST /containers/{id}/checkpoints`: bollard 0.18 has no checkpoint API.
     pub async fn checkpoint_create(&self, id: &str, name: &str, exit: bool) -> Result<()> {
         let body = serde_json::json!({ "CheckpointID": name, "Exit": exit }).to_string();
-        self.raw("POST", &format!("/containers/{id}/checkpoints"), Some(&body)).await
+        self.raw(
+            "POST",
+            &format!("/containers/{id}/checkpoints"),
+            Some(&body),
+        )
+        .await
     }
 
     /// `POST /containers/{id}/start?checkpoint=NAME`: restore from a checkpoint.
     pub async fn start_from_checkpoint(&self, id: &str, name: &str) -> Result<()> {
-        self.raw("POST", &format!("/containers/{id}/start?checkpoint={name}"), None).await
+        self.raw(
+            "POST",
+            &format!("/containers/{id}/start?checkpoint={name}"),
+            None,
+        )
+        .await
     }
 
     /// Minimal HTTP/1.1 request on the daemon's socket for the endpoints bollard lacks.
@@ -316,12 +440,23 @@ impl Engine {
         let mut resp = Vec::new();
         s.read_to_end(&mut resp).await.map_err(io)?;
         let text = String::from_utf8_lossy(&resp);
-        let status: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         if (200..300).contains(&status) {
             Ok(())
         } else {
-            let msg = text.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
-            Err(Error::Invalid(format!("docker {method} {path}: HTTP {status}: {msg}")))
+            let msg = text
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            Err(Error::Invalid(format!(
+                "docker {method} {path}: HTTP {status}: {msg}"
+            )))
         }
     }
 }

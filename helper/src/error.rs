@@ -12,9 +12,15 @@ pub enum Error {
     #[error("subnet {0} is too small for per-job address slots")]
     SubnetTooSmall(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("docker ({socket}): {source}")]
-    Docker { socket: String, source: bollard::errors::Error },
+    Docker {
+        socket: String,
+        source: bollard::errors::Error,
+    },
     #[error("docker network '{network}' does not exist on node {node}: the site must create it (see slurm-conf/README.md)")]
     NoNetwork { network: String, node: String },
     #[error("image '{image}' is not available on node {node}: load it into the node's Docker daemon first")]
@@ -29,7 +35,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -7,11 +7,17 @@ use std::os::unix::net::UnixStream;
 /// socket, so a wrong `--fd` is an error rather than undefined behaviour on someone else's fd.
 pub fn inherited_socket(fd: i32) -> std::io::Result<UnixStream> {
     if fd < 3 {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "fd must be >= 3"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "fd must be >= 3",
+        ));
     }
     let st = nix::sys::stat::fstat(fd).map_err(std::io::Error::from)?;
     if st.st_mode & libc_sflag::S_IFMT != libc_sflag::S_IFSOCK {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("fd {fd} is not a socket")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("fd {fd} is not a socket"),
+        ));
     }
     // SAFETY: fd is open (fstat succeeded), is a socket, and was handed to this process for its
     // exclusive use by the plugin; nothing else in the process owns it.

@@ -18,16 +18,36 @@ struct Need {
 }
 
 const COMMON: &[Need] = &[
-    Need { what: "OpenSSH server (/usr/sbin/sshd)", test: "[ -x /usr/sbin/sshd ]" },
-    Need { what: "OpenSSH client (ssh)", test: "command -v ssh" },
-    Need { what: "coreutils (date, tail)", test: "command -v date && command -v tail" },
-    Need { what: "sed", test: "command -v sed" },
+    Need {
+        what: "OpenSSH server (/usr/sbin/sshd)",
+        test: "[ -x /usr/sbin/sshd ]",
+    },
+    Need {
+        what: "OpenSSH client (ssh)",
+        test: "command -v ssh",
+    },
+    Need {
+        what: "coreutils (date, tail)",
+        test: "command -v date && command -v tail",
+    },
+    Need {
+        what: "sed",
+        test: "command -v sed",
+    },
 ];
-const MPICH: &[Need] =
-    &[Need { what: "MPICH launcher (mpiexec.hydra, mpiexec.mpich or mpiexec)", test: "command -v mpiexec.hydra || command -v mpiexec.mpich || command -v mpiexec" }];
+const MPICH: &[Need] = &[Need {
+    what: "MPICH launcher (mpiexec.hydra, mpiexec.mpich or mpiexec)",
+    test: "command -v mpiexec.hydra || command -v mpiexec.mpich || command -v mpiexec",
+}];
 const OPENMPI: &[Need] = &[
-    Need { what: "Open MPI launcher (mpirun.openmpi or mpirun)", test: "command -v mpirun.openmpi || command -v mpirun" },
-    Need { what: "Open MPI daemon (orted)", test: "command -v orted || [ -x /usr/bin/orted ]" },
+    Need {
+        what: "Open MPI launcher (mpirun.openmpi or mpirun)",
+        test: "command -v mpirun.openmpi || command -v mpirun",
+    },
+    Need {
+        what: "Open MPI daemon (orted)",
+        test: "command -v orted || [ -x /usr/bin/orted ]",
+    },
 ];
 
 /// The requirements for MPI family `mpi` ("mpich", "openmpi", "none").
@@ -36,7 +56,11 @@ fn needs(mpi: &str) -> Result<Vec<&'static Need>> {
         "mpich" => MPICH,
         "openmpi" => OPENMPI,
         "none" => &[],
-        other => return Err(Error::Invalid(format!("unknown MPI family '{other}' (mpich, openmpi, none)"))),
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown MPI family '{other}' (mpich, openmpi, none)"
+            )))
+        }
     };
     let common: &[Need] = if mpi == "none" { &[] } else { COMMON };
     Ok(common.iter().chain(family).collect())
@@ -46,11 +70,19 @@ fn needs(mpi: &str) -> Result<Vec<&'static Need>> {
 pub fn script(mpi: &str, program: Option<&str>) -> Result<String> {
     let mut s = String::from("ok=0\n");
     for n in needs(mpi)? {
-        s.push_str(&format!("( {} ) >/dev/null 2>&1 || {{ echo 'missing: {}'; ok=1; }}\n", n.test, n.what));
+        s.push_str(&format!(
+            "( {} ) >/dev/null 2>&1 || {{ echo 'missing: {}'; ok=1; }}\n",
+            n.test, n.what
+        ));
     }
     if let Some(p) = program {
-        if !p.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c)) {
-            return Err(Error::Invalid(format!("program path '{p}' has unexpected characters")));
+        if !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+        {
+            return Err(Error::Invalid(format!(
+                "program path '{p}' has unexpected characters"
+            )));
         }
         s.push_str(&format!(
             "( [ -x '{p}' ] || command -v '{p}' ) >/dev/null 2>&1 || {{ echo 'missing: the program {p}'; ok=1; }}\n"
@@ -83,14 +115,30 @@ impl Report {
 }
 
 /// Run the check in a throwaway container on `engine`'s node.
-pub async fn check(engine: &Engine, image: &str, mpi: &str, program: Option<&str>) -> Result<Report> {
+pub async fn check(
+    engine: &Engine,
+    image: &str,
+    mpi: &str,
+    program: Option<&str>,
+) -> Result<Report> {
     engine.check_image(image).await?;
     let (code, out) = engine.run_probe(image, &script(mpi, program)?).await?;
-    let mut missing: Vec<String> = out.lines().filter_map(|l| l.strip_prefix("missing: ")).map(String::from).collect();
+    let mut missing: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("missing: "))
+        .map(String::from)
+        .collect();
     if code != 0 && missing.is_empty() {
-        missing.push(format!("a working /bin/sh (the probe exited with {code}: {})", out.trim()));
+        missing.push(format!(
+            "a working /bin/sh (the probe exited with {code}: {})",
+            out.trim()
+        ));
     }
-    Ok(Report { image: image.to_string(), mpi: mpi.to_string(), missing })
+    Ok(Report {
+        image: image.to_string(),
+        mpi: mpi.to_string(),
+        missing,
+    })
 }
 
 /// The supervisor's check: once per node, image id and MPI family (a root-only cache file under

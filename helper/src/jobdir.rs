@@ -35,7 +35,11 @@ impl JobUser {
             .ok()
             .flatten()
             .ok_or(Error::NoUser(uid))?;
-        Ok(JobUser { name: user.name, uid, gid })
+        Ok(JobUser {
+            name: user.name,
+            uid,
+            gid,
+        })
     }
 }
 
@@ -49,9 +53,16 @@ fn derive_seed(secret: &[u8], job_id: u32, purpose: &str) -> [u8; 32] {
 }
 
 fn keypair(secret: &[u8], job_id: u32, purpose: &str) -> Result<(String, String)> {
-    let key = PrivateKey::from(Ed25519Keypair::from_seed(&derive_seed(secret, job_id, purpose)));
-    let private = key.to_openssh(LineEnding::LF).map_err(|e| Error::Invalid(format!("ssh key: {e}")))?;
-    let public = key.public_key().to_openssh().map_err(|e| Error::Invalid(format!("ssh key: {e}")))?;
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&derive_seed(
+        secret, job_id, purpose,
+    )));
+    let private = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| Error::Invalid(format!("ssh key: {e}")))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| Error::Invalid(format!("ssh key: {e}")))?;
     Ok((private.to_string(), public))
 }
 
@@ -61,7 +72,8 @@ fn put(dir: &Path, name: &str, content: &[u8], mode: u32, owner: Option<(u32, u3
     let tmp = dir.join(format!(".{name}.{}", std::process::id()));
     let io = |e| Error::io(&tmp, e);
     let mut f = fs::File::create(&tmp).map_err(io)?;
-    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io)?;
     if let Some((u, g)) = owner {
         std::os::unix::fs::chown(&tmp, Some(u), Some(g)).map_err(io)?;
     }
@@ -94,22 +106,54 @@ pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
     put(&dir, "passwd", format!(
         "root:x:0:0:root:/root:/bin/sh\n{}:x:{}:{}::/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         u.name, u.uid, u.gid).as_bytes(), 0o644, None)?;
-    put(&dir, "group", format!("root:x:0:\n{}:x:{}:\nnogroup:x:65534:\n", u.name, u.gid).as_bytes(), 0o644, None)?;
+    put(
+        &dir,
+        "group",
+        format!("root:x:0:\n{}:x:{}:\nnogroup:x:65534:\n", u.name, u.gid).as_bytes(),
+        0o644,
+        None,
+    )?;
 
     let (client_priv, client_pub) = keypair(spec.secret, spec.job_id, "client")?;
     let (host_priv, host_pub) = keypair(spec.secret, spec.job_id, "host")?;
     // ssh and sshd insist that private keys belong to the running user and are not readable by others.
     put(&dir, "id_ed25519", client_priv.as_bytes(), 0o600, own)?;
-    put(&dir, "ssh_host_ed25519_key", host_priv.as_bytes(), 0o600, own)?;
-    put(&dir, "authorized_keys", format!("{client_pub}\n").as_bytes(), 0o644, None)?;
-    let known: String = spec.ranks.iter().map(|r| format!("[{}]:{SSH_PORT},{} {host_pub}\n", r.hostname, r.ip)).collect();
+    put(
+        &dir,
+        "ssh_host_ed25519_key",
+        host_priv.as_bytes(),
+        0o600,
+        own,
+    )?;
+    put(
+        &dir,
+        "authorized_keys",
+        format!("{client_pub}\n").as_bytes(),
+        0o644,
+        None,
+    )?;
+    let known: String = spec
+        .ranks
+        .iter()
+        .map(|r| format!("[{}]:{SSH_PORT},{} {host_pub}\n", r.hostname, r.ip))
+        .collect();
     put(&dir, "known_hosts", known.as_bytes(), 0o644, None)?;
     put(&dir, "ssh_config", format!(
         "Host *\n  Port {SSH_PORT}\n  IdentityFile {MOUNT_POINT}/id_ed25519\n  UserKnownHostsFile {MOUNT_POINT}/known_hosts\n  StrictHostKeyChecking yes\n  BatchMode yes\n  LogLevel ERROR\n  ConnectTimeout 10\n  ServerAliveInterval 0\n").as_bytes(), 0o644, None)?;
     put(&dir, "sshd_config", format!(
         "Port {SSH_PORT}\nHostKey {MOUNT_POINT}/ssh_host_ed25519_key\nAuthorizedKeysFile {MOUNT_POINT}/authorized_keys\nPidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitUserEnvironment no\nAllowTcpForwarding no\nX11Forwarding no\nPrintMotd no\nLogLevel ERROR\nAcceptEnv *\n").as_bytes(), 0o644, None)?;
-    put(&dir, "ssh", format!("#!/bin/sh\nexec ssh -F {MOUNT_POINT}/ssh_config \"$@\"\n").as_bytes(), 0o755, None)?;
-    let hosts: String = spec.ranks.iter().map(|r| format!("{}\n", r.hostname)).collect();
+    put(
+        &dir,
+        "ssh",
+        format!("#!/bin/sh\nexec ssh -F {MOUNT_POINT}/ssh_config \"$@\"\n").as_bytes(),
+        0o755,
+        None,
+    )?;
+    let hosts: String = spec
+        .ranks
+        .iter()
+        .map(|r| format!("{}\n", r.hostname))
+        .collect();
     put(&dir, "hostfile", hosts.as_bytes(), 0o644, None)?;
     put(&dir, "launch", LAUNCH.as_bytes(), 0o755, None)?;
     Ok(dir)

@@ -42,11 +42,14 @@ openmpi)
     launcher=mpirun.openmpi
     command -v "$launcher" >/dev/null 2>&1 || launcher=mpirun
     hf=/tmp/.slurm-ckpt-hostfile
+    # The job's --container-env names (shell identifiers, checked by the plugin).
+    xenv=""
+    for n in ${SLURM_CKPT_ENV_NAMES:-}; do xenv="$xenv -x $n"; done
     sed 's/$/ slots=1/' "$D/hostfile" >"$hf"
     exec "$launcher" --hostfile "$hf" -n "$ntasks" --map-by node \
         --mca plm_rsh_agent "$D/ssh" --mca pml ob1 --mca btl tcp,self \
         --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \
-        -x SLURM_CKPT_MPI -x SLURM_JOB_ID -x SLURM_CKPT_NTASKS -x HOME "$@"
+        -x SLURM_CKPT_MPI -x SLURM_JOB_ID -x SLURM_CKPT_NTASKS -x HOME $xenv "$@"
     ;;
 *)
     echo "slurm-ckpt: unknown MPI family '$mpi'" >&2

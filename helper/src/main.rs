@@ -5,7 +5,11 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "slurm-ckpt", version, about = "Checkpoint/restart of MPI jobs in per-rank Docker containers under Slurm")]
+#[command(
+    name = "slurm-ckpt",
+    version,
+    about = "Checkpoint/restart of MPI jobs in per-rank Docker containers under Slurm"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

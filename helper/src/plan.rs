@@ -24,8 +24,13 @@ pub struct Subnet {
 impl FromStr for Subnet {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |msg: &str| Error::Site { key: "subnet".into(), msg: format!("'{s}': {msg}") };
-        let (ip, prefix) = s.split_once('/').ok_or_else(|| bad("expected A.B.C.D/PREFIX"))?;
+        let bad = |msg: &str| Error::Site {
+            key: "subnet".into(),
+            msg: format!("'{s}': {msg}"),
+        };
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected A.B.C.D/PREFIX"))?;
         let ip: Ipv4Addr = ip.parse().map_err(|_| bad("not an IPv4 address"))?;
         let prefix: u8 = prefix.parse().map_err(|_| bad("prefix is not a number"))?;
         if !(8..=24).contains(&prefix) {
@@ -77,7 +82,11 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
 /// Identities of all `ntasks` ranks of `job_id`.
 pub fn job_plan(job_id: u32, ntasks: u32, subnet: &Subnet) -> Result<Vec<RankIdentity>> {
     if ntasks == 0 || ntasks > MAX_RANKS {
-        return Err(Error::TooManyRanks { job: job_id, ntasks, max: MAX_RANKS });
+        return Err(Error::TooManyRanks {
+            job: job_id,
+            ntasks,
+            max: MAX_RANKS,
+        });
     }
     let slots = subnet.slots();
     if slots == 0 {
@@ -87,7 +96,12 @@ pub fn job_plan(job_id: u32, ntasks: u32, subnet: &Subnet) -> Result<Vec<RankIde
     Ok((0..ntasks)
         .map(|rank| {
             let ip = Ipv4Addr::from(first + rank);
-            RankIdentity { rank, hostname: hostname(job_id, rank), ip, mac: mac_for(ip) }
+            RankIdentity {
+                rank,
+                hostname: hostname(job_id, rank),
+                ip,
+                mac: mac_for(ip),
+            }
         })
         .collect())
 }
@@ -104,7 +118,13 @@ mod tests {
     #[test]
     fn parses_and_rejects_subnets() {
         assert_eq!(net().to_string(), "10.88.0.0/16");
-        for bad in ["10.88.0.0", "10.88.0.1/16", "10.88.0.0/30", "x/16", "10.88.0.0/x"] {
+        for bad in [
+            "10.88.0.0",
+            "10.88.0.1/16",
+            "10.88.0.0/30",
+            "x/16",
+            "10.88.0.0/x",
+        ] {
             assert!(bad.parse::<Subnet>().is_err(), "{bad}");
         }
     }
@@ -127,7 +147,12 @@ mod tests {
         let mut seen = HashSet::new();
         for job in 1..=net().slots() {
             for r in job_plan(job, MAX_RANKS, &net()).unwrap() {
-                assert!(seen.insert(r.ip), "job {job} rank {} reuses {}", r.rank, r.ip);
+                assert!(
+                    seen.insert(r.ip),
+                    "job {job} rank {} reuses {}",
+                    r.rank,
+                    r.ip
+                );
                 assert!(r.ip != Ipv4Addr::new(10, 88, 255, 255));
             }
         }

@@ -57,7 +57,9 @@ impl Frame {
             1 => Frame::Stdout(payload),
             2 => Frame::Stderr(payload),
             3 => {
-                let b: [u8; 4] = payload.try_into().map_err(|_| Error::Protocol("exit frame length".into()))?;
+                let b: [u8; 4] = payload
+                    .try_into()
+                    .map_err(|_| Error::Protocol("exit frame length".into()))?;
                 Frame::Exit(i32::from_be_bytes(b))
             }
             4 => Frame::Fatal(String::from_utf8_lossy(&payload).into_owned()),
@@ -84,7 +86,8 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<Frame>> {
         return Err(Error::Protocol(format!("frame of {len} bytes")));
     }
     let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).map_err(|e| Error::Protocol(e.to_string()))?;
+    r.read_exact(&mut payload)
+        .map_err(|e| Error::Protocol(e.to_string()))?;
     Frame::decode(hdr[0], payload).map(Some)
 }
 

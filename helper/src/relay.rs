@@ -9,13 +9,14 @@ use std::os::unix::net::UnixStream;
 
 /// Run the relay; returns the process exit code.
 pub fn run(sock: UnixStream, rank: u32) -> i32 {
-    let mut signals = match Signals::new([SIGTSTP, SIGCONT, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("slurm-ckpt relay: signal handlers: {e}");
-            return 1;
-        }
-    };
+    let mut signals =
+        match Signals::new([SIGTSTP, SIGCONT, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("slurm-ckpt relay: signal handlers: {e}");
+                return 1;
+            }
+        };
     let mut to_sup = match sock.try_clone() {
         Ok(s) => s,
         Err(e) => {

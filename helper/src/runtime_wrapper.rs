@@ -25,16 +25,31 @@ pub enum Op {
 
 /// Find the runc subcommand and the index of the `--image-path` value in `args` (argv without [0]).
 pub fn classify(args: &[String]) -> Op {
-    let Some(pos) = args.iter().position(|a| a == "checkpoint" || a == "restore") else { return Op::Other };
-    let value_idx = args[pos..].iter().position(|a| a == "--image-path").map(|i| pos + i + 1);
-    let Some(idx) = value_idx.filter(|i| *i < args.len()) else { return Op::Other };
+    let Some(pos) = args
+        .iter()
+        .position(|a| a == "checkpoint" || a == "restore")
+    else {
+        return Op::Other;
+    };
+    let value_idx = args[pos..]
+        .iter()
+        .position(|a| a == "--image-path")
+        .map(|i| pos + i + 1);
+    let Some(idx) = value_idx.filter(|i| *i < args.len()) else {
+        return Op::Other;
+    };
     if args[pos] == "checkpoint" {
         match args.last() {
-            Some(id) if !id.starts_with('-') => Op::Checkpoint { image_path_idx: idx, id: id.clone() },
+            Some(id) if !id.starts_with('-') => Op::Checkpoint {
+                image_path_idx: idx,
+                id: id.clone(),
+            },
             _ => Op::Other,
         }
     } else {
-        Op::Restore { image_path_idx: idx }
+        Op::Restore {
+            image_path_idx: idx,
+        }
     }
 }
 
@@ -44,13 +59,18 @@ pub fn read_trusted(path: &Path) -> Option<String> {
     if !md.is_file() || md.uid() != 0 || md.mode() & 0o022 != 0 {
         return None;
     }
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// A destination is acceptable if absolute, free of `..`, and inside `root`.
 pub fn inside(dest: &str, root: &Path) -> Option<PathBuf> {
     let p = PathBuf::from(dest);
-    if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if !p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return None;
     }
     p.starts_with(root).then_some(p)
@@ -58,7 +78,11 @@ pub fn inside(dest: &str, root: &Path) -> Option<PathBuf> {
 
 /// Compute the argv for the real runc. Errors are reported, and the original argv is used (Docker's
 /// own path), so a misconfiguration degrades to slow instead of failing.
-pub fn rewrite(args: Vec<String>, runtime_dir: &Path, ckpt_root: &Path) -> (Vec<OsString>, Option<String>) {
+pub fn rewrite(
+    args: Vec<String>,
+    runtime_dir: &Path,
+    ckpt_root: &Path,
+) -> (Vec<OsString>, Option<String>) {
     let mut out = args.clone();
     let note = match classify(&args) {
         Op::Checkpoint { image_path_idx, id } => {
@@ -72,7 +96,9 @@ pub fn rewrite(args: Vec<String>, runtime_dir: &Path, ckpt_root: &Path) -> (Vec<
                             out[image_path_idx] = dest.to_string_lossy().into_owned();
                             Some(format!("checkpoint {id} -> {}", dest.display()))
                         }
-                        Err(e) => Some(format!("checkpoint {id}: cannot write pointer: {e}; using Docker's path")),
+                        Err(e) => Some(format!(
+                            "checkpoint {id}: cannot write pointer: {e}; using Docker's path"
+                        )),
                     }
                 }
                 None => None,
@@ -90,7 +116,10 @@ pub fn rewrite(args: Vec<String>, runtime_dir: &Path, ckpt_root: &Path) -> (Vec<
                         };
                         Some(format!("restore <- {}{lock}", dest.display()))
                     }
-                    None => Some(format!("restore: untrusted pointer {} ignored", ptr.display())),
+                    None => Some(format!(
+                        "restore: untrusted pointer {} ignored",
+                        ptr.display()
+                    )),
                 }
             } else {
                 None
@@ -106,7 +135,11 @@ pub const NETLOCK_HOOK: &str = "netlock-hook";
 
 /// The bundle directory of a runc invocation (`--bundle DIR`, or runc's default: the cwd).
 fn bundle_of(args: &[String]) -> PathBuf {
-    match args.iter().position(|a| a == "--bundle" || a == "-b").and_then(|i| args.get(i + 1)) {
+    match args
+        .iter()
+        .position(|a| a == "--bundle" || a == "-b")
+        .and_then(|i| args.get(i + 1))
+    {
         Some(b) => PathBuf::from(b),
         None => PathBuf::from("."),
     }
@@ -124,15 +157,20 @@ pub fn add_netlock_hook(bundle: &Path) -> std::io::Result<()> {
     let cfg = bundle.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
     let exe = std::env::current_exe()?;
-    let hook = serde_json::json!({"path": exe, "args": ["slurm-ckpt-runc", NETLOCK_HOOK], "timeout": 10});
-    let obj = spec.as_object_mut().ok_or_else(|| std::io::Error::other("config.json is not an object"))?;
+    let hook =
+        serde_json::json!({"path": exe, "args": ["slurm-ckpt-runc", NETLOCK_HOOK], "timeout": 10});
+    let obj = spec
+        .as_object_mut()
+        .ok_or_else(|| std::io::Error::other("config.json is not an object"))?;
     let hooks = obj.entry("hooks").or_insert_with(|| serde_json::json!({}));
     let prestart = hooks
         .as_object_mut()
         .ok_or_else(|| std::io::Error::other("hooks is not an object"))?
         .entry("prestart")
         .or_insert_with(|| serde_json::json!([]));
-    let list = prestart.as_array_mut().ok_or_else(|| std::io::Error::other("hooks.prestart is not a list"))?;
+    let list = prestart
+        .as_array_mut()
+        .ok_or_else(|| std::io::Error::other("hooks.prestart is not a list"))?;
     list.insert(0, hook);
     let tmp = bundle.join(".config.json.slurm-ckpt");
     std::fs::write(&tmp, serde_json::to_vec(&spec)?)?;
@@ -142,13 +180,29 @@ pub fn add_netlock_hook(bundle: &Path) -> std::io::Result<()> {
 /// The iptables rules that isolate a container's network namespace, as (chain, argv) pairs; the
 /// supervisor uses the same rules around checkpoints, and deletes them by the same spec.
 pub fn drop_rule(op: &'static str, chain: &'static str) -> [&'static str; 10] {
-    ["iptables", "-w", op, chain, "-m", "comment", "--comment", "slurm-ckpt", "-j", "DROP"]
+    [
+        "iptables",
+        "-w",
+        op,
+        chain,
+        "-m",
+        "comment",
+        "--comment",
+        "slurm-ckpt",
+        "-j",
+        "DROP",
+    ]
 }
 
 /// The prestart hook: read the OCI state from stdin and drop all traffic in the namespace of its pid.
 pub fn netlock_hook(state: &[u8]) -> Result<(), String> {
-    let v: serde_json::Value = serde_json::from_slice(state).map_err(|e| format!("OCI state: {e}"))?;
-    let pid = v.get("pid").and_then(|p| p.as_i64()).filter(|p| *p > 0).ok_or("OCI state has no pid")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(state).map_err(|e| format!("OCI state: {e}"))?;
+    let pid = v
+        .get("pid")
+        .and_then(|p| p.as_i64())
+        .filter(|p| *p > 0)
+        .ok_or("OCI state has no pid")?;
     for chain in ["INPUT", "OUTPUT"] {
         let status = std::process::Command::new("nsenter")
             .arg(format!("--net=/proc/{pid}/ns/net"))
@@ -156,7 +210,9 @@ pub fn netlock_hook(state: &[u8]) -> Result<(), String> {
             .status()
             .map_err(|e| format!("nsenter: {e}"))?;
         if !status.success() {
-            return Err(format!("iptables {chain} in the namespace of pid {pid}: {status}"));
+            return Err(format!(
+                "iptables {chain} in the namespace of pid {pid}: {status}"
+            ));
         }
     }
     Ok(())
@@ -173,7 +229,13 @@ mod tests {
     #[test]
     fn classifies_containerd_argv() {
         let ck = v("--root /r --log /l --log-format json checkpoint --image-path /tmp/x --work-path /w --leave-running abc123");
-        assert_eq!(classify(&ck), Op::Checkpoint { image_path_idx: 8, id: "abc123".into() });
+        assert_eq!(
+            classify(&ck),
+            Op::Checkpoint {
+                image_path_idx: 8,
+                id: "abc123".into()
+            }
+        );
         let rs = v("--root /r --log /l restore --image-path /tmp/y --work-path /w --detach --pid-file p -no-subreaper --bundle /b id");
         assert_eq!(classify(&rs), Op::Restore { image_path_idx: 6 });
         assert_eq!(classify(&v("--root /r start abc")), Op::Other);
@@ -193,9 +255,14 @@ mod tests {
     fn netlock_hook_goes_first() {
         let dir = std::env::temp_dir().join(format!("slurm-ckpt-hook-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("config.json"), r#"{"ociVersion":"1.0.2","hooks":{"prestart":[{"path":"/x","args":["setkey"]}]}}"#).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"ociVersion":"1.0.2","hooks":{"prestart":[{"path":"/x","args":["setkey"]}]}}"#,
+        )
+        .unwrap();
         add_netlock_hook(&dir).unwrap();
-        let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
         assert_eq!(spec["hooks"]["prestart"][0]["args"][1], NETLOCK_HOOK);
         assert_eq!(spec["hooks"]["prestart"][1]["path"], "/x");
         assert_eq!(spec["ociVersion"], "1.0.2");

@@ -7,8 +7,19 @@ use std::path::{Path, PathBuf};
 
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 const KEYS: &[&str] = &[
-    "helper", "ckpt_root", "runtime_dir", "docker_socket", "network", "subnet", "image_allowlist",
-    "mpi_default", "order_policy", "timeout", "enabled", "runtime", "keep_generations",
+    "helper",
+    "ckpt_root",
+    "runtime_dir",
+    "docker_socket",
+    "network",
+    "subnet",
+    "image_allowlist",
+    "mpi_default",
+    "order_policy",
+    "timeout",
+    "enabled",
+    "runtime",
+    "keep_generations",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +50,10 @@ impl Default for SiteConfig {
             runtime_dir: "/run/slurm-ckpt".into(),
             docker_socket: "unix:///var/run/docker.sock".into(),
             network: "ckpt-net".into(),
-            subnet: Subnet { base: std::net::Ipv4Addr::new(10, 88, 0, 0), prefix: 16 },
+            subnet: Subnet {
+                base: std::net::Ipv4Addr::new(10, 88, 0, 0),
+                prefix: 16,
+            },
             image_allowlist: Vec::new(),
             mpi_default: "mpich".into(),
             order_policy: "freeze-all".into(),
@@ -55,7 +69,10 @@ fn abs_path(key: &str, v: &str) -> Result<PathBuf> {
     if v.starts_with('/') && !v.split('/').any(|c| c == "..") {
         Ok(v.into())
     } else {
-        Err(Error::Site { key: key.into(), msg: format!("'{v}' must be an absolute path without '..'") })
+        Err(Error::Site {
+            key: key.into(),
+            msg: format!("'{v}' must be an absolute path without '..'"),
+        })
     }
 }
 
@@ -63,7 +80,10 @@ fn parse_bool(key: &str, v: &str) -> Result<bool> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "y" => Ok(true),
         "0" | "false" | "no" | "n" => Ok(false),
-        _ => Err(Error::Site { key: key.into(), msg: format!("'{v}' is not a boolean (yes/no)") }),
+        _ => Err(Error::Site {
+            key: key.into(),
+            msg: format!("'{v}' is not a boolean (yes/no)"),
+        }),
     }
 }
 
@@ -94,23 +114,37 @@ impl SiteConfig {
                 self.docker_socket = v.into()
             }
             "network" => {
-                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                {
                     return Err(bad(format!("'{v}' is not a valid network name")));
                 }
                 self.network = v.into()
             }
             "subnet" => self.subnet = v.parse()?,
             "image_allowlist" => {
-                self.image_allowlist =
-                    v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect()
+                self.image_allowlist = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
             }
             "mpi_default" => match v {
                 "mpich" | "openmpi" | "none" => self.mpi_default = v.into(),
                 _ => return Err(bad(format!("'{v}' (valid: mpich, openmpi, none)"))),
             },
             "order_policy" => match v {
-                "freeze-all" | "cf-rl" | "cl-rl" | "cf-rf" | "cl-rf" => self.order_policy = v.into(),
-                _ => return Err(bad(format!("'{v}' (valid: freeze-all, cf-rl, cl-rl, cf-rf, cl-rf)"))),
+                "freeze-all" | "cf-rl" | "cl-rl" | "cf-rf" | "cl-rf" => {
+                    self.order_policy = v.into()
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "'{v}' (valid: freeze-all, cf-rl, cl-rl, cf-rf, cl-rf)"
+                    )))
+                }
             },
             "timeout" => {
                 self.timeout_secs = v
@@ -121,7 +155,10 @@ impl SiteConfig {
             }
             "enabled" => self.enabled = parse_bool(k, v)?,
             "runtime" => {
-                if !v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+                if !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                {
                     return Err(bad(format!("'{v}' is not a runtime name")));
                 }
                 self.runtime = v.into()
@@ -144,7 +181,9 @@ impl SiteConfig {
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
             let mut words = line.split_whitespace();
-            let (Some(_kind), Some(so)) = (words.next(), words.next()) else { continue };
+            let (Some(_kind), Some(so)) = (words.next(), words.next()) else {
+                continue;
+            };
             if so.ends_with(PLUGIN_FILE) {
                 return SiteConfig::from_pairs(words);
             }
@@ -164,7 +203,12 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = SiteConfig::from_pairs(["ckpt_root=/ckpt", "docker_socket=unix:///run/vc/%n/docker.sock", "timeout=60"]).unwrap();
+        let c = SiteConfig::from_pairs([
+            "ckpt_root=/ckpt",
+            "docker_socket=unix:///run/vc/%n/docker.sock",
+            "timeout=60",
+        ])
+        .unwrap();
         assert_eq!(c.ckpt_root, PathBuf::from("/ckpt"));
         assert_eq!(c.socket_for("node2"), "unix:///run/vc/node2/docker.sock");
         assert_eq!(c.timeout_secs, 60);
@@ -175,7 +219,14 @@ mod tests {
     fn rejects_unknown_and_bad_values() {
         let e = SiteConfig::from_pairs(["bogus=1"]).unwrap_err().to_string();
         assert!(e.contains("bogus") && e.contains("ckpt_root"), "{e}");
-        for bad in ["ckpt_root=rel", "timeout=0", "subnet=1.2.3.4/33", "mpi_default=lam", "enabled=maybe", "docker_socket=/x"] {
+        for bad in [
+            "ckpt_root=rel",
+            "timeout=0",
+            "subnet=1.2.3.4/33",
+            "mpi_default=lam",
+            "enabled=maybe",
+            "docker_socket=/x",
+        ] {
             assert!(SiteConfig::from_pairs([bad]).is_err(), "{bad}");
         }
     }

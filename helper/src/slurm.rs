@@ -5,7 +5,10 @@ use std::time::Duration;
 
 /// Run a Slurm command with a deadline; a hung slurmctld must not hang the supervisor.
 async fn run(cmd: &str, args: &[&str]) -> Option<std::process::Output> {
-    let child = tokio::process::Command::new(cmd).args(args).kill_on_drop(true).output();
+    let child = tokio::process::Command::new(cmd)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
     match tokio::time::timeout(Duration::from_secs(30), child).await {
         Ok(Ok(out)) => Some(out),
         Ok(Err(e)) => {
@@ -25,7 +28,10 @@ pub async fn signal_step(job: u32, step: u32, sig: &str) {
     let target = format!("{job}.{step}");
     match run("scancel", &[&format!("--signal={sig}"), &target]).await {
         Some(o) if o.status.success() => {}
-        Some(o) => tracing::warn!("scancel --signal={sig} {target}: {}", String::from_utf8_lossy(&o.stderr).trim()),
+        Some(o) => tracing::warn!(
+            "scancel --signal={sig} {target}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
         None => {}
     }
 }
@@ -33,15 +39,25 @@ pub async fn signal_step(job: u32, step: u32, sig: &str) {
 /// `scontrol -o show ...` output as key=value pairs (values never contain spaces in the fields
 /// used here).
 pub fn parse_oneliner(text: &str) -> HashMap<String, String> {
-    text.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    text.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Whether a job that is being terminated is being preempted in a partition whose preemption
 /// mode is REQUEUE, and is itself requeueable.
-pub fn preempted_for_requeue(job: &HashMap<String, String>, partition: &HashMap<String, String>) -> bool {
-    let preempted = job.get("PreemptTime").is_some_and(|t| t != "None" && !t.is_empty());
+pub fn preempted_for_requeue(
+    job: &HashMap<String, String>,
+    partition: &HashMap<String, String>,
+) -> bool {
+    let preempted = job
+        .get("PreemptTime")
+        .is_some_and(|t| t != "None" && !t.is_empty());
     let requeueable = job.get("Requeue").is_some_and(|r| r == "1");
-    let mode_requeue = partition.get("PreemptMode").is_some_and(|m| m.split(',').any(|x| x.eq_ignore_ascii_case("REQUEUE")));
+    let mode_requeue = partition
+        .get("PreemptMode")
+        .is_some_and(|m| m.split(',').any(|x| x.eq_ignore_ascii_case("REQUEUE")));
     preempted && requeueable && mode_requeue
 }
 
@@ -49,10 +65,16 @@ pub fn preempted_for_requeue(job: &HashMap<String, String>, partition: &HashMap<
 /// they do once their checkpoint is written. So after the checkpoint, requeue it ourselves: the
 /// nodes are freed at once and the job restarts from the checkpoint later.
 pub async fn requeue_if_preempted(job: u32) -> bool {
-    let Some(out) = run("scontrol", &["-o", "show", "job", &job.to_string()]).await else { return false };
+    let Some(out) = run("scontrol", &["-o", "show", "job", &job.to_string()]).await else {
+        return false;
+    };
     let j = parse_oneliner(&String::from_utf8_lossy(&out.stdout));
-    let Some(part) = j.get("Partition").cloned() else { return false };
-    let Some(out) = run("scontrol", &["-o", "show", "partition", &part]).await else { return false };
+    let Some(part) = j.get("Partition").cloned() else {
+        return false;
+    };
+    let Some(out) = run("scontrol", &["-o", "show", "partition", &part]).await else {
+        return false;
+    };
     let p = parse_oneliner(&String::from_utf8_lossy(&out.stdout));
     if !preempted_for_requeue(&j, &p) {
         return false;
@@ -63,7 +85,10 @@ pub async fn requeue_if_preempted(job: u32) -> bool {
             true
         }
         Some(o) => {
-            tracing::warn!("scontrol requeue {job}: {}", String::from_utf8_lossy(&o.stderr).trim());
+            tracing::warn!(
+                "scontrol requeue {job}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
             false
         }
         None => false,

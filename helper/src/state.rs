@@ -32,7 +32,10 @@ pub struct RankState {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn state_root(ckpt_root: &Path) -> PathBuf {
@@ -45,7 +48,10 @@ pub fn job_state_dir(ckpt_root: &Path, job: u32) -> PathBuf {
 
 impl RankState {
     pub fn event(&mut self, what: impl Into<String>) {
-        self.events.push(Event { at: now(), what: what.into() });
+        self.events.push(Event {
+            at: now(),
+            what: what.into(),
+        });
         // Bound the record: long jobs suspended many times keep the latest events.
         if self.events.len() > 200 {
             self.events.drain(..self.events.len() - 200);
@@ -76,7 +82,10 @@ pub fn load_job(ckpt_root: &Path, job: u32) -> Result<Vec<RankState>> {
     };
     for ent in entries.flatten() {
         let p = ent.path();
-        let is_record = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rank-") && n.ends_with(".json"));
+        let is_record = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("rank-") && n.ends_with(".json"));
         if !is_record {
             continue;
         }
@@ -94,7 +103,10 @@ pub fn load_job(ckpt_root: &Path, job: u32) -> Result<Vec<RankState>> {
 pub fn list_jobs(ckpt_root: &Path) -> Result<Vec<u32>> {
     let dir = state_root(ckpt_root);
     let mut jobs: Vec<u32> = match fs::read_dir(&dir) {
-        Ok(e) => e.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect(),
+        Ok(e) => e
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
         Err(e) => return Err(Error::io(dir, e)),
     };
@@ -108,7 +120,10 @@ pub fn remove_rank(ckpt_root: &Path, job: u32, rank: u32) {
     let _ = fs::remove_file(dir.join(format!("rank-{rank}.json")));
     // The last record gone: markers go too, and the directory.
     let records_left = fs::read_dir(&dir)
-        .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("rank-")))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("rank-"))
+        })
         .unwrap_or(false);
     if !records_left {
         let _ = fs::remove_dir_all(&dir);

@@ -3,21 +3,21 @@
 //! Slurm sends the task into container actions (pause on suspend, unpause on resume, stop on
 //! terminate) and reports the exit code. See docs/ARCHITECTURE.md.
 use crate::ckpt::{
-    barrier, commit, criu_version, gen_name, marker, prune, seal_rank_dir, touch, verify_rank_dir, wait_until,
-    write_json_durable, Expect, Layout, Manifest, RankRecord, FORMAT,
+    barrier, commit, criu_version, gen_name, marker, prune, seal_rank_dir, touch, verify_rank_dir,
+    wait_until, write_json_durable, Expect, Layout, Manifest, RankRecord, FORMAT,
 };
 use crate::engine::{container_name, Engine, RankSpec};
-use crate::plan::RankIdentity;
-use crate::runtime_wrapper::POINTER;
-use std::os::unix::fs::PermissionsExt;
 use crate::error::{Error, Result};
 use crate::jobdir::{self, JobDirSpec, JobUser, MOUNT_POINT};
 use crate::plan::job_plan;
+use crate::plan::RankIdentity;
 use crate::protocol::Frame;
+use crate::runtime_wrapper::POINTER;
 use crate::site::SiteConfig;
 use crate::state::RankState;
 use bollard::container::LogOutput;
 use futures_util::StreamExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,6 +38,8 @@ pub struct SuperviseArgs {
     pub image: String,
     pub mpi: String,
     pub mounts: Vec<String>,
+    /// The job's `--container-env` (NAME=VALUE), applied over the defaults of `rank_env`.
+    pub env: Vec<String>,
     pub cwd: String,
     /// `--container-ckpt[=DIR]`: checkpoint/restart on, in this directory name (default: job id).
     pub ckpt: Option<String>,
@@ -58,21 +60,47 @@ pub fn bind_for_mount(spec: &str) -> Result<String> {
     let (src, dst, mode) = match parts.as_slice() {
         [s, d] => (*s, *d, "rw"),
         [s, d, m @ ("ro" | "rw")] => (*s, *d, *m),
-        _ => return Err(Error::Invalid(format!("mount '{spec}': expected SRC:DST[:ro|rw]"))),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "mount '{spec}': expected SRC:DST[:ro|rw]"
+            )))
+        }
     };
     for p in [src, dst] {
         if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
-            return Err(Error::Invalid(format!("mount '{spec}': '{p}' must be an absolute path without '..'")));
+            return Err(Error::Invalid(format!(
+                "mount '{spec}': '{p}' must be an absolute path without '..'"
+            )));
         }
     }
-    if [MOUNT_POINT, "/proc", "/sys", "/dev", "/etc/passwd", "/etc/group"].iter().any(|r| dst == *r || dst.starts_with(&format!("{r}/"))) {
-        return Err(Error::Invalid(format!("mount '{spec}': destination {dst} is reserved")));
+    if [
+        MOUNT_POINT,
+        "/proc",
+        "/sys",
+        "/dev",
+        "/etc/passwd",
+        "/etc/group",
+    ]
+    .iter()
+    .any(|r| dst == *r || dst.starts_with(&format!("{r}/")))
+    {
+        return Err(Error::Invalid(format!(
+            "mount '{spec}': destination {dst} is reserved"
+        )));
     }
     Ok(format!("{src}:{dst}:{mode}"))
 }
 
 fn rank_env(a: &SuperviseArgs) -> Vec<String> {
-    vec![
+    // Open MPI forwards only OMPI_* variables to the ranks it starts over ssh: the launch script
+    // adds `-x NAME` for each of the job's own.
+    let names: Vec<&str> = a
+        .env
+        .iter()
+        .map(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n))
+        .collect();
+    let defaults = vec![
+        format!("SLURM_CKPT_ENV_NAMES={}", names.join(" ")),
         format!("SLURM_JOB_ID={}", a.job),
         format!("SLURM_CKPT_RANK={}", a.rank),
         format!("SLURM_CKPT_NTASKS={}", a.ntasks),
@@ -90,18 +118,36 @@ fn rank_env(a: &SuperviseArgs) -> Vec<String> {
         "OMPI_MCA_btl=tcp,self".into(),
         "OMPI_MCA_btl_tcp_if_include=eth0".into(),
         "OMPI_MCA_oob_tcp_if_include=eth0".into(),
-    ]
+    ];
+    with_overrides(defaults, &a.env)
+}
+
+/// `base` with every NAME=VALUE of `overrides` replacing the entry of the same NAME, or appended.
+fn with_overrides(mut base: Vec<String>, overrides: &[String]) -> Vec<String> {
+    for o in overrides {
+        let name = o.split_once('=').map_or(o.as_str(), |(n, _)| n);
+        base.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != name);
+        base.push(o.clone());
+    }
+    base
 }
 
 /// Ignore the job-control and termination signals Slurm sends to every process of the step: the
 /// supervisor acts on the relay's frames instead, and must outlive a SIGTERM to clean up.
 fn ignore_step_signals() -> Result<Vec<tokio::signal::unix::Signal>> {
     use tokio::signal::unix::{signal, SignalKind};
-    [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::hangup(), SignalKind::user_defined1(),
-     SignalKind::user_defined2(), SignalKind::quit(), SignalKind::alarm(),
-     SignalKind::from_raw(nix::sys::signal::Signal::SIGTSTP as i32),
-     SignalKind::from_raw(nix::sys::signal::Signal::SIGTTOU as i32),
-     SignalKind::from_raw(nix::sys::signal::Signal::SIGTTIN as i32)]
+    [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+        SignalKind::user_defined1(),
+        SignalKind::user_defined2(),
+        SignalKind::quit(),
+        SignalKind::alarm(),
+        SignalKind::from_raw(nix::sys::signal::Signal::SIGTSTP as i32),
+        SignalKind::from_raw(nix::sys::signal::Signal::SIGTTOU as i32),
+        SignalKind::from_raw(nix::sys::signal::Signal::SIGTTIN as i32),
+    ]
     .into_iter()
     .map(|k| signal(k).map_err(|e| Error::io("signal handler", e)))
     .collect()
@@ -169,7 +215,14 @@ pub async fn run(args: SuperviseArgs, sock: std::os::unix::net::UnixStream) -> i
         Ok(code) => code,
         Err(e) => {
             tracing::error!("rank {}: {e}", args.rank);
-            send(&tx, Frame::Fatal(format!("slurm-ckpt: rank {} on {}: {e}", args.rank, args.node))).await;
+            send(
+                &tx,
+                Frame::Fatal(format!(
+                    "slurm-ckpt: rank {} on {}: {e}",
+                    args.rank, args.node
+                )),
+            )
+            .await;
             1
         }
     };
@@ -193,11 +246,20 @@ struct Rank<'a> {
     ranks: Vec<RankIdentity>,
 }
 
-async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc::Receiver<Option<Frame>>) -> Result<i32> {
+async fn supervise(
+    a: &SuperviseArgs,
+    tx: &mpsc::Sender<Frame>,
+    cmds: &mut mpsc::Receiver<Option<Frame>>,
+) -> Result<i32> {
     let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
     let me = ranks
         .get(a.rank as usize)
-        .ok_or_else(|| Error::Invalid(format!("rank {} out of range (ntasks {})", a.rank, a.ntasks)))?
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "rank {} out of range (ntasks {})",
+                a.rank, a.ntasks
+            ))
+        })?
         .clone();
     let user = JobUser::lookup(a.uid, a.gid)?;
     let secret = std::fs::read(SECRET_FILE).map_err(|e| Error::io(SECRET_FILE, e))?;
@@ -217,13 +279,23 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
     // not match it.
     let layout = match &a.ckpt {
-        Some(d) => Some(Layout::new(&a.site.ckpt_root, &user.name, &ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?)),
+        Some(d) => Some(Layout::new(
+            &a.site.ckpt_root,
+            &user.name,
+            &ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?,
+        )),
         None => None,
     };
     let restore_from = match &layout {
         Some(l) => match l.latest() {
             Some(m) => {
-                m.check(&Expect { job: a.job, step: a.step, uid: a.uid, ntasks: a.ntasks, image: &a.image })?;
+                m.check(&Expect {
+                    job: a.job,
+                    step: a.step,
+                    uid: a.uid,
+                    ntasks: a.ntasks,
+                    image: &a.image,
+                })?;
                 Some(m)
             }
             None => None,
@@ -269,7 +341,9 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
         binds,
         cwd: &a.cwd,
         nano_cpus: a.cpus.map(|c| i64::from(c) * 1_000_000_000),
-        memory_bytes: a.mem_mb.and_then(|m| i64::try_from(m.saturating_mul(1 << 20)).ok()),
+        memory_bytes: a
+            .mem_mb
+            .and_then(|m| i64::try_from(m.saturating_mul(1 << 20)).ok()),
     };
     let id = engine.create_rank(&spec).await?;
     let info = engine.daemon_info().await?;
@@ -288,8 +362,21 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
         state: "created".into(),
         events: vec![],
     };
-    let next_gen = layout.as_ref().and_then(|l| l.generations().last().copied()).unwrap_or(0) + 1;
-    let mut r = Rank { a, engine, id, st, layout, next_gen, remap_root: info.remap_root, ranks };
+    let next_gen = layout
+        .as_ref()
+        .and_then(|l| l.generations().last().copied())
+        .unwrap_or(0)
+        + 1;
+    let mut r = Rank {
+        a,
+        engine,
+        id,
+        st,
+        layout,
+        next_gen,
+        remap_root: info.remap_root,
+        ranks,
+    };
     r.st.event("created");
     save(&mut r.st, &a.site.ckpt_root);
     let mut output = r.engine.attach(&r.id).await?.output;
@@ -302,12 +389,21 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
         }
     }
     save(&mut r.st, &a.site.ckpt_root);
-    tracing::info!("rank {} container {name} ({}) running as {} {}", a.rank, &r.id[..12.min(r.id.len())], me.hostname, me.ip);
+    tracing::info!(
+        "rank {} container {name} ({}) running as {} {}",
+        a.rank,
+        &r.id[..12.min(r.id.len())],
+        me.hostname,
+        me.ip
+    );
 
-    let mut periodic = a.ckpt_interval.filter(|_| a.rank == 0 && r.layout.is_some()).map(|m| {
-        let every = Duration::from_secs(u64::from(m) * 60);
-        tokio::time::interval_at(tokio::time::Instant::now() + every, every)
-    });
+    let mut periodic = a
+        .ckpt_interval
+        .filter(|_| a.rank == 0 && r.layout.is_some())
+        .map(|m| {
+            let every = Duration::from_secs(u64::from(m) * 60);
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+        });
     let id = r.id.clone();
     let engine_wait = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
     let wait = engine_wait.wait(&id);
@@ -395,7 +491,11 @@ async fn supervise(a: &SuperviseArgs, tx: &mpsc::Sender<Frame>, cmds: &mut mpsc:
         };
         let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
     }
-    let code = if finished_by_request { 0 } else { i32::try_from(code).unwrap_or(1) };
+    let code = if finished_by_request {
+        0
+    } else {
+        i32::try_from(code).unwrap_or(1)
+    };
     r.st.state = "exited".into();
     r.st.event(format!("exited with {code}"));
     save(&mut r.st, &a.site.ckpt_root);
@@ -422,7 +522,11 @@ async fn announce(engine: &Engine, id: &str, ip: &str) {
 }
 
 /// Run a host tool inside a running container's network namespace (as root, from the host).
-async fn in_container_netns(engine: &Engine, id: &str, cmd: &[&str]) -> Result<std::process::ExitStatus> {
+async fn in_container_netns(
+    engine: &Engine,
+    id: &str,
+    cmd: &[&str],
+) -> Result<std::process::ExitStatus> {
     let pid = engine.pid(id).await?;
     if pid <= 0 {
         return Err(Error::Invalid(format!("container {id} is not running")));
@@ -440,7 +544,9 @@ async fn in_container_netns(engine: &Engine, id: &str, cmd: &[&str]) -> Result<s
 /// The frame that carries one piece of container output to the relay (stdin echoes carry none).
 fn output_frame(out: LogOutput) -> Option<Frame> {
     match out {
-        LogOutput::StdOut { message } | LogOutput::Console { message } => Some(Frame::Stdout(message.to_vec())),
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            Some(Frame::Stdout(message.to_vec()))
+        }
         LogOutput::StdErr { message } => Some(Frame::Stderr(message.to_vec())),
         LogOutput::StdIn { .. } => None,
     }
@@ -459,7 +565,12 @@ fn ckpt_subdir(d: &str, job: u32, area: &Path) -> Result<String> {
         d if d.starts_with('/') => Path::new(d)
             .strip_prefix(area)
             .map(|p| p.to_string_lossy().into_owned())
-            .map_err(|_| Error::Invalid(format!("checkpoint directory '{d}' is outside your checkpoint area {}", area.display())))?,
+            .map_err(|_| {
+                Error::Invalid(format!(
+                    "checkpoint directory '{d}' is outside your checkpoint area {}",
+                    area.display()
+                ))
+            })?,
         d => d.to_string(),
     };
     let ok = !d.is_empty() && d.split('/').all(|c| !c.is_empty() && !c.starts_with('.'));
@@ -478,14 +589,23 @@ fn with_criu_log(e: Error) -> Error {
         .find(|w| w.ends_with(".log") && w.starts_with('/'))
         .map(str::to_string);
     let Some(path) = path else { return e };
-    let Ok(text) = std::fs::read_to_string(&path) else { return e };
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("Warn")).take(12).collect();
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return e;
+    };
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error") || l.contains("Warn"))
+        .take(12)
+        .collect();
     tracing::error!("CRIU log {path}:\n{}", errors.join("\n"));
     Error::Invalid(format!("{msg}\nCRIU errors:\n{}", errors.join("\n")))
 }
 
 fn write_pidfile(dir: &Path, rank: u32) {
-    let _ = std::fs::write(dir.join(format!("supervisor-r{rank}.pid")), std::process::id().to_string());
+    let _ = std::fs::write(
+        dir.join(format!("supervisor-r{rank}.pid")),
+        std::process::id().to_string(),
+    );
 }
 
 impl Rank<'_> {
@@ -565,7 +685,10 @@ impl Rank<'_> {
         let thaw = res.is_err() || !stop;
         if thaw {
             if let Err(e) = self.block_network(false).await {
-                tracing::error!("could not unblock the network of {}: {e}", self.st.container);
+                tracing::error!(
+                    "could not unblock the network of {}: {e}",
+                    self.st.container
+                );
             }
         }
         if thaw && !was_frozen && self.st.state == "frozen" {
@@ -576,15 +699,21 @@ impl Rank<'_> {
             }
         }
         match &res {
-            Ok(_) => self.st.event(format!("checkpoint {} complete", gen_name(g))),
-            Err(e) => self.st.event(format!("checkpoint {} failed: {e}", gen_name(g))),
+            Ok(_) => self
+                .st
+                .event(format!("checkpoint {} complete", gen_name(g))),
+            Err(e) => self
+                .st
+                .event(format!("checkpoint {} failed: {e}", gen_name(g))),
         }
         save(&mut self.st, &self.a.site.ckpt_root);
         res.map(|_| g)
     }
 
     async fn checkpoint_inner(&mut self, g: u32) -> Result<()> {
-        let Some(layout) = self.layout.clone() else { return Err(Error::Invalid("checkpointing is not enabled".into())) };
+        let Some(layout) = self.layout.clone() else {
+            return Err(Error::Invalid("checkpointing is not enabled".into()));
+        };
         let (a, n, t) = (self.a, self.a.ntasks, self.timeout());
         layout.create()?;
         let tmp = layout.tmp_dir(g);
@@ -608,18 +737,27 @@ impl Rank<'_> {
         // Tell the runtime wrapper where CRIU should write: straight to the shared storage.
         let redirect_dir = a.site.runtime_dir.join("redirect");
         std::fs::create_dir_all(&redirect_dir).map_err(|e| Error::io(&redirect_dir, e))?;
-        std::fs::set_permissions(&redirect_dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(&redirect_dir, e))?;
+        std::fs::set_permissions(&redirect_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(&redirect_dir, e))?;
         let redirect = redirect_dir.join(&self.id);
-        std::fs::write(&redirect, rank_dir.to_string_lossy().as_bytes()).map_err(|e| Error::io(&redirect, e))?;
+        std::fs::write(&redirect, rank_dir.to_string_lossy().as_bytes())
+            .map_err(|e| Error::io(&redirect, e))?;
         let t0 = std::time::Instant::now();
-        let res = self.engine.checkpoint_create(&self.id, &gen_name(g), false).await.map_err(with_criu_log);
+        let res = self
+            .engine
+            .checkpoint_create(&self.id, &gen_name(g), false)
+            .await
+            .map_err(with_criu_log);
         let _ = std::fs::remove_file(&redirect);
         res?;
         let dump_seconds = t0.elapsed().as_secs_f64();
         // Docker keeps its own record of the checkpoint (the pointer): not needed any more.
         let (bytes, files) = seal_rank_dir(&rank_dir, self.remap_root)?;
         if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
-            return Err(Error::Invalid(format!("no CRIU images in {} (is the container's runtime the slurm-ckpt wrapper?)", rank_dir.display())));
+            return Err(Error::Invalid(format!(
+                "no CRIU images in {} (is the container's runtime the slurm-ckpt wrapper?)",
+                rank_dir.display()
+            )));
         }
         let me = &self.ranks[a.rank as usize];
         let order = if after.is_empty() { 0 } else { 1 };
@@ -636,7 +774,13 @@ impl Rank<'_> {
         };
         write_json_durable(&tmp.join(format!("rank-{}.json", a.rank)), &rec)?;
         touch(&marker(&tmp, "dumped", a.rank))?;
-        tracing::info!("rank {} dumped {} bytes in {:.2}s to {}", a.rank, bytes, dump_seconds, rank_dir.display());
+        tracing::info!(
+            "rank {} dumped {} bytes in {:.2}s to {}",
+            a.rank,
+            bytes,
+            dump_seconds,
+            rank_dir.display()
+        );
 
         if a.rank == 0 {
             barrier(&tmp, "dumped", 0..n, t).await?;
@@ -644,7 +788,10 @@ impl Rank<'_> {
             for r in 0..n {
                 let p = tmp.join(format!("rank-{r}.json"));
                 let text = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-                recs.push(serde_json::from_slice::<RankRecord>(&text).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?);
+                recs.push(
+                    serde_json::from_slice::<RankRecord>(&text)
+                        .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?,
+                );
             }
             let info = self.engine.daemon_info().await?;
             let user = self.st.user.clone();
@@ -670,7 +817,12 @@ impl Rank<'_> {
             };
             commit(&layout, g, &m)?;
             prune(&layout, a.site.keep_generations as usize, None);
-            tracing::info!("generation {} of job {} committed ({} bytes)", gen_name(g), a.job, m.total_bytes);
+            tracing::info!(
+                "generation {} of job {} committed ({} bytes)",
+                gen_name(g),
+                a.job,
+                m.total_bytes
+            );
         } else {
             let gd = layout.gen_dir(g);
             wait_until(t, "rank 0 to commit the generation", || gd.exists()).await?;
@@ -683,9 +835,17 @@ impl Rank<'_> {
     async fn block_network(&mut self, on: bool) -> Result<()> {
         let op = if on { "-I" } else { "-D" };
         for chain in ["INPUT", "OUTPUT"] {
-            let status = in_container_netns(&self.engine, &self.id, &crate::runtime_wrapper::drop_rule(op, chain)).await?;
+            let status = in_container_netns(
+                &self.engine,
+                &self.id,
+                &crate::runtime_wrapper::drop_rule(op, chain),
+            )
+            .await?;
             if !status.success() && on {
-                return Err(Error::Invalid(format!("could not block the network of {} ({chain}: {status})", self.st.container)));
+                return Err(Error::Invalid(format!(
+                    "could not block the network of {} ({chain}: {status})",
+                    self.st.container
+                )));
             }
         }
         Ok(())
@@ -710,22 +870,34 @@ impl Rank<'_> {
     /// Restore this rank's container from generation `m`, in the policy's order.
     async fn restore(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
         let (a, t) = (self.a, self.timeout());
-        let Some(layout) = self.layout.clone() else { return Err(Error::Invalid("checkpointing is not enabled".into())) };
-        let rec = m
-            .ranks
-            .iter()
-            .find(|r| r.rank == a.rank)
-            .ok_or_else(|| Error::Invalid(format!("generation {} has no rank {}", m.generation, a.rank)))?;
-        let images = layout.gen_dir(m.generation).join(format!("rank-{}", a.rank));
+        let Some(layout) = self.layout.clone() else {
+            return Err(Error::Invalid("checkpointing is not enabled".into()));
+        };
+        let rec = m.ranks.iter().find(|r| r.rank == a.rank).ok_or_else(|| {
+            Error::Invalid(format!(
+                "generation {} has no rank {}",
+                m.generation, a.rank
+            ))
+        })?;
+        let images = layout
+            .gen_dir(m.generation)
+            .join(format!("rank-{}", a.rank));
         verify_rank_dir(&images, rec)?;
         // Docker restores from <root>/containers/<id>/checkpoints/<name>/: put only the pointer there;
         // the runtime wrapper hands CRIU the real images on shared storage.
         let name = gen_name(m.generation);
-        let ck = daemon_root.join("containers").join(&self.id).join("checkpoints").join(&name);
+        let ck = daemon_root
+            .join("containers")
+            .join(&self.id)
+            .join("checkpoints")
+            .join(&name);
         std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
-        std::fs::write(ck.join(POINTER), images.to_string_lossy().as_bytes()).map_err(|e| Error::io(&ck, e))?;
+        std::fs::write(ck.join(POINTER), images.to_string_lossy().as_bytes())
+            .map_err(|e| Error::io(&ck, e))?;
         // Markers of this restore attempt: one directory per generation and Slurm restart.
-        let attempt = layout.job_dir.join(format!(".restore-{name}-{}", a.restart_count));
+        let attempt = layout
+            .job_dir
+            .join(format!(".restore-{name}-{}", a.restart_count));
         std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
         barrier(&attempt, "restored", self.restore_after().into_iter(), t).await?;
         let t0 = std::time::Instant::now();
@@ -735,19 +907,33 @@ impl Rank<'_> {
         // The container may now sit behind another switch port than when it was checkpointed:
         // announce its MAC (gratuitous ARP, as after a VM migration) before peers talk to it, or
         // switches keep sending its frames to the old node.
-        announce(&self.engine, &self.id, &self.ranks[a.rank as usize].ip.to_string()).await;
+        announce(
+            &self.engine,
+            &self.id,
+            &self.ranks[a.rank as usize].ip.to_string(),
+        )
+        .await;
         touch(&marker(&attempt, "restored", a.rank))?;
         let restore_seconds = t0.elapsed().as_secs_f64();
         // The runtime wrapper restored the container with its network dropped: lift that only when
         // every rank's sockets exist again, so no segment meets a missing socket (and draws a RST).
         let all = barrier(&attempt, "restored", 0..a.ntasks, t).await;
         if let Err(e) = self.block_network(false).await {
-            tracing::error!("could not unblock the network of {}: {e}", self.st.container);
+            tracing::error!(
+                "could not unblock the network of {}: {e}",
+                self.st.container
+            );
         }
         all?;
-        tracing::info!("rank {} restored from {} in {:.2}s", a.rank, images.display(), restore_seconds);
+        tracing::info!(
+            "rank {} restored from {} in {:.2}s",
+            a.rank,
+            images.display(),
+            restore_seconds
+        );
         self.st.state = "running".into();
-        self.st.event(format!("restored from {name} (taken on {})", rec.node));
+        self.st
+            .event(format!("restored from {name} (taken on {})", rec.node));
         self.next_gen = m.generation + 1;
         Ok(())
     }
@@ -775,7 +961,14 @@ mod tests {
         assert_eq!(ckpt_subdir("(null)", 7, area).unwrap(), "7");
         assert_eq!(ckpt_subdir("runs/a", 7, area).unwrap(), "runs/a");
         assert_eq!(ckpt_subdir("/ckpt/alice/x", 7, area).unwrap(), "x");
-        for bad in ["../bob", "a/../../b", ".hidden", "/ckpt/bob/x", "/etc", "a//b"] {
+        for bad in [
+            "../bob",
+            "a/../../b",
+            ".hidden",
+            "/ckpt/bob/x",
+            "/etc",
+            "a//b",
+        ] {
             assert!(ckpt_subdir(bad, 7, area).is_err(), "{bad}");
         }
     }
@@ -784,8 +977,27 @@ mod tests {
     fn mounts_are_validated() {
         assert_eq!(bind_for_mount("/data:/data").unwrap(), "/data:/data:rw");
         assert_eq!(bind_for_mount("/a/b:/c:ro").unwrap(), "/a/b:/c:ro");
-        for bad in ["rel:/x", "/x:rel", "/x", "/x:/y:zz", "/a/../etc:/x", "/x:/.slurm-ckpt", "/x:/proc/1", "/x:/etc/passwd"] {
+        for bad in [
+            "rel:/x",
+            "/x:rel",
+            "/x",
+            "/x:/y:zz",
+            "/a/../etc:/x",
+            "/x:/.slurm-ckpt",
+            "/x:/proc/1",
+            "/x:/etc/passwd",
+        ] {
             assert!(bind_for_mount(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn job_env_overrides_defaults() {
+        let base = vec!["UCX_TLS=tcp,self".to_string(), "HOME=/tmp".to_string()];
+        let out = with_overrides(base, &["UCX_TLS=tcp".into(), "X=1".into()]);
+        assert_eq!(
+            out,
+            vec!["HOME=/tmp".to_string(), "UCX_TLS=tcp".into(), "X=1".into()]
+        );
     }
 }

@@ -225,7 +225,13 @@ impl Spank {
     pub fn step_alloc_mem_mb(&self) -> Result<u64, SpankError> {
         let mut value: u64 = 0;
         // SAFETY: S_STEP_ALLOC_MEM takes exactly one `uint64_t *`.
-        let rc = unsafe { sys::spank_get_item(self.0, sys::spank_item_S_STEP_ALLOC_MEM, &mut value as *mut u64) };
+        let rc = unsafe {
+            sys::spank_get_item(
+                self.0,
+                sys::spank_item_S_STEP_ALLOC_MEM,
+                &mut value as *mut u64,
+            )
+        };
         if rc == sys::ESPANK_SUCCESS {
             Ok(value)
         } else {

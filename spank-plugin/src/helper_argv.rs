@@ -36,7 +36,7 @@ pub struct SuperviseArgs<'a> {
 }
 
 /// `slurm-ckpt supervise --fd 3 --job J --step S --rank R --ntasks N --nnodes M --node NODE
-///  --uid U --gid G --restart-count C --image IMAGE --mpi MPI [--ckpt DIR] [--ckpt-interval MIN] [--mount SPEC]...
+///  --uid U --gid G --restart-count C --image IMAGE --mpi MPI [--ckpt DIR] [--ckpt-interval MIN] [--mount SPEC]... [--env NAME=VALUE]...
 ///  --cwd CWD [--site key=value]... -- ARGV...`
 pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
     let mut v: Vec<String> = vec![
@@ -81,6 +81,9 @@ pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
     }
     for m in &a.opts.mounts {
         kv("--mount", m.to_string());
+    }
+    for e in &a.opts.env {
+        kv("--env", e.clone());
     }
     kv("--cwd", a.cwd.to_string());
     v.extend(a.site.to_helper_args());
@@ -236,6 +239,7 @@ mod tests {
             ],
             mpi: Some(MpiKind::OpenMpi),
             ckpt_interval: Some(10),
+            env: vec!["UCX_TLS=tcp,self".into()],
         };
         let argv: Vec<String> = Vec::new();
         let a = SuperviseArgs {
@@ -259,7 +263,7 @@ mod tests {
         let joined = v.join(" ");
         assert!(joined.contains("--gid 2 --restart-count 3 --cpus 2 --mem-mb 512 --image img"));
         assert!(joined.contains(
-            "--mpi openmpi --ckpt 7 --ckpt-interval 10 --mount /a:/b:ro --mount /c:/d:rw --cwd /"
+            "--mpi openmpi --ckpt 7 --ckpt-interval 10 --mount /a:/b:ro --mount /c:/d:rw --env UCX_TLS=tcp,self --cwd /"
         ));
         assert_eq!(v.last().map(String::as_str), Some("--"));
 

@@ -24,15 +24,17 @@ pub enum OptId {
     Mounts,
     Mpi,
     CkptInterval,
+    Env,
 }
 
 impl OptId {
-    pub const ALL: [OptId; 5] = [
+    pub const ALL: [OptId; 6] = [
         OptId::Image,
         OptId::Ckpt,
         OptId::Mounts,
         OptId::Mpi,
         OptId::CkptInterval,
+        OptId::Env,
     ];
 
     fn index(self) -> usize {
@@ -42,6 +44,7 @@ impl OptId {
             OptId::Mounts => 2,
             OptId::Mpi => 3,
             OptId::CkptInterval => 4,
+            OptId::Env => 5,
         }
     }
 
@@ -53,6 +56,7 @@ impl OptId {
             OptId::Mounts => "container-mounts",
             OptId::Mpi => "container-mpi",
             OptId::CkptInterval => "container-ckpt-interval",
+            OptId::Env => "container-env",
         }
     }
 
@@ -69,6 +73,7 @@ impl OptId {
             OptId::Mounts => "SLURM_CKPT_CONTAINER_MOUNTS",
             OptId::Mpi => "SLURM_CKPT_CONTAINER_MPI",
             OptId::CkptInterval => "SLURM_CKPT_CONTAINER_CKPT_INTERVAL",
+            OptId::Env => "SLURM_CKPT_CONTAINER_ENV",
         }
     }
 
@@ -81,6 +86,7 @@ impl OptId {
             OptId::Mounts => Some("SRC:DST[:ro|rw],..."),
             OptId::Mpi => Some("mpich|openmpi|none"),
             OptId::CkptInterval => Some("MINUTES"),
+            OptId::Env => Some("NAME=VALUE,..."),
         }
     }
 
@@ -106,6 +112,10 @@ impl OptId {
             OptId::CkptInterval => {
                 "[container-ckpt] take a checkpoint every MINUTES (needs --container-ckpt) \
                  (env SLURM_CKPT_CONTAINER_CKPT_INTERVAL)"
+            }
+            OptId::Env => {
+                "[container-ckpt] set or override environment variables in the containers, e.g. the MPI \
+                 transport settings (env SLURM_CKPT_CONTAINER_ENV)"
             }
         }
     }
@@ -227,6 +237,8 @@ pub struct JobOptions {
     /// None = the site's `mpi_default`.
     pub mpi: Option<MpiKind>,
     pub ckpt_interval: Option<u32>,
+    /// `NAME=VALUE` pairs set in every container after the product's defaults (so they override).
+    pub env: Vec<String>,
 }
 
 impl JobOptions {
@@ -273,6 +285,7 @@ enum Value {
     Mounts(Vec<Mount>),
     Mpi(MpiKind),
     Interval(u32),
+    Env(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,7 +297,7 @@ struct Slot {
 /// Values recorded by the option callbacks of one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionState {
-    slots: [Option<Slot>; 5],
+    slots: [Option<Slot>; 6],
     /// First value slurmstepd could not accept: the step must fail rather than run outside containers.
     remote_error: Option<OptionError>,
 }
@@ -298,7 +311,7 @@ impl Default for OptionState {
 impl OptionState {
     pub const fn new() -> Self {
         OptionState {
-            slots: [None, None, None, None, None],
+            slots: [None, None, None, None, None, None],
             remote_error: None,
         }
     }
@@ -403,6 +416,9 @@ impl OptionState {
         if let Some((Value::Mpi(m), _)) = value_of(OptId::Mpi)? {
             opts.mpi = Some(m);
         }
+        if let Some((Value::Env(e), _)) = value_of(OptId::Env)? {
+            opts.env = e;
+        }
         match value_of(OptId::CkptInterval)? {
             Some((Value::Interval(n), _)) if opts.ckpt.is_some() => opts.ckpt_interval = Some(n),
             // A site-wide interval variable is simply unused when checkpointing is off.
@@ -450,6 +466,7 @@ fn parse_value(id: OptId, arg: Option<&str>, source: Source) -> Result<Value, Op
             .map(Value::Mpi)
             .ok_or_else(|| format!("valid values are {}", MpiKind::VALID)),
         OptId::CkptInterval => parse_interval(arg_or_empty).map(Value::Interval),
+        OptId::Env => parse_env(arg_or_empty).map(Value::Env),
     }
     .map_err(|reason| invalid(id, source, arg_or_empty, reason))
 }
@@ -564,6 +581,54 @@ fn mount_path(entry: &str, what: &str, p: &str) -> Result<String, String> {
         ));
     }
     normalize_path(p).map_err(|why| format!("mount '{entry}': {what} '{p}' {why}; {VALID}"))
+}
+
+/// Variables the containers' launcher and the product rely on: not the user's to change.
+pub const RESERVED_ENV_PREFIXES: [&str; 2] = ["SLURM_", "OMPI_MCA_plm_rsh_agent"];
+
+/// `NAME=VALUE,...`: names are shell identifiers; values have no control characters. A comma
+/// followed by text without '=' continues the previous value, so `UCX_TLS=tcp,self,X=1` is two
+/// variables, `UCX_TLS=tcp,self` and `X=1`.
+pub fn parse_env(s: &str) -> Result<Vec<String>, String> {
+    const VALID: &str =
+        "expected NAME=VALUE entries separated by commas, NAME a shell identifier, \
+                         e.g. --container-env=UCX_TLS=tcp,self,OMPI_MCA_btl_tcp_if_include=eth0";
+    let mut out: Vec<String> = Vec::new();
+    for part in s.split(',') {
+        match (part.split_once('='), out.last_mut()) {
+            (None, Some(prev)) if !part.is_empty() => {
+                prev.push(',');
+                prev.push_str(part);
+            }
+            (None, _) => return Err(format!("'{part}' has no '='; {VALID}")),
+            (Some(_), _) => out.push(part.to_string()),
+        }
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for entry in &out {
+        let (name, value) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+        let ident = !name.is_empty()
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident {
+            return Err(format!("'{name}' is not a variable name; {VALID}"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!(
+                "the value of {name} contains control characters; {VALID}"
+            ));
+        }
+        if let Some(p) = RESERVED_ENV_PREFIXES.iter().find(|p| name.starts_with(*p)) {
+            return Err(format!(
+                "{name} is reserved (names starting with {p} are set by Slurm and the product)"
+            ));
+        }
+        if names.contains(&name) {
+            return Err(format!("{name} is given twice; {VALID}"));
+        }
+        names.push(name);
+    }
+    Ok(out)
 }
 
 /// Positive number of minutes.
@@ -1022,5 +1087,32 @@ mod tests {
         assert!(!path_within("/devices", "/dev"));
         assert!(path_within("/var/lib/x", "/var/lib/"));
         assert!(path_within("/anything", "/"));
+    }
+
+    #[test]
+    fn container_env_values() {
+        assert_eq!(
+            parse_env("UCX_TLS=tcp,self,X=1").unwrap(),
+            vec!["UCX_TLS=tcp,self".to_string(), "X=1".to_string()]
+        );
+        assert_eq!(parse_env("A=").unwrap(), vec!["A=".to_string()]);
+        assert_eq!(parse_env("A=b=c").unwrap(), vec!["A=b=c".to_string()]);
+        for bad in [
+            "",
+            "noequals",
+            "1A=x",
+            "A-B=x",
+            "A=1,A=2",
+            "SLURM_JOB_ID=3",
+            "A=x\ny",
+            ",A=1",
+        ] {
+            assert!(parse_env(bad).is_err(), "{bad}");
+        }
+        let opts = cli(&[(OptId::Image, Some("img")), (OptId::Env, Some("FOO=bar"))])
+            .unwrap()
+            .resolve(&no_env)
+            .unwrap();
+        assert_eq!(opts.env, vec!["FOO=bar".to_string()]);
     }
 }

@@ -52,7 +52,10 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         // Resource limits of the rank's container: the task's CPUs and its share of the step's
         // memory on this node (unknown or unlimited: no limit).
         cpus: sp.get_item_u32(Item::CpusPerTask).ok().filter(|c| *c > 0),
-        mem_mb: match (sp.step_alloc_mem_mb(), sp.get_item_u32(Item::LocalTaskCount)) {
+        mem_mb: match (
+            sp.step_alloc_mem_mb(),
+            sp.get_item_u32(Item::LocalTaskCount),
+        ) {
             (Ok(m), Ok(n)) if m > 0 && n > 0 => Some(m / u64::from(n)),
             _ => None,
         },

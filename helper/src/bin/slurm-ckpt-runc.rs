@@ -15,7 +15,8 @@ fn main() {
         }
         return;
     }
-    let site = SiteConfig::from_plugstack(std::path::Path::new("/etc/slurm/plugstack.conf")).unwrap_or_default();
+    let site = SiteConfig::from_plugstack(std::path::Path::new("/etc/slurm/plugstack.conf"))
+        .unwrap_or_default();
     let (argv, note) = rewrite(args, &site.runtime_dir, &site.ckpt_root);
     if let Some(n) = note {
         log(&n);
@@ -30,7 +31,11 @@ fn main() {
 fn log(msg: &str) {
     use std::io::Write;
     let _ = std::fs::create_dir_all("/var/log/slurm-ckpt");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open("/var/log/slurm-ckpt/runtime.log") {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/var/log/slurm-ckpt/runtime.log")
+    {
         let _ = writeln!(f, "{} {msg}", slurm_ckpt::state::now());
     }
 }

@@ -41,9 +41,13 @@ pub fn main(a: Args) -> i32 {
         }
         let since = state::now();
         let status = if a.requeue {
-            Command::new("scontrol").args(["requeue", &a.job.to_string()]).status()?
+            Command::new("scontrol")
+                .args(["requeue", &a.job.to_string()])
+                .status()?
         } else {
-            Command::new("scancel").args(["--signal=USR1", &a.job.to_string()]).status()?
+            Command::new("scancel")
+                .args(["--signal=USR1", &a.job.to_string()])
+                .status()?
         };
         if !status.success() {
             anyhow::bail!("Slurm refused to signal job {} ({status})", a.job);
@@ -53,7 +57,10 @@ pub fn main(a: Args) -> i32 {
             let ranks = state::load_job(&site.ckpt_root, a.job)?;
             let results: Vec<_> = ranks.iter().map(|r| completed(&r.events, since)).collect();
             if let Some(Some(Err(e))) = results.iter().find(|r| matches!(r, Some(Err(_)))) {
-                anyhow::bail!("job {}: {e} (the job keeps running from its previous state)", a.job);
+                anyhow::bail!(
+                    "job {}: {e} (the job keeps running from its previous state)",
+                    a.job
+                );
             }
             if !results.is_empty() && results.iter().all(|r| matches!(r, Some(Ok(_)))) {
                 if let Some(Some(Ok(what))) = results.first() {
@@ -62,7 +69,11 @@ pub fn main(a: Args) -> i32 {
                 return Ok(());
             }
             if Instant::now() >= end {
-                anyhow::bail!("job {}: not every rank reported a checkpoint within {}s", a.job, a.wait);
+                anyhow::bail!(
+                    "job {}: not every rank reported a checkpoint within {}s",
+                    a.job,
+                    a.wait
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }

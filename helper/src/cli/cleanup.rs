@@ -20,7 +20,10 @@ pub fn main(a: Args) -> i32 {
         let site = super::site_config(&a.site, &a.plugstack)?;
         // A supervisor may still be checkpointing its rank (SIGTERM at preemption): let it finish
         // before its container is removed.
-        wait_for_supervisors(&jobdir::job_dir(&site.runtime_dir, a.job), std::time::Duration::from_secs(site.timeout_secs));
+        wait_for_supervisors(
+            &jobdir::job_dir(&site.runtime_dir, a.job),
+            std::time::Duration::from_secs(site.timeout_secs),
+        );
         let removed = super::runtime()?.block_on(async {
             let engine = Engine::connect(&site.socket_for(&a.node), &a.node).await?;
             let list = engine.job_containers(a.job).await?;
@@ -41,7 +44,11 @@ pub fn main(a: Args) -> i32 {
     };
     match run() {
         Ok(n) => {
-            tracing::info!("cleanup of job {} on {}: {n} container(s) removed", a.job, a.node);
+            tracing::info!(
+                "cleanup of job {} on {}: {n} container(s) removed",
+                a.job,
+                a.node
+            );
             0
         }
         Err(e) => {
@@ -56,14 +63,17 @@ pub fn main(a: Args) -> i32 {
 fn wait_for_supervisors(dir: &std::path::Path, timeout: std::time::Duration) {
     let end = std::time::Instant::now() + timeout;
     let alive = || -> bool {
-        let Ok(rd) = std::fs::read_dir(dir) else { return false };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return false;
+        };
         rd.flatten().any(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             if !name.starts_with("supervisor-r") {
                 return false;
             }
             let pid = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap_or_default();
+            let cmdline =
+                std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap_or_default();
             String::from_utf8_lossy(&cmdline).contains("supervise")
         })
     };

@@ -32,9 +32,18 @@ pub fn main(cmd: ImageCmd) -> i32 {
         let site = super::site_config(&[], &a.plugstack)?;
         let node = match &a.node {
             Some(n) => n.clone(),
-            None => nix::unistd::gethostname()?.to_string_lossy().split('.').next().unwrap_or_default().to_string(),
+            None => nix::unistd::gethostname()?
+                .to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         };
-        let families: Vec<&str> = if a.mpi == "both" { vec!["mpich", "openmpi"] } else { vec![a.mpi.as_str()] };
+        let families: Vec<&str> = if a.mpi == "both" {
+            vec!["mpich", "openmpi"]
+        } else {
+            vec![a.mpi.as_str()]
+        };
         let rt = super::runtime()?;
         rt.block_on(async {
             let engine = Engine::connect(&site.socket_for(&node), &node).await?;
@@ -44,14 +53,22 @@ pub fn main(cmd: ImageCmd) -> i32 {
                 if r.ok() {
                     println!("{}: usable for {mpi} jobs", a.image);
                 } else {
-                    println!("{}: NOT usable for {mpi} jobs: missing {}", a.image, r.missing.join("; "));
+                    println!(
+                        "{}: NOT usable for {mpi} jobs: missing {}",
+                        a.image,
+                        r.missing.join("; ")
+                    );
                     bad.push(mpi);
                 }
             }
             if bad.is_empty() {
                 Ok(())
             } else {
-                anyhow::bail!("image {} fails the check for {} (requirements: docs/IMAGES.md)", a.image, bad.join(", "))
+                anyhow::bail!(
+                    "image {} fails the check for {} (requirements: docs/IMAGES.md)",
+                    a.image,
+                    bad.join(", ")
+                )
             }
         })
     };

@@ -26,13 +26,17 @@ pub struct GcArgs {
 /// Every job directory: (user, dir name, layout).
 fn job_dirs(root: &Path) -> Vec<(String, String, Layout)> {
     let mut out = Vec::new();
-    let Ok(users) = std::fs::read_dir(root) else { return out };
+    let Ok(users) = std::fs::read_dir(root) else {
+        return out;
+    };
     for u in users.flatten() {
         let user = u.file_name().to_string_lossy().into_owned();
         if user.starts_with('.') || !u.path().is_dir() {
             continue;
         }
-        let Ok(jobs) = std::fs::read_dir(u.path()) else { continue };
+        let Ok(jobs) = std::fs::read_dir(u.path()) else {
+            continue;
+        };
         for j in jobs.flatten() {
             let dir = j.file_name().to_string_lossy().into_owned();
             out.push((user.clone(), dir.clone(), Layout::new(root, &user, &dir)));
@@ -60,13 +64,28 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
         }
     }
     if a.json {
-        let v: Vec<_> = rows.iter().map(|(p, m)| serde_json::json!({"path": p, "manifest": m})).collect();
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(p, m)| serde_json::json!({"path": p, "manifest": m}))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} PATH", "JOB", "USER", "GEN", "RANKS", "BYTES", "POLICY");
+    println!(
+        "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} PATH",
+        "JOB", "USER", "GEN", "RANKS", "BYTES", "POLICY"
+    );
     for (p, m) in &rows {
-        println!("{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {}", m.job, m.user, m.generation, m.ntasks, m.total_bytes, m.policy, p.display());
+        println!(
+            "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {}",
+            m.job,
+            m.user,
+            m.generation,
+            m.ntasks,
+            m.total_bytes,
+            m.policy,
+            p.display()
+        );
     }
     Ok(())
 }
@@ -96,7 +115,15 @@ fn run_gc(a: &GcArgs) -> anyhow::Result<()> {
             }
             continue;
         }
-        println!("{}: job {} is gone: removing {user}/{dir}", if a.dry_run { "would remove" } else { "removing" }, job.map(|j| j.to_string()).unwrap_or_else(|| "?".into()));
+        println!(
+            "{}: job {} is gone: removing {user}/{dir}",
+            if a.dry_run {
+                "would remove"
+            } else {
+                "removing"
+            },
+            job.map(|j| j.to_string()).unwrap_or_else(|| "?".into())
+        );
         if !a.dry_run {
             if let Err(e) = std::fs::remove_dir_all(&l.job_dir) {
                 eprintln!("slurm-ckpt gc: {}: {e}", l.job_dir.display());

@@ -10,14 +10,24 @@ use slurm_ckpt::site::SiteConfig;
 
 /// Log to stderr (or to `file` when given: the supervisor's stderr is /dev/null).
 pub fn init_tracing(file: Option<&std::path::Path>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLURM_CKPT_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLURM_CKPT_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if let Some(path) = file {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
             return;
         }
     }
@@ -45,5 +55,7 @@ pub fn exit_code(cmd: &str, res: anyhow::Result<()>) -> i32 {
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }

@@ -27,10 +27,16 @@ pub fn main(a: Args) -> i32 {
             println!("{}", serde_json::to_string_pretty(&all)?);
             return Ok(());
         }
-        println!("{:>8} {:>4} {:<10} {:<12} {:<14} {:<15} {:<17} {:<8}", "JOB", "RANK", "NODE", "CONTAINER", "HOSTNAME", "IP", "MAC", "STATE");
+        println!(
+            "{:>8} {:>4} {:<10} {:<12} {:<14} {:<15} {:<17} {:<8}",
+            "JOB", "RANK", "NODE", "CONTAINER", "HOSTNAME", "IP", "MAC", "STATE"
+        );
         for s in &all {
             let id = &s.container_id[..12.min(s.container_id.len())];
-            println!("{:>8} {:>4} {:<10} {:<12} {:<14} {:<15} {:<17} {:<8}", s.job, s.rank, s.node, id, s.hostname, s.ip, s.mac, s.state);
+            println!(
+                "{:>8} {:>4} {:<10} {:<12} {:<14} {:<15} {:<17} {:<8}",
+                s.job, s.rank, s.node, id, s.hostname, s.ip, s.mac, s.state
+            );
             if let Some(e) = s.events.last() {
                 println!("{:>13} last event: {} ({})", "", e.what, e.at);
             }

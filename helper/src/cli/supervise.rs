@@ -40,6 +40,9 @@ pub struct Args {
     mem_mb: Option<u64>,
     #[arg(long = "mount")]
     mounts: Vec<String>,
+    /// NAME=VALUE set in the container after the defaults (the job's --container-env).
+    #[arg(long = "env")]
+    env: Vec<String>,
     #[arg(long, default_value = "/")]
     cwd: String,
     #[arg(long = "site")]
@@ -70,6 +73,7 @@ pub fn main(a: Args) -> i32 {
             image: a.image.clone(),
             mpi: a.mpi.clone(),
             mounts: a.mounts.clone(),
+            env: a.env.clone(),
             cwd: a.cwd.clone(),
             ckpt: a.ckpt.clone(),
             ckpt_interval: a.ckpt_interval,
