@@ -10,7 +10,7 @@ high=$(submit -p high -w node1,node2 -N2 -n8 --wrap "srun sleep 12")
 wait_state "$low" SUSPENDED 60 || { show_job "$low"; fail "low job was not suspended by the high-priority job"; }
 end=$((SECONDS + 15))
 until [ "$(paused_count "$low")" = 8 ]; do
-    [ "$SECONDS" -lt "$end" ] || fail "only $(paused_count "$low")/8 containers of the preempted job are frozen"
+    [ "$SECONDS" -lt "$end" ] || { show_job "$low"; slurm-ckpt status "$low" >&2; fail "only $(paused_count "$low")/8 containers of the preempted job are frozen"; }
     sleep 0.3
 done
 say "preempted job $low: 8/8 containers frozen while job $high runs"

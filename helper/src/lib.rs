@@ -1,5 +1,6 @@
 //! slurm-container-ckpt helper library: per-rank container plans, Docker engine access,
 //! suspend/resume and checkpoint/restore of a job's rank containers.
+pub mod cgroup;
 pub mod ckpt;
 pub mod engine;
 pub mod error;

@@ -159,6 +159,9 @@ async fn send(tx: &mpsc::Sender<Frame>, f: Frame) {
 }
 
 pub async fn run(args: SuperviseArgs, sock: std::os::unix::net::UnixStream) -> i32 {
+    if let Some(what) = crate::cgroup::leave_step_freezer(Path::new("/sys/fs/cgroup/freezer")) {
+        tracing::info!("rank {}: {what}", args.rank);
+    }
     let _sigs = match ignore_step_signals() {
         Ok(s) => s,
         Err(e) => {

@@ -67,6 +67,7 @@ impl CArgs {
 pub struct Supervisor {
     /// Not close-on-exec: the relay inherits it.
     pub task_fd: RawFd,
+    /// The (already reaped) middle process of the double fork, for logs; the supervisor is its child.
     pub pid: i32,
 }
 
@@ -140,8 +141,9 @@ pub fn spawn_supervisor(
             }
         }
     }
+    // The middle process of the double fork exits at once (or after a failed exec).
+    reap(pid);
     if got > 0 {
-        reap(pid);
         let errno = i32::from_ne_bytes(errno_bytes);
         return Err(SpawnError::Exec {
             path: path.to_string(),
@@ -183,6 +185,15 @@ unsafe fn child_exec(
     unsafe {
         // Own session: the task's terminal signals are the relay's business, not the supervisor's.
         libc::setsid();
+        // Fork again and let the middle process exit: the supervisor is reparented away from the
+        // task, so process tracking by descent (proctrack/linuxproc, pgid) no longer counts it as
+        // part of the step. Slurm SIGSTOPs a step's processes 2 s after SIGTSTP on suspend; a
+        // stopped supervisor could not pause its container or act on the resume.
+        match libc::fork() {
+            0 => {}
+            p if p > 0 => libc::_exit(0),
+            _ => fail(err_write),
+        }
         // slurmstepd blocks signals in the task until just before exec; exec keeps the mask.
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -412,7 +423,11 @@ mod tests {
                 .unwrap()
                 .to_string()
         };
-        assert_eq!(field("sid="), field("pid="), "session leader: {out}");
+        // Own session (created by the middle process of the double fork, so not its leader).
+        // SAFETY (test): getsid(0) only reads our own session id.
+        let own_sid = unsafe { libc::getsid(0) };
+        assert_ne!(field("sid="), own_sid.to_string(), "own session: {out}");
+        assert_ne!(field("sid="), field("pid="), "not a session leader: {out}");
     }
 
     #[test]
