@@ -61,6 +61,14 @@ show_job() {
     job_out "$id" | tail -n 60 >&2
     echo "----- job $id: helper logs -----" >&2
     tail -n 40 "/var/log/slurm-ckpt/job-$id.log" >&2 2>/dev/null || true
+    echo "----- runtime wrapper log -----" >&2
+    tail -n 10 /var/log/slurm-ckpt/runtime.log >&2 2>/dev/null || true
+    local f
+    for f in "$VC_LOG"/dockerd-*.log; do
+        [ -e "$f" ] || continue
+        echo "----- $(basename "$f"): last errors -----" >&2
+        grep -E 'level=(error|warning)' "$f" | tail -n 8 >&2 || true
+    done
 }
 
 # expect_ok ID [TIMEOUT]: the job completes with exit 0 and its program verified its result.

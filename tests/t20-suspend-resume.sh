@@ -10,7 +10,7 @@ for secs in 1 6 12; do
     scontrol suspend "$ring"
     end=$((SECONDS + 10))
     until [ "$(paused_count "$ring")" = 4 ]; do
-        [ "$SECONDS" -lt "$end" ] || fail "only $(paused_count "$ring")/4 containers frozen 10 s after suspend"
+        [ "$SECONDS" -lt "$end" ] || { show_job "$ring"; slurm-ckpt status "$ring" >&2; fail "only $(paused_count "$ring")/4 containers frozen 10 s after suspend"; }
         sleep 0.2
     done
     before="$(cpu_ns "$ring")"
@@ -21,7 +21,7 @@ for secs in 1 6 12; do
     scontrol resume "$ring"
     end=$((SECONDS + 10))
     until [ "$(paused_count "$ring")" = 0 ]; do
-        [ "$SECONDS" -lt "$end" ] || fail "containers still frozen 10 s after resume"
+        [ "$SECONDS" -lt "$end" ] || { show_job "$ring"; fail "containers still frozen 10 s after resume"; }
         sleep 0.2
     done
     say "suspended $secs s: 4/4 frozen, CPU time constant, thawed on resume"

@@ -89,7 +89,12 @@ pub fn load_job(ckpt_root: &Path, job: u32) -> Result<Vec<RankState>> {
         if !is_record {
             continue;
         }
-        let text = fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        // Another node's epilog may remove its records while we read the directory.
+        let text = match fs::read(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&p, e)),
+        };
         match serde_json::from_slice::<RankState>(&text) {
             Ok(s) => out.push(s),
             Err(e) => tracing::warn!("ignoring unreadable state record {}: {e}", p.display()),

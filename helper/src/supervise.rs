@@ -617,13 +617,16 @@ impl Rank<'_> {
     }
 
     async fn suspend(&mut self) {
-        match self.engine.pause(&self.id).await {
+        if self.st.state == "frozen" {
+            return;
+        }
+        match self.retry_freezer(true).await {
             Ok(()) => {
                 self.st.state = "frozen".into();
                 self.st.event("suspended (container paused)");
             }
             Err(e) => {
-                tracing::warn!("pause: {e}");
+                tracing::error!("pause failed, the container keeps running: {e}");
                 self.st.event(format!("pause failed: {e}"));
             }
         }
@@ -634,17 +637,39 @@ impl Rank<'_> {
         if self.st.state != "frozen" {
             return;
         }
-        match self.engine.unpause(&self.id).await {
+        match self.retry_freezer(false).await {
             Ok(()) => {
                 self.st.state = "running".into();
                 self.st.event("resumed (container unpaused)");
             }
             Err(e) => {
-                tracing::warn!("unpause: {e}");
+                tracing::error!("unpause failed: {e}");
                 self.st.event(format!("unpause failed: {e}"));
             }
         }
         save(&mut self.st, &self.a.site.ckpt_root);
+    }
+
+    /// Pause (or unpause) the container, retrying: runc gives up freezing a cgroup v1 whose tasks do
+    /// not all stop within its short polling window, which happens on loaded nodes.
+    async fn retry_freezer(&mut self, pause: bool) -> Result<()> {
+        let mut last = None;
+        for attempt in 0..6u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            let res = if pause { self.engine.pause(&self.id).await } else { self.engine.unpause(&self.id).await };
+            match res {
+                Ok(()) => return Ok(()),
+                // Already in the wanted state (e.g. a request repeated by Slurm).
+                Err(e) if e.to_string().contains(if pause { "is already paused" } else { "is not paused" }) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!("{} attempt {}: {e}", if pause { "pause" } else { "unpause" }, attempt + 1);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid("no attempt made".into())))
     }
 
     /// Ranks whose dumps this rank must see before it may dump, per ordering policy.
@@ -864,7 +889,7 @@ impl Rank<'_> {
 
     async fn freeze(&mut self) -> Result<()> {
         if self.st.state != "frozen" {
-            self.engine.pause(&self.id).await?;
+            self.retry_freezer(true).await?;
             self.st.state = "frozen".into();
         }
         Ok(())

@@ -27,9 +27,14 @@ pub fn main(a: Args) -> i32 {
         let removed = super::runtime()?.block_on(async {
             let engine = Engine::connect(&site.socket_for(&a.node), &a.node).await?;
             let list = engine.job_containers(a.job).await?;
+            // Keep going on errors: one stuck container must not leave the rest (or the records).
+            let mut first_err = None;
             for (id, name) in &list {
                 tracing::info!("cleanup: removing {name} ({id})");
-                engine.remove(id).await?;
+                if let Err(e) = engine.remove(id).await {
+                    tracing::error!("cleanup: {name}: {e}");
+                    first_err.get_or_insert(e);
+                }
             }
             // State records of ranks that ran here.
             for st in state::load_job(&site.ckpt_root, a.job)? {
@@ -37,7 +42,10 @@ pub fn main(a: Args) -> i32 {
                     state::remove_rank(&site.ckpt_root, a.job, st.rank);
                 }
             }
-            Ok::<usize, slurm_ckpt::Error>(list.len())
+            match first_err {
+                Some(e) => Err(e),
+                None => Ok::<usize, slurm_ckpt::Error>(list.len()),
+            }
         })?;
         jobdir::remove(&site.runtime_dir, a.job)?;
         Ok(removed)
