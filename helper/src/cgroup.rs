@@ -10,7 +10,10 @@ pub fn freezer_path(proc_cgroup: &str) -> Option<String> {
     proc_cgroup.lines().find_map(|l| {
         let mut parts = l.splitn(3, ':');
         let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-        ctrls.split(',').any(|c| c == "freezer").then(|| path.to_string())
+        ctrls
+            .split(',')
+            .any(|c| c == "freezer")
+            .then(|| path.to_string())
     })
 }
 
@@ -36,7 +39,10 @@ mod tests {
     #[test]
     fn finds_the_freezer_line() {
         let t = "12:pids:/\n6:freezer:/slurm/uid_2000/job_7/step_0\n2:cpu,cpuacct:/\n";
-        assert_eq!(freezer_path(t).as_deref(), Some("/slurm/uid_2000/job_7/step_0"));
+        assert_eq!(
+            freezer_path(t).as_deref(),
+            Some("/slurm/uid_2000/job_7/step_0")
+        );
         assert_eq!(freezer_path("0::/user.slice\n"), None);
     }
 }

@@ -79,9 +79,10 @@ impl Engine {
         }
     }
 
-    pub async fn check_image(&self, image: &str) -> Result<()> {
+    /// The image's id, or a clear error when the node's daemon does not have it.
+    pub async fn check_image(&self, image: &str) -> Result<String> {
         match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(()),
+            Ok(i) => Ok(i.id.unwrap_or_default()),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Err(Error::NoImage {
@@ -398,15 +399,6 @@ impl Engine {
             remap_root,
             version: info.server_version.unwrap_or_default(),
         })
-    }
-
-    pub async fn image_id(&self, image: &str) -> Result<String> {
-        let i = self
-            .docker
-            .inspect_image(image)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(i.id.unwrap_or_default())
     }
 
     /// `POST /containers/{id}/checkpoints`: bollard 0.18 has no checkpoint API.

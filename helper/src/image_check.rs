@@ -141,10 +141,11 @@ pub async fn check(
     })
 }
 
-/// The supervisor's check: once per node, image id and MPI family (a root-only cache file under
-/// `runtime_dir` records a pass), so only the first job on a node pays for the probe container.
+/// The supervisor's check (it also fails clearly when the node lacks the image): once per node,
+/// image id and MPI family (a root-only cache file under `runtime_dir` records a pass), so only the
+/// first job on a node pays for the probe container.
 pub async fn ensure(engine: &Engine, image: &str, mpi: &str, runtime_dir: &Path) -> Result<()> {
-    let id = engine.image_id(image).await?;
+    let id = engine.check_image(image).await?;
     let key = format!("{}-{mpi}", id.trim_start_matches("sha256:"));
     let cache = runtime_dir.join("image-ok");
     let mark = cache.join(&key);

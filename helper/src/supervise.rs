@@ -94,11 +94,7 @@ pub fn bind_for_mount(spec: &str) -> Result<String> {
 fn rank_env(a: &SuperviseArgs) -> Vec<String> {
     // Open MPI forwards only OMPI_* variables to the ranks it starts over ssh: the launch script
     // adds `-x NAME` for each of the job's own.
-    let names: Vec<&str> = a
-        .env
-        .iter()
-        .map(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n))
-        .collect();
+    let names: Vec<&str> = a.env.iter().map(|e| env_name(e)).collect();
     let defaults = vec![
         format!("SLURM_CKPT_ENV_NAMES={}", names.join(" ")),
         format!("SLURM_JOB_ID={}", a.job),
@@ -122,11 +118,15 @@ fn rank_env(a: &SuperviseArgs) -> Vec<String> {
     with_overrides(defaults, &a.env)
 }
 
+/// NAME of a NAME=VALUE entry.
+fn env_name(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(n, _)| n)
+}
+
 /// `base` with every NAME=VALUE of `overrides` replacing the entry of the same NAME, or appended.
 fn with_overrides(mut base: Vec<String>, overrides: &[String]) -> Vec<String> {
     for o in overrides {
-        let name = o.split_once('=').map_or(o.as_str(), |(n, _)| n);
-        base.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != name);
+        base.retain(|e| env_name(e) != env_name(o));
         base.push(o.clone());
     }
     base
@@ -276,7 +276,6 @@ async fn supervise(
     write_pidfile(&dir, a.rank);
     let engine = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
     engine.check_network(&a.site.network).await?;
-    engine.check_image(&a.image).await?;
     crate::image_check::ensure(&engine, &a.image, &a.mpi, &a.site.runtime_dir).await?;
 
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
@@ -588,7 +587,7 @@ fn with_criu_log(e: Error) -> Error {
     let msg = e.to_string();
     let path = msg
         .split_whitespace()
-        .map(|w| w.trim_end_matches(|c| c == ':' || c == '"' || c == ','))
+        .map(|w| w.trim_end_matches([':', '"', ',']))
         .find(|w| w.ends_with(".log") && w.starts_with('/'))
         .map(str::to_string);
     let Some(path) = path else { return e };
@@ -658,13 +657,29 @@ impl Rank<'_> {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
             }
-            let res = if pause { self.engine.pause(&self.id).await } else { self.engine.unpause(&self.id).await };
+            let res = if pause {
+                self.engine.pause(&self.id).await
+            } else {
+                self.engine.unpause(&self.id).await
+            };
             match res {
                 Ok(()) => return Ok(()),
                 // Already in the wanted state (e.g. a request repeated by Slurm).
-                Err(e) if e.to_string().contains(if pause { "is already paused" } else { "is not paused" }) => return Ok(()),
+                Err(e)
+                    if e.to_string().contains(if pause {
+                        "is already paused"
+                    } else {
+                        "is not paused"
+                    }) =>
+                {
+                    return Ok(())
+                }
                 Err(e) => {
-                    tracing::warn!("{} attempt {}: {e}", if pause { "pause" } else { "unpause" }, attempt + 1);
+                    tracing::warn!(
+                        "{} attempt {}: {e}",
+                        if pause { "pause" } else { "unpause" },
+                        attempt + 1
+                    );
                     last = Some(e);
                 }
             }
@@ -832,7 +847,7 @@ impl Rank<'_> {
                 uid: a.uid,
                 gid: a.gid,
                 image: a.image.clone(),
-                image_id: self.engine.image_id(&a.image).await.unwrap_or_default(),
+                image_id: self.engine.check_image(&a.image).await.unwrap_or_default(),
                 ntasks: n,
                 mpi: a.mpi.clone(),
                 argv: a.argv.clone(),
