@@ -16,7 +16,6 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub const FORMAT: u32 = 1;
 
@@ -179,70 +178,6 @@ impl Layout {
             .rev()
             .find_map(|g| self.load_manifest(g).ok())
     }
-}
-
-pub fn marker(dir: &Path, what: &str, rank: u32) -> PathBuf {
-    dir.join(format!(".{what}-r{rank}"))
-}
-
-pub fn touch(p: &Path) -> Result<()> {
-    fs::write(p, b"").map_err(|e| Error::io(p, e))
-}
-
-/// Wait until `pred` holds, polling every 50 ms, up to `timeout`.
-pub async fn wait_until(
-    timeout: Duration,
-    what: &str,
-    mut pred: impl FnMut() -> bool,
-) -> Result<()> {
-    let end = tokio::time::Instant::now() + timeout;
-    while !pred() {
-        if tokio::time::Instant::now() >= end {
-            return Err(Error::Invalid(format!(
-                "timed out after {}s waiting for {what}",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-/// Wait until every rank in `ranks` has left marker `what` in `dir`. Gives up at once when any
-/// rank has left a `failed` marker there: nobody waits out the timeout for a rank that is gone.
-pub async fn barrier(
-    dir: &Path,
-    what: &str,
-    ranks: impl Iterator<Item = u32> + Clone,
-    timeout: Duration,
-) -> Result<()> {
-    let mut failed = None;
-    wait_until(timeout, &format!("every rank to be {what}"), || {
-        failed = failed_rank(dir);
-        failed.is_some() || ranks.clone().all(|r| marker(dir, what, r).exists())
-    })
-    .await?;
-    match failed {
-        Some(r) => Err(Error::Invalid(format!(
-            "rank {r} failed (waiting for every rank to be {what})"
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// The lowest rank that left a `failed` marker in `dir`, if any.
-pub fn failed_rank(dir: &Path) -> Option<u32> {
-    let entries = fs::read_dir(dir).ok()?;
-    entries
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix(".failed-r")?
-                .parse()
-                .ok()
-        })
-        .min()
 }
 
 /// Make a rank's images readable by the remapped container root (restore runs partly inside the
@@ -482,21 +417,5 @@ mod tests {
         prune(&l, 1, None);
         assert!(!l.tmp_dir(2).exists() && l.gen_dir(1).exists());
         fs::remove_dir_all(root).unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_failed_rank_ends_the_barrier_early() {
-        let dir = std::env::temp_dir().join(format!("slurm-ckpt-barrier-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        touch(&marker(&dir, "dumped", 0)).unwrap();
-        assert!(barrier(&dir, "dumped", 0..1, Duration::from_secs(5))
-            .await
-            .is_ok());
-        touch(&marker(&dir, "failed", 3)).unwrap();
-        let err = barrier(&dir, "dumped", 0..2, Duration::from_secs(60))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("rank 3 failed"), "{err}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -356,6 +356,22 @@ impl Engine {
         Ok(c.state.and_then(|s| s.pid).unwrap_or(0))
     }
 
+    /// Run a host tool inside a running container's network namespace (as root, from the host).
+    pub async fn in_netns(&self, id: &str, cmd: &[&str]) -> Result<std::process::ExitStatus> {
+        let pid = self.pid(id).await?;
+        if pid <= 0 {
+            return Err(Error::Invalid(format!("container {id} is not running")));
+        }
+        tokio::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(cmd)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|e| Error::io("nsenter", e))
+    }
+
     pub async fn state(&self, id: &str) -> Result<String> {
         let c = self
             .docker

@@ -29,6 +29,9 @@ pub enum Error {
     NoUser(u32),
     #[error("bad frame from peer: {0}")]
     Protocol(String),
+    /// Another rank failed or is gone: this rank stops waiting, but is not the cause.
+    #[error("{0}")]
+    Peer(String),
     #[error("{0}")]
     Invalid(String),
 }

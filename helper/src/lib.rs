@@ -1,10 +1,12 @@
 //! slurm-container-ckpt helper library: per-rank container plans, Docker engine access,
 //! suspend/resume and checkpoint/restore of a job's rank containers.
+pub mod barrier;
 pub mod cgroup;
 pub mod ckpt;
 pub mod engine;
 pub mod error;
 pub mod fdio;
+pub mod guard;
 pub mod image_check;
 pub mod jobdir;
 pub mod plan;

@@ -31,6 +31,15 @@ enum Cmd {
     List(cli::list::ListArgs),
     /// Remove checkpoints of jobs Slurm no longer knows; prune old generations.
     Gc(cli::list::GcArgs),
+    /// (supervisor, root) Watch over one checkpoint of a rank: thaw it if the supervisor dies.
+    #[command(hide = true)]
+    Guard {
+        #[command(flatten)]
+        args: slurm_ckpt::guard::GuardArgs,
+        /// The job's log file.
+        #[arg(long)]
+        log: Option<std::path::PathBuf>,
+    },
     /// Check container images against the rank-container requirements.
     #[command(subcommand)]
     Image(cli::image::ImageCmd),
@@ -47,6 +56,7 @@ fn main() {
         Cmd::List(a) => cli::list::list(a),
         Cmd::Gc(a) => cli::list::gc(a),
         Cmd::Image(c) => cli::image::main(c),
+        Cmd::Guard { args, log } => cli::guard::main(args, log),
     };
     std::process::exit(code);
 }

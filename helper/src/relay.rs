@@ -24,8 +24,11 @@ pub fn run(sock: UnixStream, rank: u32) -> i32 {
             return 1;
         }
     };
+    // Signals also reach the main thread: it needs them once the supervisor is gone.
+    let (sig_tx, sig_rx) = std::sync::mpsc::channel::<i32>();
     std::thread::spawn(move || {
         for sig in signals.forever() {
+            let _ = sig_tx.send(sig);
             let frame = match sig {
                 SIGTSTP => Frame::Suspend,
                 SIGCONT => Frame::Resume,
@@ -35,9 +38,8 @@ pub fn run(sock: UnixStream, rank: u32) -> i32 {
                 SIGUSR2 => Frame::Finish,
                 _ => Frame::Terminate,
             };
-            if write_frame(&mut to_sup, &frame).is_err() {
-                break;
-            }
+            // A write fails once the supervisor is gone; keep delivering to the main thread.
+            let _ = write_frame(&mut to_sup, &frame);
         }
     });
 
@@ -57,6 +59,7 @@ pub fn run(sock: UnixStream, rank: u32) -> i32 {
             Ok(Some(Frame::Fatal(msg))) => eprintln!("{msg}"),
             Ok(Some(Frame::Exit(code))) => return code,
             Ok(Some(other)) => eprintln!("slurm-ckpt relay: unexpected frame {other:?}"),
+            Ok(None) if rank != 0 => return orphaned(rank, &sig_rx),
             Ok(None) => {
                 eprintln!("slurm-ckpt: rank {rank}: the container supervisor ended without an exit code (see /var/log/slurm-ckpt on the node)");
                 return 1;
@@ -67,4 +70,20 @@ pub fn run(sock: UnixStream, rank: u32) -> i32 {
             }
         }
     }
+}
+
+/// The supervisor of a non-launcher rank is gone (killed, crashed) but its container may run on
+/// (its guard thaws it if a checkpoint was under way): the MPI world is still whole. Stay the
+/// rank's task until the launcher rank reports the end of MPI (SIGUSR2), so the job ends as it
+/// would have; Slurm's termination signals end the task at once.
+fn orphaned(rank: u32, signals: &std::sync::mpsc::Receiver<i32>) -> i32 {
+    eprintln!("slurm-ckpt: rank {rank}: the container supervisor is gone; the rank's container runs on unsupervised (no suspend or checkpoint for this job any more; see /var/log/slurm-ckpt on the node)");
+    for sig in signals.iter() {
+        match sig {
+            SIGUSR2 => return 0,
+            SIGTERM | SIGINT | SIGHUP => return 128 + sig,
+            _ => {}
+        }
+    }
+    1
 }

@@ -2,12 +2,14 @@
 //! the rank's container, relays its output to the task (the user-side relay), turns the signals
 //! Slurm sends the task into container actions (pause on suspend, unpause on resume, stop on
 //! terminate) and reports the exit code. See docs/ARCHITECTURE.md.
+use crate::barrier::{barrier, marker, touch, wait_ranks, Heartbeat};
 use crate::ckpt::{
-    barrier, commit, criu_version, gen_name, marker, prune, seal_rank_dir, touch, verify_rank_dir,
-    wait_until, write_json_durable, Expect, Layout, Manifest, RankRecord, FORMAT,
+    commit, criu_version, gen_name, prune, seal_rank_dir, verify_rank_dir, write_json_durable,
+    Expect, Layout, Manifest, RankRecord, FORMAT,
 };
 use crate::engine::{container_name, Engine, RankSpec};
 use crate::error::{Error, Result};
+use crate::guard::{Guard, GuardArgs};
 use crate::jobdir::{self, JobDirSpec, JobUser, MOUNT_POINT};
 use crate::plan::job_plan;
 use crate::plan::RankIdentity;
@@ -22,6 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+/// How long after a checkpoint begins every rank must have joined it (see barrier.rs).
+const JOIN_GRACE: Duration = Duration::from_secs(60);
 
 /// Munge's key: identical on every node, root-only; the secret the job's ssh keys derive from.
 const SECRET_FILE: &str = "/etc/munge/munge.key";
@@ -505,7 +510,7 @@ async fn supervise(
         // Two ways to tell the other ranks, for robustness: a marker on the shared storage they
         // poll, and SIGUSR2 through Slurm (which also reaches this process tree and may kill the
         // scancel before it has reached every node).
-        let _ = crate::ckpt::touch(&done_marker);
+        let _ = touch(&done_marker);
         crate::slurm::signal_step(a.job, a.step, "USR2").await;
     }
     r.engine.remove(&id).await?;
@@ -517,30 +522,10 @@ async fn supervise(
 /// until the container sends something itself.
 async fn announce(engine: &Engine, id: &str, ip: &str) {
     let cmd = ["arping", "-U", "-c", "1", "-I", "eth0", ip];
-    match tokio::time::timeout(Duration::from_secs(5), in_container_netns(engine, id, &cmd)).await {
+    match tokio::time::timeout(Duration::from_secs(5), engine.in_netns(id, &cmd)).await {
         Ok(Ok(s)) if s.success() => {}
         other => tracing::warn!("gratuitous ARP for {ip}: {other:?}"),
     }
-}
-
-/// Run a host tool inside a running container's network namespace (as root, from the host).
-async fn in_container_netns(
-    engine: &Engine,
-    id: &str,
-    cmd: &[&str],
-) -> Result<std::process::ExitStatus> {
-    let pid = engine.pid(id).await?;
-    if pid <= 0 {
-        return Err(Error::Invalid(format!("container {id} is not running")));
-    }
-    tokio::process::Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(cmd)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await
-        .map_err(|e| Error::io("nsenter", e))
 }
 
 /// The frame that carries one piece of container output to the relay (stdin echoes carry none).
@@ -718,9 +703,30 @@ impl Rank<'_> {
         let g = self.next_gen;
         self.next_gen += 1;
         let was_frozen = self.st.state == "frozen";
+        // Should this supervisor die midway, the guard thaws the container and fails the checkpoint.
+        let guard = match &self.layout {
+            Some(l) => {
+                let ga = GuardArgs {
+                    socket: self.a.site.socket_for(&self.a.node),
+                    node: self.a.node.clone(),
+                    container: self.id.clone(),
+                    rank: self.a.rank,
+                    dir: l.tmp_dir(g),
+                };
+                match Guard::spawn(&ga, &log_path(self.a.job)) {
+                    Ok(guard) => Some(guard),
+                    Err(e) => {
+                        tracing::warn!("checkpoint guard: {e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let res = self.checkpoint_inner(g).await;
-        if res.is_err() {
-            // Tell the other ranks at once (they wait for this rank's markers).
+        if res.as_ref().is_err_and(|e| !matches!(e, Error::Peer(_))) {
+            // Tell the other ranks at once (they wait for this rank's markers); a rank that only
+            // stopped because of another says nothing, so every error names the cause.
             if let Some(l) = &self.layout {
                 let _ = touch(&marker(&l.tmp_dir(g), "failed", self.a.rank));
             }
@@ -750,6 +756,9 @@ impl Rank<'_> {
                 .event(format!("checkpoint {} failed: {e}", gen_name(g))),
         }
         save(&mut self.st, &self.a.site.ckpt_root);
+        if let Some(guard) = guard {
+            guard.release().await;
+        }
         res.map(|_| g)
     }
 
@@ -762,6 +771,9 @@ impl Rank<'_> {
         let tmp = layout.tmp_dir(g);
         let rank_dir = tmp.join(format!("rank-{}", a.rank));
         std::fs::create_dir_all(&rank_dir).map_err(|e| Error::io(&rank_dir, e))?;
+        let _alive = Heartbeat::start(&tmp, a.rank);
+        // Every rank gets the request within a second or two; one that never joins is gone.
+        let absent = Some(JOIN_GRACE);
         // CRIU thaws a container when its dump is done (it drives the freezer itself). Until every
         // rank is dumped, a thawed container must not reach the others, or a peer's image would hold
         // bytes the sender's image never sent: block its network first (dropped segments are simply
@@ -771,10 +783,10 @@ impl Rank<'_> {
         if freeze_all {
             self.freeze().await?;
             touch(&marker(&tmp, "frozen", a.rank))?;
-            barrier(&tmp, "frozen", 0..n, t).await?;
+            barrier(&tmp, "frozen", 0..n, t, absent).await?;
         }
         let after = self.dump_after();
-        barrier(&tmp, "dumped", after.clone().into_iter(), t).await?;
+        barrier(&tmp, "dumped", after.clone().into_iter(), t, absent).await?;
         self.freeze().await?;
 
         // Tell the runtime wrapper where CRIU should write: straight to the shared storage.
@@ -826,7 +838,7 @@ impl Rank<'_> {
         );
 
         if a.rank == 0 {
-            barrier(&tmp, "dumped", 0..n, t).await?;
+            barrier(&tmp, "dumped", 0..n, t, absent).await?;
             let mut recs = Vec::new();
             for r in 0..n {
                 let p = tmp.join(format!("rank-{r}.json"));
@@ -868,7 +880,15 @@ impl Rank<'_> {
             );
         } else {
             let gd = layout.gen_dir(g);
-            wait_until(t, "rank 0 to commit the generation", || gd.exists()).await?;
+            wait_ranks(
+                &tmp,
+                "rank 0 to commit the generation",
+                0..1,
+                t,
+                absent,
+                |_| gd.exists(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -878,12 +898,10 @@ impl Rank<'_> {
     async fn block_network(&mut self, on: bool) -> Result<()> {
         let op = if on { "-I" } else { "-D" };
         for chain in ["INPUT", "OUTPUT"] {
-            let status = in_container_netns(
-                &self.engine,
-                &self.id,
-                &crate::runtime_wrapper::drop_rule(op, chain),
-            )
-            .await?;
+            let status = self
+                .engine
+                .in_netns(&self.id, &crate::runtime_wrapper::drop_rule(op, chain))
+                .await?;
             if !status.success() && on {
                 return Err(Error::Invalid(format!(
                     "could not block the network of {} ({chain}: {status})",
@@ -942,7 +960,16 @@ impl Rank<'_> {
             .job_dir
             .join(format!(".restore-{name}-{}", a.restart_count));
         std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
-        barrier(&attempt, "restored", self.restore_after().into_iter(), t).await?;
+        let _alive = Heartbeat::start(&attempt, a.rank);
+        // Ranks of a restarted job start minutes apart at worst: only the timeout bounds joining.
+        barrier(
+            &attempt,
+            "restored",
+            self.restore_after().into_iter(),
+            t,
+            None,
+        )
+        .await?;
         let t0 = std::time::Instant::now();
         if let Err(e) = self.engine.start_from_checkpoint(&self.id, &name).await {
             return Err(with_criu_log(e));
@@ -960,7 +987,7 @@ impl Rank<'_> {
         let restore_seconds = t0.elapsed().as_secs_f64();
         // The runtime wrapper restored the container with its network dropped: lift that only when
         // every rank's sockets exist again, so no segment meets a missing socket (and draws a RST).
-        let all = barrier(&attempt, "restored", 0..a.ntasks, t).await;
+        let all = barrier(&attempt, "restored", 0..a.ntasks, t, None).await;
         if let Err(e) = self.block_network(false).await {
             tracing::error!(
                 "could not unblock the network of {}: {e}",

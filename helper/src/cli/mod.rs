@@ -1,5 +1,6 @@
 pub mod checkpoint;
 pub mod cleanup;
+pub mod guard;
 pub mod image;
 pub mod list;
 pub mod relay;

@@ -1,0 +1,244 @@
+//! Cross-rank waits on shared storage: marker files (`.dumped-r3`), failure markers
+//! (`.failed-r3`) and per-rank heartbeats (`.alive-r3`).
+//!
+//! Ranks run on different nodes and talk only through the checkpoint directory, so a rank whose
+//! supervisor (or node) dies cannot say so. Every rank therefore bumps a counter in its heartbeat
+//! file while it takes part in a checkpoint or restore, and a waiting rank gives up on a peer whose
+//! counter has stood still for [`STALE`]. Staleness is judged by the watcher's own clock (when the
+//! content last changed), never by file times, so clock skew between nodes does not matter.
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a heartbeat may stand still before its rank counts as gone. Generous against a
+/// loaded node or a slow shared file system; still far below the site's barrier timeout.
+pub const STALE: Duration = Duration::from_secs(15);
+const BEAT: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(50);
+
+pub fn marker(dir: &Path, what: &str, rank: u32) -> PathBuf {
+    dir.join(format!(".{what}-r{rank}"))
+}
+
+pub fn touch(p: &Path) -> Result<()> {
+    fs::write(p, b"").map_err(|e| Error::io(p, e))
+}
+
+/// Bumps `<dir>/.alive-r<rank>` every second on its own thread (a blocking step of the supervisor,
+/// such as hashing images, must not look like death) until dropped.
+pub struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    pub fn start(dir: &Path, rank: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let path = marker(dir, "alive", rank);
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("heartbeat-r{rank}"))
+            .spawn(move || {
+                let mut n: u64 = 0;
+                while !flag.load(Ordering::Relaxed) {
+                    n += 1;
+                    // The directory is renamed when the generation commits: errors are expected.
+                    let _ = fs::write(&path, n.to_string());
+                    std::thread::park_timeout(BEAT);
+                }
+            })
+            .ok();
+        Heartbeat { stop, thread }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Tracks the heartbeats of the ranks a waiter depends on.
+struct Liveness<'a> {
+    dir: &'a Path,
+    since: Instant,
+    seen: HashMap<u32, (Vec<u8>, Instant)>,
+    /// Give up on a rank that has not started beating this long after the wait began (`None`:
+    /// only the barrier's timeout applies, e.g. when ranks may start minutes apart).
+    absent: Option<Duration>,
+}
+
+impl Liveness<'_> {
+    /// Why rank `r` counts as gone, if it does.
+    fn gone(&mut self, r: u32) -> Option<String> {
+        let now = Instant::now();
+        if let Ok(beat) = fs::read(marker(self.dir, "alive", r)) {
+            match self.seen.get_mut(&r) {
+                Some((last, at)) if *last != beat => (*last, *at) = (beat, now),
+                Some(_) => {}
+                None => {
+                    self.seen.insert(r, (beat, now));
+                }
+            }
+        }
+        match (self.seen.get(&r), self.absent) {
+            (Some((_, at)), _) if now.duration_since(*at) > STALE => Some(format!(
+                "its heartbeat stopped {}s ago: its supervisor or node is gone",
+                now.duration_since(*at).as_secs()
+            )),
+            (None, Some(grace)) if now.duration_since(self.since) > grace => Some(format!(
+                "it did not join within {}s: its supervisor or node is gone",
+                grace.as_secs()
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Wait until `done(r)` holds for every rank in `ranks`, polling every 50 ms, up to `timeout`.
+/// Gives up at once when any rank has left a `failed` marker in `dir`, or when a rank not yet done
+/// stops beating (see [`Liveness`]): nobody waits out the timeout for a rank that is gone.
+pub async fn wait_ranks(
+    dir: &Path,
+    what: &str,
+    ranks: impl Iterator<Item = u32> + Clone,
+    timeout: Duration,
+    absent: Option<Duration>,
+    mut done: impl FnMut(u32) -> bool,
+) -> Result<()> {
+    let end = tokio::time::Instant::now() + timeout;
+    let mut live = Liveness {
+        dir,
+        since: Instant::now(),
+        seen: HashMap::new(),
+        absent,
+    };
+    loop {
+        if let Some(r) = failed_rank(dir) {
+            return Err(Error::Peer(format!("rank {r} failed (waiting for {what})")));
+        }
+        let mut pending = ranks.clone().filter(|r| !done(*r)).peekable();
+        if pending.peek().is_none() {
+            return Ok(());
+        }
+        for r in pending {
+            if let Some(why) = live.gone(r) {
+                return Err(Error::Peer(format!(
+                    "rank {r} stopped responding while waiting for {what}: {why}"
+                )));
+            }
+        }
+        if tokio::time::Instant::now() >= end {
+            return Err(Error::Invalid(format!(
+                "timed out after {}s waiting for {what}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Wait until every rank in `ranks` has left marker `what` in `dir` (see [`wait_ranks`]).
+pub async fn barrier(
+    dir: &Path,
+    what: &str,
+    ranks: impl Iterator<Item = u32> + Clone,
+    timeout: Duration,
+    absent: Option<Duration>,
+) -> Result<()> {
+    wait_ranks(
+        dir,
+        &format!("every rank to be {what}"),
+        ranks,
+        timeout,
+        absent,
+        |r| marker(dir, what, r).exists(),
+    )
+    .await
+}
+
+/// The lowest rank that left a `failed` marker in `dir`, if any.
+pub fn failed_rank(dir: &Path) -> Option<u32> {
+    let entries = fs::read_dir(dir).ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix(".failed-r")?
+                .parse()
+                .ok()
+        })
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("slurm-ckpt-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_failed_rank_ends_the_barrier_early() {
+        let dir = scratch("barrier");
+        touch(&marker(&dir, "dumped", 0)).unwrap();
+        assert!(barrier(&dir, "dumped", 0..1, Duration::from_secs(5), None)
+            .await
+            .is_ok());
+        touch(&marker(&dir, "failed", 3)).unwrap();
+        let err = barrier(&dir, "dumped", 0..2, Duration::from_secs(60), None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("rank 3 failed"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rank_that_never_joins_is_given_up_after_the_grace() {
+        let dir = scratch("absent");
+        let err = barrier(
+            &dir,
+            "dumped",
+            0..1,
+            Duration::from_secs(60),
+            Some(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("did not join"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_beating_rank_is_alive_and_a_silent_one_is_not() {
+        let dir = scratch("beat");
+        let hb = Heartbeat::start(&dir, 2);
+        let mut live = Liveness {
+            dir: &dir,
+            since: Instant::now(),
+            seen: HashMap::new(),
+            absent: Some(Duration::ZERO),
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(live.gone(2), None);
+        drop(hb);
+        // Pretend the last change was seen long ago: the counter no longer moves.
+        let beat = fs::read(marker(&dir, "alive", 2)).unwrap();
+        live.seen.insert(2, (beat, Instant::now() - STALE - BEAT));
+        assert!(live.gone(2).unwrap().contains("heartbeat stopped"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
