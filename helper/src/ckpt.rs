@@ -38,6 +38,10 @@ pub struct RankRecord {
     pub bytes: u64,
     pub files: Vec<FileSum>,
     pub dump_seconds: f64,
+    /// How long the job stood still for this checkpoint: network dropped (and, with freeze-all,
+    /// container frozen) until every rank was dumped.
+    #[serde(default)]
+    pub held_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -246,6 +250,23 @@ pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
     Ok(())
 }
 
+/// Copy a directory tree of CRIU images (Docker's own checkpoint path keeps them in the daemon's
+/// directory; the product's shared storage is elsewhere, often another file system).
+pub fn copy_images(src: &Path, dst: &Path) -> Result<()> {
+    fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    for e in fs::read_dir(src).map_err(|e| Error::io(src, e))? {
+        let e = e.map_err(|e| Error::io(src, e))?;
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let ty = e.file_type().map_err(|e| Error::io(&from, e))?;
+        if ty.is_dir() {
+            copy_images(&from, &to)?;
+        } else if ty.is_file() {
+            fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Write JSON to `path` durably (write, fsync).
 pub fn write_json_durable<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -349,6 +370,7 @@ mod tests {
                 bytes: 0,
                 files: vec![],
                 dump_seconds: 0.0,
+                held_seconds: 0.0,
             }],
         }
     }

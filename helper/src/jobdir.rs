@@ -98,6 +98,11 @@ pub fn job_dir(runtime_dir: &Path, job_id: u32) -> PathBuf {
 pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
     let dir = job_dir(spec.runtime_dir, spec.job_id);
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    // The runtime dir may have been created first by a process with umask 077 (slurmstepd): CRIU's
+    // restore opens the job's bind-mount sources from inside the container's user namespace, so
+    // they must be reachable by others.
+    fs::set_permissions(spec.runtime_dir, fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::io(spec.runtime_dir, e))?;
     // Root-owned and not user-writable: the user can read their keys but not swap the launch script.
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(&dir, e))?;
     let u = spec.user;

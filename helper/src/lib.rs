@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod relay;
 pub mod runtime_wrapper;
 pub mod site;
+pub mod slots;
 pub mod slurm;
 pub mod state;
 pub mod supervise;

@@ -130,6 +130,11 @@ pub fn rewrite(
     (out.into_iter().map(OsString::from).collect(), note)
 }
 
+/// Where the wrapper keeps CRIU's log of a failed checkpoint or restore of container `id`.
+pub fn kept_criu_log(id: &str, op: &str) -> PathBuf {
+    PathBuf::from(format!("/var/log/slurm-ckpt/criu/{id}-{op}.log"))
+}
+
 /// Argument of the hook mode of the wrapper binary (`slurm-ckpt-runc netlock-hook`).
 pub const NETLOCK_HOOK: &str = "netlock-hook";
 
@@ -158,7 +163,7 @@ pub fn add_netlock_hook(bundle: &Path) -> std::io::Result<()> {
     let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
     let exe = std::env::current_exe()?;
     let hook =
-        serde_json::json!({"path": exe, "args": ["slurm-ckpt-runc", NETLOCK_HOOK], "timeout": 10});
+        serde_json::json!({"path": exe, "args": ["slurm-ckpt-runc", NETLOCK_HOOK], "timeout": 60});
     let obj = spec
         .as_object_mut()
         .ok_or_else(|| std::io::Error::other("config.json is not an object"))?;

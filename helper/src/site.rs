@@ -20,6 +20,7 @@ const KEYS: &[&str] = &[
     "enabled",
     "runtime",
     "keep_generations",
+    "dump_parallel",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,9 @@ pub struct SiteConfig {
     pub runtime: String,
     /// Complete checkpoint generations kept per job.
     pub keep_generations: u32,
+    /// Rank dumps that may run at once on one node (0 = no limit): a storage link or CPU
+    /// shared by many ranks can be faster with fewer concurrent writers.
+    pub dump_parallel: u32,
 }
 
 impl Default for SiteConfig {
@@ -61,6 +65,7 @@ impl Default for SiteConfig {
             enabled: true,
             runtime: "slurm-ckpt".into(),
             keep_generations: 2,
+            dump_parallel: 0,
         }
     }
 }
@@ -169,6 +174,13 @@ impl SiteConfig {
                     .ok()
                     .filter(|k| (1..=100).contains(k))
                     .ok_or_else(|| bad(format!("'{v}' must be 1..100")))?
+            }
+            "dump_parallel" => {
+                self.dump_parallel = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= 256)
+                    .ok_or_else(|| bad(format!("'{v}' must be 0 (no limit) to 256")))?
             }
             _ => return Err(Error::UnknownSiteKey(k.into(), KEYS.join(", "))),
         }

@@ -4,8 +4,8 @@
 //! terminate) and reports the exit code. See docs/ARCHITECTURE.md.
 use crate::barrier::{barrier, marker, touch, wait_ranks, Heartbeat};
 use crate::ckpt::{
-    commit, criu_version, gen_name, prune, seal_rank_dir, verify_rank_dir, write_json_durable,
-    Expect, Layout, Manifest, RankRecord, FORMAT,
+    commit, copy_images, criu_version, gen_name, prune, seal_rank_dir, verify_rank_dir,
+    write_json_durable, Expect, Layout, Manifest, RankRecord, FORMAT,
 };
 use crate::engine::{container_name, Engine, RankSpec};
 use crate::error::{Error, Result};
@@ -568,15 +568,20 @@ fn ckpt_subdir(d: &str, job: u32, area: &Path) -> Result<String> {
 }
 
 /// CRIU's own log is deleted with the container: put its errors into the error we report.
-fn with_criu_log(e: Error) -> Error {
+fn with_criu_log(e: Error, id: &str, op: &str) -> Error {
     let msg = e.to_string();
-    let path = msg
+    let named = msg
         .split_whitespace()
         .map(|w| w.trim_end_matches([':', '"', ',']))
         .find(|w| w.ends_with(".log") && w.starts_with('/'))
-        .map(str::to_string);
-    let Some(path) = path else { return e };
-    let Ok(text) = std::fs::read_to_string(&path) else {
+        .map(PathBuf::from);
+    // Containerd deletes its copy with the failed container; the runtime wrapper keeps one.
+    let kept = crate::runtime_wrapper::kept_criu_log(id, op);
+    let Some((path, text)) = named
+        .into_iter()
+        .chain([kept])
+        .find_map(|p| Some((p.display().to_string(), std::fs::read_to_string(&p).ok()?)))
+    else {
         return e;
     };
     let errors: Vec<&str> = text
@@ -723,7 +728,7 @@ impl Rank<'_> {
             }
             None => None,
         };
-        let res = self.checkpoint_inner(g).await;
+        let res = self.checkpoint_inner(g, stop, was_frozen).await;
         if res.as_ref().is_err_and(|e| !matches!(e, Error::Peer(_))) {
             // Tell the other ranks at once (they wait for this rank's markers); a rank that only
             // stopped because of another says nothing, so every error names the cause.
@@ -762,7 +767,7 @@ impl Rank<'_> {
         res.map(|_| g)
     }
 
-    async fn checkpoint_inner(&mut self, g: u32) -> Result<()> {
+    async fn checkpoint_inner(&mut self, g: u32, stop: bool, was_frozen: bool) -> Result<()> {
         let Some(layout) = self.layout.clone() else {
             return Err(Error::Invalid("checkpointing is not enabled".into()));
         };
@@ -779,6 +784,7 @@ impl Rank<'_> {
         // bytes the sender's image never sent: block its network first (dropped segments are simply
         // retransmitted later by TCP).
         self.block_network(true).await?;
+        let held = std::time::Instant::now();
         let freeze_all = a.site.order_policy == "freeze-all";
         if freeze_all {
             self.freeze().await?;
@@ -797,15 +803,48 @@ impl Rank<'_> {
         let redirect = redirect_dir.join(&self.id);
         std::fs::write(&redirect, rank_dir.to_string_lossy().as_bytes())
             .map_err(|e| Error::io(&redirect, e))?;
+        let slot = crate::slots::acquire(
+            &a.site.runtime_dir.join("dump-slots"),
+            a.site.dump_parallel,
+            t,
+        )
+        .await?;
         let t0 = std::time::Instant::now();
         let res = self
             .engine
             .checkpoint_create(&self.id, &gen_name(g), false)
             .await
-            .map_err(with_criu_log);
+            .map_err(|e| with_criu_log(e, &self.id, "checkpoint"));
+        drop(slot);
         let _ = std::fs::remove_file(&redirect);
         res?;
         let dump_seconds = t0.elapsed().as_secs_f64();
+        // The images are complete: the next rank in the order may dump.
+        touch(&marker(&tmp, "dumped", a.rank))?;
+        // Once every rank is dumped the cut is on disk: a job that goes on runs again now, while
+        // the images are sealed, summed and committed.
+        barrier(&tmp, "dumped", 0..n, t, absent).await?;
+        let held_seconds = held.elapsed().as_secs_f64();
+        if !stop {
+            self.block_network(false).await?;
+            if !was_frozen && self.st.state == "frozen" {
+                self.retry_freezer(false).await?;
+                self.st.state = "running".into();
+            }
+        }
+        if a.site.runtime.is_empty() {
+            // Docker's own path (site fallback, runtime=): the images are in the daemon's
+            // checkpoint directory; move them to the shared storage.
+            let info = self.engine.daemon_info().await?;
+            let src = info
+                .root_dir
+                .join("containers")
+                .join(&self.id)
+                .join("checkpoints")
+                .join(gen_name(g));
+            copy_images(&src, &rank_dir)?;
+            let _ = std::fs::remove_dir_all(&src);
+        }
         // Docker keeps its own record of the checkpoint (the pointer): not needed any more.
         let (bytes, files) = seal_rank_dir(&rank_dir, self.remap_root)?;
         if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
@@ -826,19 +865,21 @@ impl Rank<'_> {
             bytes,
             files,
             dump_seconds,
+            held_seconds,
         };
         write_json_durable(&tmp.join(format!("rank-{}.json", a.rank)), &rec)?;
-        touch(&marker(&tmp, "dumped", a.rank))?;
+        touch(&marker(&tmp, "sealed", a.rank))?;
         tracing::info!(
-            "rank {} dumped {} bytes in {:.2}s to {}",
+            "rank {} dumped {} bytes in {:.2}s to {} (held {:.2}s)",
             a.rank,
             bytes,
             dump_seconds,
-            rank_dir.display()
+            rank_dir.display(),
+            held_seconds
         );
 
         if a.rank == 0 {
-            barrier(&tmp, "dumped", 0..n, t, absent).await?;
+            barrier(&tmp, "sealed", 0..n, t, absent).await?;
             let mut recs = Vec::new();
             for r in 0..n {
                 let p = tmp.join(format!("rank-{r}.json"));
@@ -953,8 +994,13 @@ impl Rank<'_> {
             .join("checkpoints")
             .join(&name);
         std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
-        std::fs::write(ck.join(POINTER), images.to_string_lossy().as_bytes())
-            .map_err(|e| Error::io(&ck, e))?;
+        if a.site.runtime.is_empty() {
+            // Docker's own path: the daemon's runc reads the images from there itself.
+            copy_images(&images, &ck)?;
+        } else {
+            std::fs::write(ck.join(POINTER), images.to_string_lossy().as_bytes())
+                .map_err(|e| Error::io(&ck, e))?;
+        }
         // Markers of this restore attempt: one directory per generation and Slurm restart.
         let attempt = layout
             .job_dir
@@ -972,7 +1018,7 @@ impl Rank<'_> {
         .await?;
         let t0 = std::time::Instant::now();
         if let Err(e) = self.engine.start_from_checkpoint(&self.id, &name).await {
-            return Err(with_criu_log(e));
+            return Err(with_criu_log(e, &self.id, "restore"));
         }
         // The container may now sit behind another switch port than when it was checkpointed:
         // announce its MAC (gratuitous ARP, as after a VM migration) before peers talk to it, or

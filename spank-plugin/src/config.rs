@@ -10,7 +10,7 @@ use crate::options::{normalize_path, parse_image, MpiKind};
 
 /// Every key, in the order they are documented and rendered for the helper (the helper's
 /// `site.rs` accepts the same set).
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -24,12 +24,15 @@ pub const KEYS: [&str; 13] = [
     "enabled",
     "runtime",
     "keep_generations",
+    "dump_parallel",
 ];
 
 /// Longest helper call timeout (one day).
 pub const TIMEOUT_MAX_SECS: u32 = 86_400;
 /// Most checkpoint generations kept per job.
 pub const KEEP_GENERATIONS_MAX: u32 = 100;
+/// Largest per-node limit on concurrent dumps (0 = no limit).
+pub const DUMP_PARALLEL_MAX: u32 = 256;
 
 /// In which order ranks are frozen and resumed around a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +113,8 @@ pub struct SiteConfig {
     pub runtime: String,
     /// Complete checkpoint generations kept per job.
     pub keep_generations: u32,
+    /// Rank dumps that may run at once on one node (0 = no limit).
+    pub dump_parallel: u32,
 }
 
 impl Default for SiteConfig {
@@ -131,6 +136,7 @@ impl Default for SiteConfig {
             enabled: true,
             runtime: "slurm-ckpt".into(),
             keep_generations: 2,
+            dump_parallel: 0,
         }
     }
 }
@@ -206,6 +212,7 @@ impl SiteConfig {
             "enabled" => self.enabled = boolean(value)?,
             "runtime" => self.runtime = runtime_name(value)?,
             "keep_generations" => self.keep_generations = keep_generations(value)?,
+            "dump_parallel" => self.dump_parallel = dump_parallel(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -228,6 +235,7 @@ impl SiteConfig {
             "enabled" => if self.enabled { "yes" } else { "no" }.to_string(),
             "runtime" => self.runtime.clone(),
             "keep_generations" => self.keep_generations.to_string(),
+            "dump_parallel" => self.dump_parallel.to_string(),
             _ => return None,
         })
     }
@@ -411,6 +419,15 @@ fn runtime_name(v: &str) -> Result<String, String> {
     }
 }
 
+fn dump_parallel(v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if n <= DUMP_PARALLEL_MAX && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 0 (no limit) to {DUMP_PARALLEL_MAX}"
+        )),
+    }
+}
+
 fn keep_generations(v: &str) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(n)
@@ -573,6 +590,8 @@ mod tests {
             ("runtime=bad/name", "Docker runtime name"),
             ("keep_generations=0", "1 to 100"),
             ("keep_generations=101", "1 to 100"),
+            ("dump_parallel=257", "0 (no limit) to 256"),
+            ("dump_parallel=-1", "0 (no limit) to 256"),
             ("network=", "Docker network name"),
             ("network=bad name", "Docker network name"),
             ("subnet=10.88.0.0", "missing /PREFIX"),
@@ -617,6 +636,7 @@ mod tests {
                 "enabled=no",
                 "runtime=runc",
                 "keep_generations=5",
+                "dump_parallel=2",
             ])
             .unwrap(),
         ];
