@@ -2,8 +2,12 @@
 # Periodic checkpoints (--container-ckpt-interval) leave the job running; then the whole job is
 # killed with SIGKILL (no chance to checkpoint: a crash), requeued, and restored from the last
 # periodic generation. cg with 200 MB per rank must still verify.
+# CRASH_MPI=mpich runs it with MPICH 4.2 (tests/t36).
 . "$(dirname "$0")/lib.sh"
-id=$(submit -N2 -n4 --open-mode=append --container-image="$VC_IMAGE" --container-ckpt --container-ckpt-interval=1 \
+mpi="${CRASH_MPI:-openmpi}"
+image="$VC_IMAGE"
+[ "$mpi" = mpich ] && image="$VC_IMAGE_MPICH"
+id=$(submit -N2 -n4 --open-mode=append --container-image="$image" --container-mpi="$mpi" --container-ckpt --container-ckpt-interval=1 \
     --wrap "srun /opt/ckpt-tests/bin/cg --n 20 --mem-mb 200 --min-seconds 90 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 4 120

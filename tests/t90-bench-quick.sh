@@ -1,0 +1,9 @@
+#!/bin/bash
+# The benchmark suite runs end to end (tiny sizes, one repetition). Smoke only: no timing is checked.
+. "$(dirname "$0")/lib.sh"
+out="$JOBDIR/bench-quick.txt"
+"$REPO/scripts/bench" --quick >"$out" 2>&1 || { cat "$out" >&2; fail "scripts/bench --quick failed"; }
+for section in "== 1." "== 2." "== 3." "== 4." "== 5." "ratio"; do
+    grep -qF -- "$section" "$out" || { cat "$out" >&2; fail "bench output lacks '$section'"; }
+done
+say "bench --quick ran all 5 sections"
