@@ -62,6 +62,7 @@ pub fn run(sock: UnixStream, rank: u32) -> i32 {
             Ok(None) if rank != 0 => return orphaned(rank, &sig_rx),
             Ok(None) => {
                 eprintln!("slurm-ckpt: rank {rank}: the container supervisor ended without an exit code (see /var/log/slurm-ckpt on the node)");
+                end_step();
                 return 1;
             }
             Err(e) => {
@@ -86,4 +87,20 @@ fn orphaned(rank: u32, signals: &std::sync::mpsc::Receiver<i32>) -> i32 {
         }
     }
     1
+}
+
+/// The launcher rank lost its supervisor: nobody will tell the other ranks when MPI is done, so end
+/// the step now (the job is restartable from its last complete generation) rather than let it hang
+/// until its time limit.
+fn end_step() {
+    let (Ok(job), Ok(step)) = (
+        std::env::var("SLURM_JOB_ID"),
+        std::env::var("SLURM_STEP_ID"),
+    ) else {
+        return;
+    };
+    eprintln!("slurm-ckpt: rank 0: ending step {job}.{step}");
+    let _ = std::process::Command::new("scancel")
+        .arg(format!("{job}.{step}"))
+        .status();
 }

@@ -1,0 +1,427 @@
+//! A rank's part in checkpoints and restores: the ordering policies, freeze, dump straight to the
+//! shared storage, seal, commit (rank 0); restore in order behind the network lock. The protocol is
+//! described in docs/ARCHITECTURE.md ("Checkpoint and restore").
+use super::{log_path, save, Rank};
+use crate::barrier::{barrier, marker, touch, wait_ranks, Heartbeat};
+use crate::ckpt::{
+    commit, copy_images, criu_version, gen_name, prune, seal_rank_dir, verify_rank_dir,
+    write_json_durable, Manifest, RankRecord, FORMAT,
+};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::guard::{Guard, GuardArgs};
+use crate::runtime_wrapper::POINTER;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long after a checkpoint begins every rank must have joined it (see barrier.rs).
+const JOIN_GRACE: Duration = Duration::from_secs(60);
+
+impl Rank<'_> {
+    /// Ranks whose dumps this rank must see before it may dump, per ordering policy.
+    fn dump_after(&self) -> Vec<u32> {
+        let n = self.a.ntasks;
+        match (self.a.site.order_policy.as_str(), self.a.rank) {
+            ("cf-rl" | "cf-rf", 0) => vec![],
+            ("cf-rl" | "cf-rf", _) => vec![0],
+            ("cl-rl" | "cl-rf", 0) => (1..n).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Ranks whose restores this rank must see before it restores.
+    fn restore_after(&self) -> Vec<u32> {
+        let n = self.a.ntasks;
+        match (self.a.site.order_policy.as_str(), self.a.rank) {
+            ("cf-rf" | "cl-rf", 0) => vec![],
+            ("cf-rf" | "cl-rf", _) => vec![0],
+            // freeze-all and *-rl: the launcher's container is restored last (the study's only
+            // robust order across nodes).
+            (_, 0) => (1..n).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// One generation: freeze (all ranks first for freeze-all), dump straight to shared storage,
+    /// seal, and (rank 0) commit. Leaves the container frozen if `stop` (the caller ends it), else
+    /// thaws it. On failure the container is thawed: the job keeps running.
+    pub(super) async fn checkpoint(&mut self, stop: bool) -> Result<u32> {
+        let g = self.next_gen;
+        self.next_gen += 1;
+        let was_frozen = self.st.state == "frozen";
+        // Should this supervisor die midway, the guard thaws the container and fails the checkpoint.
+        let guard = match &self.layout {
+            Some(l) => {
+                let ga = GuardArgs {
+                    socket: self.a.site.socket_for(&self.a.node),
+                    node: self.a.node.clone(),
+                    container: self.id.clone(),
+                    rank: self.a.rank,
+                    dir: l.tmp_dir(g),
+                };
+                match Guard::spawn(&ga, &log_path(self.a.job)) {
+                    Ok(guard) => Some(guard),
+                    Err(e) => {
+                        tracing::warn!("checkpoint guard: {e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let res = self.checkpoint_inner(g, stop, was_frozen).await;
+        if res.as_ref().is_err_and(|e| !matches!(e, Error::Peer(_))) {
+            // Tell the other ranks at once (they wait for this rank's markers); a rank that only
+            // stopped because of another says nothing, so every error names the cause.
+            if let Some(l) = &self.layout {
+                let _ = touch(&marker(&l.tmp_dir(g), "failed", self.a.rank));
+            }
+        }
+        let thaw = res.is_err() || !stop;
+        if thaw {
+            if let Err(e) = self.block_network(false).await {
+                tracing::error!(
+                    "could not unblock the network of {}: {e}",
+                    self.st.container
+                );
+            }
+        }
+        if thaw && !was_frozen && self.st.state == "frozen" {
+            if let Err(e) = self.engine.unpause(&self.id).await {
+                tracing::warn!("unpause after checkpoint: {e}");
+            } else {
+                self.st.state = "running".into();
+            }
+        }
+        match &res {
+            Ok(_) => self
+                .st
+                .event(format!("checkpoint {} complete", gen_name(g))),
+            Err(e) => self
+                .st
+                .event(format!("checkpoint {} failed: {e}", gen_name(g))),
+        }
+        save(&mut self.st, &self.a.site.ckpt_root);
+        if let Some(guard) = guard {
+            guard.release().await;
+        }
+        res.map(|_| g)
+    }
+
+    async fn checkpoint_inner(&mut self, g: u32, stop: bool, was_frozen: bool) -> Result<()> {
+        let Some(layout) = self.layout.clone() else {
+            return Err(Error::Invalid("checkpointing is not enabled".into()));
+        };
+        let (a, n, t) = (self.a, self.a.ntasks, self.timeout());
+        layout.create()?;
+        let tmp = layout.tmp_dir(g);
+        let rank_dir = tmp.join(format!("rank-{}", a.rank));
+        std::fs::create_dir_all(&rank_dir).map_err(|e| Error::io(&rank_dir, e))?;
+        let _alive = Heartbeat::start(&tmp, a.rank);
+        // Every rank gets the request within a second or two; one that never joins is gone.
+        let absent = Some(JOIN_GRACE);
+        // CRIU thaws a container when its dump is done (it drives the freezer itself). Until every
+        // rank is dumped, a thawed container must not reach the others, or a peer's image would hold
+        // bytes the sender's image never sent: block its network first (dropped segments are simply
+        // retransmitted later by TCP).
+        self.block_network(true).await?;
+        let held = std::time::Instant::now();
+        let freeze_all = a.site.order_policy == "freeze-all";
+        if freeze_all {
+            self.freeze().await?;
+            touch(&marker(&tmp, "frozen", a.rank))?;
+            barrier(&tmp, "frozen", 0..n, t, absent).await?;
+        }
+        let after = self.dump_after();
+        barrier(&tmp, "dumped", after.clone().into_iter(), t, absent).await?;
+        self.freeze().await?;
+
+        // Tell the runtime wrapper where CRIU should write: straight to the shared storage.
+        let redirect_dir = a.site.runtime_dir.join("redirect");
+        std::fs::create_dir_all(&redirect_dir).map_err(|e| Error::io(&redirect_dir, e))?;
+        std::fs::set_permissions(&redirect_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(&redirect_dir, e))?;
+        let redirect = redirect_dir.join(&self.id);
+        std::fs::write(&redirect, rank_dir.to_string_lossy().as_bytes())
+            .map_err(|e| Error::io(&redirect, e))?;
+        let slot = crate::slots::acquire(
+            &a.site.runtime_dir.join("dump-slots"),
+            a.site.dump_parallel,
+            t,
+        )
+        .await?;
+        let t0 = std::time::Instant::now();
+        let res = self
+            .engine
+            .checkpoint_create(&self.id, &gen_name(g), false)
+            .await
+            .map_err(|e| with_criu_log(e, &self.id, "checkpoint"));
+        drop(slot);
+        let _ = std::fs::remove_file(&redirect);
+        res?;
+        let dump_seconds = t0.elapsed().as_secs_f64();
+        // The images are complete: the next rank in the order may dump.
+        touch(&marker(&tmp, "dumped", a.rank))?;
+        // Once every rank is dumped the cut is on disk: a job that goes on runs again now, while
+        // the images are sealed, summed and committed.
+        barrier(&tmp, "dumped", 0..n, t, absent).await?;
+        let held_seconds = held.elapsed().as_secs_f64();
+        if !stop {
+            self.block_network(false).await?;
+            if !was_frozen && self.st.state == "frozen" {
+                self.retry_freezer(false).await?;
+                self.st.state = "running".into();
+            }
+        }
+        if a.site.runtime.is_empty() {
+            // Docker's own path (site fallback, runtime=): the images are in the daemon's
+            // checkpoint directory; move them to the shared storage.
+            let info = self.engine.daemon_info().await?;
+            let src = info
+                .root_dir
+                .join("containers")
+                .join(&self.id)
+                .join("checkpoints")
+                .join(gen_name(g));
+            copy_images(&src, &rank_dir)?;
+            let _ = std::fs::remove_dir_all(&src);
+        }
+        // Docker keeps its own record of the checkpoint (the pointer): not needed any more.
+        let (bytes, files) = seal_rank_dir(&rank_dir, self.remap_root)?;
+        if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
+            return Err(Error::Invalid(format!(
+                "no CRIU images in {} (is the container's runtime the slurm-ckpt wrapper?)",
+                rank_dir.display()
+            )));
+        }
+        let me = &self.ranks[a.rank as usize];
+        let order = if after.is_empty() { 0 } else { 1 };
+        let rec = RankRecord {
+            rank: a.rank,
+            hostname: me.hostname.clone(),
+            ip: me.ip.to_string(),
+            mac: me.mac.clone(),
+            node: a.node.clone(),
+            order,
+            bytes,
+            files,
+            dump_seconds,
+            held_seconds,
+        };
+        write_json_durable(&tmp.join(format!("rank-{}.json", a.rank)), &rec)?;
+        touch(&marker(&tmp, "sealed", a.rank))?;
+        tracing::info!(
+            "rank {} dumped {} bytes in {:.2}s to {} (held {:.2}s)",
+            a.rank,
+            bytes,
+            dump_seconds,
+            rank_dir.display(),
+            held_seconds
+        );
+
+        if a.rank == 0 {
+            barrier(&tmp, "sealed", 0..n, t, absent).await?;
+            let mut recs = Vec::new();
+            for r in 0..n {
+                let p = tmp.join(format!("rank-{r}.json"));
+                let text = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+                recs.push(
+                    serde_json::from_slice::<RankRecord>(&text)
+                        .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?,
+                );
+            }
+            let info = self.engine.daemon_info().await?;
+            let user = self.st.user.clone();
+            let m = Manifest {
+                format: FORMAT,
+                job: a.job,
+                step: a.step,
+                generation: g,
+                user,
+                uid: a.uid,
+                gid: a.gid,
+                image: a.image.clone(),
+                image_id: self.engine.check_image(&a.image).await.unwrap_or_default(),
+                ntasks: n,
+                mpi: a.mpi.clone(),
+                argv: a.argv.clone(),
+                policy: a.site.order_policy.clone(),
+                created: crate::state::now(),
+                criu_version: criu_version(),
+                engine_version: format!("docker {}", info.version),
+                total_bytes: recs.iter().map(|r| r.bytes).sum(),
+                ranks: recs,
+            };
+            commit(&layout, g, &m)?;
+            prune(&layout, a.site.keep_generations as usize, None);
+            tracing::info!(
+                "generation {} of job {} committed ({} bytes)",
+                gen_name(g),
+                a.job,
+                m.total_bytes
+            );
+        } else {
+            let gd = layout.gen_dir(g);
+            wait_ranks(
+                &tmp,
+                "rank 0 to commit the generation",
+                0..1,
+                t,
+                absent,
+                |_| gd.exists(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Drop (or stop dropping) all traffic of the container, from the host in its network
+    /// namespace (the container has no capabilities to do it itself).
+    async fn block_network(&mut self, on: bool) -> Result<()> {
+        let op = if on { "-I" } else { "-D" };
+        for chain in ["INPUT", "OUTPUT"] {
+            let status = self
+                .engine
+                .in_netns(&self.id, &crate::runtime_wrapper::drop_rule(op, chain))
+                .await?;
+            if !status.success() && on {
+                return Err(Error::Invalid(format!(
+                    "could not block the network of {} ({chain}: {status})",
+                    self.st.container
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn freeze(&mut self) -> Result<()> {
+        if self.st.state != "frozen" {
+            self.retry_freezer(true).await?;
+            self.st.state = "frozen".into();
+        }
+        Ok(())
+    }
+
+    /// Restore this rank's container from generation `m`, in the policy's order.
+    pub(super) async fn restore(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
+        let (a, t) = (self.a, self.timeout());
+        let Some(layout) = self.layout.clone() else {
+            return Err(Error::Invalid("checkpointing is not enabled".into()));
+        };
+        let rec = m.ranks.iter().find(|r| r.rank == a.rank).ok_or_else(|| {
+            Error::Invalid(format!(
+                "generation {} has no rank {}",
+                m.generation, a.rank
+            ))
+        })?;
+        let images = layout
+            .gen_dir(m.generation)
+            .join(format!("rank-{}", a.rank));
+        verify_rank_dir(&images, rec)?;
+        // Docker restores from <root>/containers/<id>/checkpoints/<name>/: put only the pointer there;
+        // the runtime wrapper hands CRIU the real images on shared storage.
+        let name = gen_name(m.generation);
+        let ck = daemon_root
+            .join("containers")
+            .join(&self.id)
+            .join("checkpoints")
+            .join(&name);
+        std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
+        if a.site.runtime.is_empty() {
+            // Docker's own path: the daemon's runc reads the images from there itself.
+            copy_images(&images, &ck)?;
+        } else {
+            std::fs::write(ck.join(POINTER), images.to_string_lossy().as_bytes())
+                .map_err(|e| Error::io(&ck, e))?;
+        }
+        // Markers of this restore attempt: one directory per generation and Slurm restart.
+        let attempt = layout
+            .job_dir
+            .join(format!(".restore-{name}-{}", a.restart_count));
+        std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
+        let _alive = Heartbeat::start(&attempt, a.rank);
+        // Ranks of a restarted job start minutes apart at worst: only the timeout bounds joining.
+        barrier(
+            &attempt,
+            "restored",
+            self.restore_after().into_iter(),
+            t,
+            None,
+        )
+        .await?;
+        let t0 = std::time::Instant::now();
+        if let Err(e) = self.engine.start_from_checkpoint(&self.id, &name).await {
+            return Err(with_criu_log(e, &self.id, "restore"));
+        }
+        // The container may now sit behind another switch port than when it was checkpointed:
+        // announce its MAC (gratuitous ARP, as after a VM migration) before peers talk to it, or
+        // switches keep sending its frames to the old node.
+        announce(
+            &self.engine,
+            &self.id,
+            &self.ranks[a.rank as usize].ip.to_string(),
+        )
+        .await;
+        touch(&marker(&attempt, "restored", a.rank))?;
+        let restore_seconds = t0.elapsed().as_secs_f64();
+        // The runtime wrapper restored the container with its network dropped: lift that only when
+        // every rank's sockets exist again, so no segment meets a missing socket (and draws a RST).
+        let all = barrier(&attempt, "restored", 0..a.ntasks, t, None).await;
+        if let Err(e) = self.block_network(false).await {
+            tracing::error!(
+                "could not unblock the network of {}: {e}",
+                self.st.container
+            );
+        }
+        all?;
+        tracing::info!(
+            "rank {} restored from {} in {:.2}s",
+            a.rank,
+            images.display(),
+            restore_seconds
+        );
+        self.st.state = "running".into();
+        self.st
+            .event(format!("restored from {name} (taken on {})", rec.node));
+        self.next_gen = m.generation + 1;
+        Ok(())
+    }
+}
+
+/// CRIU's own log is deleted with the container: put its errors into the error we report.
+fn with_criu_log(e: Error, id: &str, op: &str) -> Error {
+    let msg = e.to_string();
+    let named = msg
+        .split_whitespace()
+        .map(|w| w.trim_end_matches([':', '"', ',']))
+        .find(|w| w.ends_with(".log") && w.starts_with('/'))
+        .map(PathBuf::from);
+    // Containerd deletes its copy with the failed container; the runtime wrapper keeps one.
+    let kept = crate::runtime_wrapper::kept_criu_log(id, op);
+    let Some((path, text)) = named
+        .into_iter()
+        .chain([kept])
+        .find_map(|p| Some((p.display().to_string(), std::fs::read_to_string(&p).ok()?)))
+    else {
+        return e;
+    };
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error") || l.contains("Warn"))
+        .take(12)
+        .collect();
+    tracing::error!("CRIU log {path}:\n{}", errors.join("\n"));
+    Error::Invalid(format!("{msg}\nCRIU errors:\n{}", errors.join("\n")))
+}
+
+/// Gratuitous ARP from the container's interface (run from the host in the container's network
+/// namespace: the container itself has no capabilities). Best effort: failure only costs time
+/// until the container sends something itself.
+async fn announce(engine: &Engine, id: &str, ip: &str) {
+    let cmd = ["arping", "-U", "-c", "1", "-I", "eth0", ip];
+    match tokio::time::timeout(Duration::from_secs(5), engine.in_netns(id, &cmd)).await {
+        Ok(Ok(s)) if s.success() => {}
+        other => tracing::warn!("gratuitous ARP for {ip}: {other:?}"),
+    }
+}
