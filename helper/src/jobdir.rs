@@ -67,8 +67,23 @@ fn keypair(secret: &[u8], job_id: u32, purpose: &str) -> Result<(String, String)
 }
 
 /// Write `content` to `dir/name` atomically with `mode`, owned by `owner` (uid, gid) if given.
+/// A file that is already exactly so is left alone: every rank on a node prepares the same files,
+/// and replacing one would leave running containers with a deleted bind-mount source, which CRIU
+/// then records as deleted and cannot restore.
 fn put(dir: &Path, name: &str, content: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     let path = dir.join(name);
+    if let (Ok(md), Ok(old)) = (fs::symlink_metadata(&path), fs::read(&path)) {
+        use std::os::unix::fs::MetadataExt;
+        let (u, g) = owner.unwrap_or((0, 0));
+        if md.is_file()
+            && md.mode() & 0o7777 == mode
+            && md.uid() == u
+            && md.gid() == g
+            && old == content
+        {
+            return Ok(());
+        }
+    }
     let tmp = dir.join(format!(".{name}.{}", std::process::id()));
     let io = |e| Error::io(&tmp, e);
     let mut f = fs::File::create(&tmp).map_err(io)?;
@@ -85,26 +100,32 @@ fn put(dir: &Path, name: &str, content: &[u8], mode: u32, owner: Option<(u32, u3
 pub struct JobDirSpec<'a> {
     pub runtime_dir: &'a Path,
     pub job_id: u32,
+    pub node: &'a str,
     pub user: &'a JobUser,
     pub ranks: &'a [RankIdentity],
     pub secret: &'a [u8],
 }
 
-pub fn job_dir(runtime_dir: &Path, job_id: u32) -> PathBuf {
-    runtime_dir.join(job_id.to_string())
+/// `<runtime_dir>/<job>/<node>`: per node even though `runtime_dir` is node-local on a real
+/// cluster, because virtual nodes on one host share it, and one node's epilog must not delete
+/// files another node's containers have bind-mounted (CRIU would record them as deleted).
+pub fn job_dir(runtime_dir: &Path, job_id: u32, node: &str) -> PathBuf {
+    runtime_dir
+        .join(job_id.to_string())
+        .join(node.replace(['/', '\0'], "_"))
 }
 
 /// Create (or refresh) the job directory on this node and return its path.
 pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
-    let dir = job_dir(spec.runtime_dir, spec.job_id);
+    let dir = job_dir(spec.runtime_dir, spec.job_id, spec.node);
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     // The runtime dir may have been created first by a process with umask 077 (slurmstepd): CRIU's
     // restore opens the job's bind-mount sources from inside the container's user namespace, so
-    // they must be reachable by others.
-    fs::set_permissions(spec.runtime_dir, fs::Permissions::from_mode(0o755))
-        .map_err(|e| Error::io(spec.runtime_dir, e))?;
-    // Root-owned and not user-writable: the user can read their keys but not swap the launch script.
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(&dir, e))?;
+    // they must be reachable by others. Root-owned and not user-writable: the user can read their
+    // keys but not swap the launch script.
+    for d in [spec.runtime_dir, dir.parent().unwrap_or(&dir), &dir] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(d, e))?;
+    }
     let u = spec.user;
     let own = Some((u.uid, u.gid));
 
@@ -165,18 +186,49 @@ pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
 }
 
 /// Remove the job directory (job end on this node).
-pub fn remove(runtime_dir: &Path, job_id: u32) -> Result<()> {
-    let dir = job_dir(runtime_dir, job_id);
-    match fs::remove_dir_all(&dir) {
+pub fn remove(runtime_dir: &Path, job_id: u32, node: &str) -> Result<()> {
+    let dir = job_dir(runtime_dir, job_id, node);
+    let res = match fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(dir, e)),
+        Err(e) => Err(Error::io(&dir, e)),
+    };
+    // The job's directory goes with its last node (fails while another node's is still there).
+    if let Some(parent) = dir.parent() {
+        let _ = fs::remove_dir(parent);
     }
+    res
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unchanged_file_keeps_its_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("slurm-ckpt-put-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let ino = |d: &Path| fs::metadata(d.join("f")).unwrap().ino();
+        put(&dir, "f", b"a", 0o644, None).unwrap();
+        let first = ino(&dir);
+        put(&dir, "f", b"a", 0o644, None).unwrap();
+        assert_eq!(
+            ino(&dir),
+            first,
+            "identical content must not replace a bind-mounted file"
+        );
+        put(&dir, "f", b"b", 0o644, None).unwrap();
+        assert_eq!(fs::read(dir.join("f")).unwrap(), b"b");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn job_dirs_are_per_node() {
+        let r = Path::new("/run/x");
+        assert_eq!(job_dir(r, 7, "node2"), Path::new("/run/x/7/node2"));
+        assert_eq!(job_dir(r, 7, "a/b"), Path::new("/run/x/7/a_b"));
+    }
 
     #[test]
     fn keys_are_deterministic_per_job_and_secret() {

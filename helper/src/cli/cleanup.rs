@@ -21,7 +21,7 @@ pub fn main(a: Args) -> i32 {
         // A supervisor may still be checkpointing its rank (SIGTERM at preemption): let it finish
         // before its container is removed.
         wait_for_supervisors(
-            &jobdir::job_dir(&site.runtime_dir, a.job),
+            &jobdir::job_dir(&site.runtime_dir, a.job, &a.node),
             std::time::Duration::from_secs(site.timeout_secs),
         );
         let removed = super::runtime()?.block_on(async {
@@ -47,7 +47,7 @@ pub fn main(a: Args) -> i32 {
                 None => Ok::<usize, slurm_ckpt::Error>(list.len()),
             }
         })?;
-        jobdir::remove(&site.runtime_dir, a.job)?;
+        jobdir::remove(&site.runtime_dir, a.job, &a.node)?;
         Ok(removed)
     };
     match run() {

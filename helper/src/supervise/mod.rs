@@ -267,6 +267,7 @@ async fn supervise(
     let dir = jobdir::prepare(&JobDirSpec {
         runtime_dir: &a.site.runtime_dir,
         job_id: a.job,
+        node: &a.node,
         user: &user,
         ranks: &ranks,
         secret: &secret,
