@@ -288,6 +288,37 @@ impl Engine {
             .map_err(|e| self.err(e))
     }
 
+    /// Pause (or unpause) a container, retrying: runc gives up freezing a cgroup v1 whose tasks do
+    /// not all stop within its short polling window, which happens on loaded nodes. A container
+    /// already in the wanted state (e.g. a request repeated by Slurm) counts as success.
+    pub async fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
+        let (what, already) = if pause {
+            ("pause", "is already paused")
+        } else {
+            ("unpause", "is not paused")
+        };
+        let mut last = None;
+        for attempt in 0..6u64 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            let res = if pause {
+                self.pause(id).await
+            } else {
+                self.unpause(id).await
+            };
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) if e.to_string().contains(already) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!("{what} attempt {}: {e}", attempt + 1);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid("no attempt made".into())))
+    }
+
     pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
         match self
             .docker
@@ -370,6 +401,24 @@ impl Engine {
             .status()
             .await
             .map_err(|e| Error::io("nsenter", e))
+    }
+
+    /// Drop (or stop dropping) all traffic of a running container, from the host in its network
+    /// namespace (the container has no capabilities to do it itself). Lifting a drop that is not
+    /// there is not an error.
+    pub async fn drop_traffic(&self, id: &str, on: bool) -> Result<()> {
+        let op = if on { "-I" } else { "-D" };
+        for chain in ["INPUT", "OUTPUT"] {
+            let status = self
+                .in_netns(id, &crate::runtime_wrapper::drop_rule(op, chain))
+                .await?;
+            if !status.success() && on {
+                return Err(Error::Invalid(format!(
+                    "could not block the network of container {id} ({chain}: {status})"
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub async fn state(&self, id: &str) -> Result<String> {

@@ -83,38 +83,16 @@ pub async fn run(a: GuardArgs) -> Result<()> {
     let _ = touch(&marker(&a.dir, "failed", a.rank));
     wait_for_runtime_checkpoint(&a.container).await;
     let engine = Engine::connect(&a.socket, &a.node).await?;
-    for chain in ["INPUT", "OUTPUT"] {
-        let rule = crate::runtime_wrapper::drop_rule("-D", chain);
-        if let Err(e) = engine.in_netns(&a.container, &rule).await {
-            tracing::error!("rank {}: lifting the network drop ({chain}): {e}", a.rank);
-        }
+    if let Err(e) = engine.drop_traffic(&a.container, false).await {
+        tracing::error!("rank {}: lifting the network drop: {e}", a.rank);
     }
-    let mut last = None;
-    for attempt in 0..6u64 {
-        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-        match engine.unpause(&a.container).await {
-            Ok(()) => {
-                last = None;
-                break;
-            }
-            Err(e) if e.to_string().contains("is not paused") => {
-                last = None;
-                break;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    match last {
-        None => {
-            tracing::warn!(
-                "rank {}: container {} runs on without a supervisor (the job's epilog removes it)",
-                a.rank,
-                a.container
-            );
-            Ok(())
-        }
-        Some(e) => Err(e),
-    }
+    engine.set_paused(&a.container, false).await?;
+    tracing::warn!(
+        "rank {}: container {} runs on without a supervisor (the job's epilog removes it)",
+        a.rank,
+        a.container
+    );
+    Ok(())
 }
 
 /// A dump the runtime is still doing would freeze the container again when it ends: wait for it

@@ -78,20 +78,10 @@ impl Rank<'_> {
                 let _ = touch(&marker(&l.tmp_dir(g), "failed", self.a.rank));
             }
         }
-        let thaw = res.is_err() || !stop;
-        if thaw {
-            if let Err(e) = self.block_network(false).await {
-                tracing::error!(
-                    "could not unblock the network of {}: {e}",
-                    self.st.container
-                );
-            }
-        }
-        if thaw && !was_frozen && self.st.state == "frozen" {
-            if let Err(e) = self.engine.unpause(&self.id).await {
-                tracing::warn!("unpause after checkpoint: {e}");
-            } else {
-                self.st.state = "running".into();
+        // A job that goes on was thawed as soon as every rank had dumped; on failure thaw it here.
+        if res.is_err() {
+            if let Err(e) = self.thaw(was_frozen).await {
+                tracing::error!("could not thaw {}: {e}", self.st.container);
             }
         }
         match &res {
@@ -168,11 +158,7 @@ impl Rank<'_> {
         barrier(&tmp, "dumped", 0..n, t, absent).await?;
         let held_seconds = held.elapsed().as_secs_f64();
         if !stop {
-            self.block_network(false).await?;
-            if !was_frozen && self.st.state == "frozen" {
-                self.retry_freezer(false).await?;
-                self.st.state = "running".into();
-            }
+            self.thaw(was_frozen).await?;
         }
         if a.site.runtime.is_empty() {
             // Docker's own path (site fallback, runtime=): the images are in the daemon's
@@ -276,28 +262,25 @@ impl Rank<'_> {
         Ok(())
     }
 
-    /// Drop (or stop dropping) all traffic of the container, from the host in its network
-    /// namespace (the container has no capabilities to do it itself).
-    async fn block_network(&mut self, on: bool) -> Result<()> {
-        let op = if on { "-I" } else { "-D" };
-        for chain in ["INPUT", "OUTPUT"] {
-            let status = self
-                .engine
-                .in_netns(&self.id, &crate::runtime_wrapper::drop_rule(op, chain))
-                .await?;
-            if !status.success() && on {
-                return Err(Error::Invalid(format!(
-                    "could not block the network of {} ({chain}: {status})",
-                    self.st.container
-                )));
-            }
+    /// Give the container its network back and, unless it was frozen before the checkpoint (a
+    /// suspended job), thaw it. Tries both even if the first fails.
+    async fn thaw(&mut self, was_frozen: bool) -> Result<()> {
+        let net = self.block_network(false).await;
+        if !was_frozen && self.st.state == "frozen" {
+            self.engine.set_paused(&self.id, false).await?;
+            self.st.state = "running".into();
         }
-        Ok(())
+        net
+    }
+
+    /// Drop (or stop dropping) all traffic of the container (see `Engine::drop_traffic`).
+    async fn block_network(&mut self, on: bool) -> Result<()> {
+        self.engine.drop_traffic(&self.id, on).await
     }
 
     async fn freeze(&mut self) -> Result<()> {
         if self.st.state != "frozen" {
-            self.retry_freezer(true).await?;
+            self.engine.set_paused(&self.id, true).await?;
             self.st.state = "frozen".into();
         }
         Ok(())

@@ -566,7 +566,7 @@ impl Rank<'_> {
         if self.st.state == "frozen" {
             return;
         }
-        match self.retry_freezer(true).await {
+        match self.engine.set_paused(&self.id, true).await {
             Ok(()) => {
                 self.st.state = "frozen".into();
                 self.st.event("suspended (container paused)");
@@ -583,7 +583,7 @@ impl Rank<'_> {
         if self.st.state != "frozen" {
             return;
         }
-        match self.retry_freezer(false).await {
+        match self.engine.set_paused(&self.id, false).await {
             Ok(()) => {
                 self.st.state = "running".into();
                 self.st.event("resumed (container unpaused)");
@@ -594,44 +594,6 @@ impl Rank<'_> {
             }
         }
         save(&mut self.st, &self.a.site.ckpt_root);
-    }
-
-    /// Pause (or unpause) the container, retrying: runc gives up freezing a cgroup v1 whose tasks do
-    /// not all stop within its short polling window, which happens on loaded nodes.
-    async fn retry_freezer(&mut self, pause: bool) -> Result<()> {
-        let mut last = None;
-        for attempt in 0..6u64 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-            }
-            let res = if pause {
-                self.engine.pause(&self.id).await
-            } else {
-                self.engine.unpause(&self.id).await
-            };
-            match res {
-                Ok(()) => return Ok(()),
-                // Already in the wanted state (e.g. a request repeated by Slurm).
-                Err(e)
-                    if e.to_string().contains(if pause {
-                        "is already paused"
-                    } else {
-                        "is not paused"
-                    }) =>
-                {
-                    return Ok(())
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "{} attempt {}: {e}",
-                        if pause { "pause" } else { "unpause" },
-                        attempt + 1
-                    );
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Invalid("no attempt made".into())))
     }
 
     /// Stop the container for good (thawing it first if frozen: the kill must reach its processes).
