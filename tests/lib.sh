@@ -160,3 +160,13 @@ wait_running_ranks() {
         sleep 0.5
     done
 }
+
+# with_site KEY=VALUE...: add site settings to the plugin's plugstack.conf line for the rest of
+# this test (Slurm reads plugstack.conf at every step launch); restored when the test exits.
+with_site() {
+    local conf=/etc/slurm/plugstack.conf
+    cp "$conf" "/tmp/$TEST_NAME.plugstack.orig"
+    trap 'cp "/tmp/$TEST_NAME.plugstack.orig" /etc/slurm/plugstack.conf' EXIT
+    sed -i "s|^\(required .*spank_container_ckpt\.so.*\)$|\1 $*|" "$conf"
+    grep -q "spank_container_ckpt.so.* $*" "$conf" || fail "could not set site settings $*"
+}

@@ -189,34 +189,50 @@ impl Layout {
 pub fn seal_rank_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(u64, Vec<FileSum>)> {
     let mut files = Vec::new();
     let mut total = 0;
+    for p in open_to_container_root(dir, owner)? {
+        let (bytes, sha256) = sha256_file(&p)?;
+        total += bytes;
+        files.push(FileSum {
+            name: p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            bytes,
+            sha256,
+        });
+    }
+    Ok((total, files))
+}
+
+/// Give the files of `dir` (0644) and `dir` itself (0755) to `owner`, the daemon's remapped root:
+/// CRIU's restore partly runs inside the container's user namespace and must still read them,
+/// whatever umask created them. Returns the files, sorted by name.
+pub fn open_to_container_root(dir: &Path, owner: Option<(u32, u32)>) -> Result<Vec<PathBuf>> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .flatten()
         .collect();
     entries.sort_by_key(|e| e.file_name());
+    let mut files = Vec::new();
     for ent in entries {
         let p = ent.path();
         let md = fs::symlink_metadata(&p).map_err(|e| Error::io(&p, e))?;
         if !md.is_file() {
             continue;
         }
-        if let Some((u, g)) = owner {
-            std::os::unix::fs::chown(&p, Some(u), Some(g)).map_err(|e| Error::io(&p, e))?;
-        }
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&p, e))?;
-        let (bytes, sha256) = sha256_file(&p)?;
-        total += bytes;
-        files.push(FileSum {
-            name: ent.file_name().to_string_lossy().into_owned(),
-            bytes,
-            sha256,
-        });
+        give(&p, owner, 0o644)?;
+        files.push(p);
     }
+    give(dir, owner, 0o755)?;
+    Ok(files)
+}
+
+/// chown (if `owner`) and chmod one path.
+pub fn give(p: &Path, owner: Option<(u32, u32)>, mode: u32) -> Result<()> {
     if let Some((u, g)) = owner {
-        std::os::unix::fs::chown(dir, Some(u), Some(g)).map_err(|e| Error::io(dir, e))?;
+        std::os::unix::fs::chown(p, Some(u), Some(g)).map_err(|e| Error::io(p, e))?;
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(dir, e))?;
-    Ok((total, files))
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(p, e))
 }
 
 pub fn sha256_file(p: &Path) -> Result<(u64, String)> {

@@ -122,7 +122,19 @@ pub fn rewrite(
                     )),
                 }
             } else {
-                None
+                // Docker's own path (site data_path=docker or no redirect): containerd unpacked the
+                // images into a 0700 root directory, which CRIU's restore cannot search from inside
+                // the container's user namespace ("Unable to open tty-info.img: Permission denied").
+                let bundle = bundle_of(&args);
+                let dir = Path::new(&args[image_path_idx]);
+                let mut note = format!("restore <- {} (Docker's path)", dir.display());
+                if let Err(e) = open_to_container_root(dir, &bundle) {
+                    note.push_str(&format!(" (image dir not opened to the container's root: {e})"));
+                }
+                if let Err(e) = add_netlock_hook(&bundle) {
+                    note.push_str(&format!(" (network lock hook not added: {e})"));
+                }
+                Some(note)
             }
         }
         Op::Other => None,
@@ -148,6 +160,33 @@ fn bundle_of(args: &[String]) -> PathBuf {
         Some(b) => PathBuf::from(b),
         None => PathBuf::from("."),
     }
+}
+
+/// The host gid of the container's root, from the bundle's OCI config (None: no user namespace).
+fn container_root_gid(bundle: &Path) -> std::io::Result<Option<u32>> {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
+    let maps = spec["linux"]["gidMappings"].as_array().cloned().unwrap_or_default();
+    Ok(maps
+        .iter()
+        .find(|m| m["containerID"].as_u64() == Some(0))
+        .and_then(|m| m["hostID"].as_u64())
+        .and_then(|g| u32::try_from(g).ok()))
+}
+
+/// Let the container's root search a root-owned image directory (group = its gid, mode 0710); the
+/// files in it keep the owner and mode they were sealed with.
+fn open_to_container_root(dir: &Path, bundle: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(gid) = container_root_gid(bundle)? else {
+        return Ok(());
+    };
+    let md = std::fs::symlink_metadata(dir)?;
+    if !md.is_dir() || md.uid() != 0 {
+        return Err(std::io::Error::other("not a root-owned directory"));
+    }
+    std::os::unix::fs::chown(dir, None, Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))
 }
 
 /// Make the restored container start with its network dropped (see `netlock_hook`): add a
@@ -283,6 +322,6 @@ mod tests {
         let args = v("--root /r restore --image-path /nonexistent/dir --bundle /b id");
         let (out, note) = rewrite(args.clone(), Path::new("/nonexistent"), Path::new("/ckpt"));
         assert_eq!(out, args.iter().map(OsString::from).collect::<Vec<_>>());
-        assert!(note.is_none());
+        assert!(note.is_some_and(|n| n.contains("Docker's path")));
     }
 }

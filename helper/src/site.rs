@@ -21,6 +21,7 @@ const KEYS: &[&str] = &[
     "runtime",
     "keep_generations",
     "dump_parallel",
+    "data_path",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,10 @@ pub struct SiteConfig {
     /// Rank dumps that may run at once on one node (0 = no limit): a storage link or CPU
     /// shared by many ranks can be faster with fewer concurrent writers.
     pub dump_parallel: u32,
+    /// Where CRIU images travel: `direct` (the wrapper points CRIU at the checkpoint storage) or
+    /// `docker` (Docker's own path through containerd's content store; for comparison, or where
+    /// the redirect is not wanted). Without the wrapper (`runtime=`) it is always Docker's path.
+    pub data_path: String,
 }
 
 impl Default for SiteConfig {
@@ -66,6 +71,7 @@ impl Default for SiteConfig {
             runtime: "slurm-ckpt".into(),
             keep_generations: 2,
             dump_parallel: 0,
+            data_path: "direct".into(),
         }
     }
 }
@@ -182,6 +188,10 @@ impl SiteConfig {
                     .filter(|n| *n <= 256)
                     .ok_or_else(|| bad(format!("'{v}' must be 0 (no limit) to 256")))?
             }
+            "data_path" => match v {
+                "direct" | "docker" => self.data_path = v.into(),
+                _ => return Err(bad(format!("'{v}' (valid: direct, docker)"))),
+            },
             _ => return Err(Error::UnknownSiteKey(k.into(), KEYS.join(", "))),
         }
         Ok(())
@@ -201,6 +211,12 @@ impl SiteConfig {
             }
         }
         Ok(SiteConfig::default())
+    }
+
+    /// Whether checkpoint images take Docker's own path (the supervisor copies them between the
+    /// daemon's checkpoint directory and the checkpoint storage).
+    pub fn docker_data_path(&self) -> bool {
+        self.runtime.is_empty() || self.data_path == "docker"
     }
 
     /// The Docker socket of `node` (`%n` in the template is the node name).
@@ -238,6 +254,7 @@ mod tests {
             "mpi_default=lam",
             "enabled=maybe",
             "docker_socket=/x",
+            "data_path=nfs",
         ] {
             assert!(SiteConfig::from_pairs([bad]).is_err(), "{bad}");
         }

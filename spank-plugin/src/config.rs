@@ -10,7 +10,7 @@ use crate::options::{normalize_path, parse_image, MpiKind};
 
 /// Every key, in the order they are documented and rendered for the helper (the helper's
 /// `site.rs` accepts the same set).
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -25,6 +25,7 @@ pub const KEYS: [&str; 14] = [
     "runtime",
     "keep_generations",
     "dump_parallel",
+    "data_path",
 ];
 
 /// Longest helper call timeout (one day).
@@ -115,6 +116,8 @@ pub struct SiteConfig {
     pub keep_generations: u32,
     /// Rank dumps that may run at once on one node (0 = no limit).
     pub dump_parallel: u32,
+    /// Path of CRIU images: `direct` (runtime wrapper) or `docker` (Docker's own, slower path).
+    pub data_path: String,
 }
 
 impl Default for SiteConfig {
@@ -137,6 +140,7 @@ impl Default for SiteConfig {
             runtime: "slurm-ckpt".into(),
             keep_generations: 2,
             dump_parallel: 0,
+            data_path: "direct".into(),
         }
     }
 }
@@ -213,6 +217,7 @@ impl SiteConfig {
             "runtime" => self.runtime = runtime_name(value)?,
             "keep_generations" => self.keep_generations = keep_generations(value)?,
             "dump_parallel" => self.dump_parallel = dump_parallel(value)?,
+            "data_path" => self.data_path = one_of(value, &["direct", "docker"])?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -236,6 +241,7 @@ impl SiteConfig {
             "runtime" => self.runtime.clone(),
             "keep_generations" => self.keep_generations.to_string(),
             "dump_parallel" => self.dump_parallel.to_string(),
+            "data_path" => self.data_path.clone(),
             _ => return None,
         })
     }
@@ -419,6 +425,14 @@ fn runtime_name(v: &str) -> Result<String, String> {
     }
 }
 
+fn one_of(v: &str, valid: &[&str]) -> Result<String, String> {
+    if valid.contains(&v) {
+        Ok(v.to_string())
+    } else {
+        Err(format!("valid values are {}", valid.join(", ")))
+    }
+}
+
 fn dump_parallel(v: &str) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(n) if n <= DUMP_PARALLEL_MAX && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
@@ -592,6 +606,7 @@ mod tests {
             ("keep_generations=101", "1 to 100"),
             ("dump_parallel=257", "0 (no limit) to 256"),
             ("dump_parallel=-1", "0 (no limit) to 256"),
+            ("data_path=nfs", "direct, docker"),
             ("network=", "Docker network name"),
             ("network=bad name", "Docker network name"),
             ("subnet=10.88.0.0", "missing /PREFIX"),

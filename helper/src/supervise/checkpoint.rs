@@ -128,13 +128,11 @@ impl Rank<'_> {
         self.freeze().await?;
 
         // Tell the runtime wrapper where CRIU should write: straight to the shared storage.
-        let redirect_dir = a.site.runtime_dir.join("redirect");
-        std::fs::create_dir_all(&redirect_dir).map_err(|e| Error::io(&redirect_dir, e))?;
-        std::fs::set_permissions(&redirect_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io(&redirect_dir, e))?;
-        let redirect = redirect_dir.join(&self.id);
-        std::fs::write(&redirect, rank_dir.to_string_lossy().as_bytes())
-            .map_err(|e| Error::io(&redirect, e))?;
+        let redirect = if a.site.docker_data_path() {
+            None
+        } else {
+            Some(self.redirect_dump(&rank_dir)?)
+        };
         let slot = crate::slots::acquire(
             &a.site.runtime_dir.join("dump-slots"),
             a.site.dump_parallel,
@@ -148,7 +146,9 @@ impl Rank<'_> {
             .await
             .map_err(|e| with_criu_log(e, &self.id, "checkpoint"));
         drop(slot);
-        let _ = std::fs::remove_file(&redirect);
+        if let Some(r) = redirect {
+            let _ = std::fs::remove_file(r);
+        }
         res?;
         let dump_seconds = t0.elapsed().as_secs_f64();
         // The images are complete: the next rank in the order may dump.
@@ -160,7 +160,7 @@ impl Rank<'_> {
         if !stop {
             self.thaw(was_frozen).await?;
         }
-        if a.site.runtime.is_empty() {
+        if a.site.docker_data_path() {
             // Docker's own path (site fallback, runtime=): the images are in the daemon's
             // checkpoint directory; move them to the shared storage.
             let info = self.engine.daemon_info().await?;
@@ -287,6 +287,19 @@ impl Rank<'_> {
     }
 
     /// Restore this rank's container from generation `m`, in the policy's order.
+    /// Write the root-only redirect file that makes the runtime wrapper hand CRIU `dir` as its
+    /// image directory for this container's next dump; returns the file.
+    fn redirect_dump(&self, dir: &Path) -> Result<PathBuf> {
+        let redirect_dir = self.a.site.runtime_dir.join("redirect");
+        std::fs::create_dir_all(&redirect_dir).map_err(|e| Error::io(&redirect_dir, e))?;
+        std::fs::set_permissions(&redirect_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(&redirect_dir, e))?;
+        let redirect = redirect_dir.join(&self.id);
+        std::fs::write(&redirect, dir.to_string_lossy().as_bytes())
+            .map_err(|e| Error::io(&redirect, e))?;
+        Ok(redirect)
+    }
+
     pub(super) async fn restore(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
         let (a, t) = (self.a, self.timeout());
         let Some(layout) = self.layout.clone() else {
@@ -311,9 +324,15 @@ impl Rank<'_> {
             .join("checkpoints")
             .join(&name);
         std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
-        if a.site.runtime.is_empty() {
-            // Docker's own path: the daemon's runc reads the images from there itself.
+        if a.site.docker_data_path() {
+            // Docker's own path: the daemon's runc reads the images from there itself, partly from
+            // inside the user namespace (a 0700 directory left by our umask made CRIU fail with
+            // "Unable to open tty-info.img: Permission denied").
             copy_images(&images, &ck)?;
+            crate::ckpt::open_to_container_root(&ck, self.remap_root)?;
+            if let Some(parent) = ck.parent() {
+                crate::ckpt::give(parent, self.remap_root, 0o755)?;
+            }
         } else {
             std::fs::write(ck.join(POINTER), images.to_string_lossy().as_bytes())
                 .map_err(|e| Error::io(&ck, e))?;
