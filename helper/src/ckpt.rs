@@ -42,6 +42,16 @@ pub struct RankRecord {
     /// container frozen) until every rank was dumped.
     #[serde(default)]
     pub held_seconds: f64,
+    /// How the files are stored: `none` or `zstd:LEVEL` (files then end in `.zst`).
+    #[serde(default)]
+    pub compression: String,
+    /// Bytes of CRIU's images before compression.
+    #[serde(default)]
+    pub raw_bytes: u64,
+    /// Time spent moving (and compressing) the images to the shared storage after the dump, while
+    /// the job already ran again (0 when CRIU wrote them there itself).
+    #[serde(default)]
+    pub pack_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -266,6 +276,18 @@ pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
     Ok(())
 }
 
+/// Total size of the regular files in a directory tree (best effort).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Copy a directory tree of CRIU images (Docker's own checkpoint path keeps them in the daemon's
 /// directory; the product's shared storage is elsewhere, often another file system).
 pub fn copy_images(src: &Path, dst: &Path) -> Result<()> {
@@ -387,6 +409,9 @@ mod tests {
                 files: vec![],
                 dump_seconds: 0.0,
                 held_seconds: 0.0,
+                compression: "none".into(),
+                raw_bytes: 3,
+                pack_seconds: 0.0,
             }],
         }
     }

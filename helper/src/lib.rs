@@ -3,6 +3,7 @@
 pub mod barrier;
 pub mod cgroup;
 pub mod ckpt;
+pub mod compress;
 pub mod engine;
 pub mod error;
 pub mod fdio;

@@ -76,18 +76,24 @@ pub fn inside(dest: &str, root: &Path) -> Option<PathBuf> {
     p.starts_with(root).then_some(p)
 }
 
-/// Compute the argv for the real runc. Errors are reported, and the original argv is used (Docker's
-/// own path), so a misconfiguration degrades to slow instead of failing.
+/// `inside` any of `roots`.
+fn inside_any(dest: &str, roots: &[&Path]) -> Option<PathBuf> {
+    roots.iter().find_map(|r| inside(dest, r))
+}
+
+/// Compute the argv for the real runc. Images may only go to or come from `roots` (the checkpoint
+/// root and the node's staging directory). Errors are reported, and the original argv is used
+/// (Docker's own path), so a misconfiguration degrades to slow instead of failing.
 pub fn rewrite(
     args: Vec<String>,
     runtime_dir: &Path,
-    ckpt_root: &Path,
+    roots: &[&Path],
 ) -> (Vec<OsString>, Option<String>) {
     let mut out = args.clone();
     let note = match classify(&args) {
         Op::Checkpoint { image_path_idx, id } => {
             let redirect = runtime_dir.join("redirect").join(&id);
-            match read_trusted(&redirect).and_then(|d| inside(&d, ckpt_root)) {
+            match read_trusted(&redirect).and_then(|d| inside_any(&d, roots)) {
                 Some(dest) => {
                     let tmp = PathBuf::from(&args[image_path_idx]);
                     let _ = std::fs::create_dir_all(&tmp);
@@ -107,7 +113,7 @@ pub fn rewrite(
         Op::Restore { image_path_idx } => {
             let ptr = Path::new(&args[image_path_idx]).join(POINTER);
             if ptr.exists() {
-                match read_trusted(&ptr).and_then(|d| inside(&d, ckpt_root)) {
+                match read_trusted(&ptr).and_then(|d| inside_any(&d, roots)) {
                     Some(dest) => {
                         out[image_path_idx] = dest.to_string_lossy().into_owned();
                         let lock = match add_netlock_hook(&bundle_of(&args)) {
@@ -129,7 +135,9 @@ pub fn rewrite(
                 let dir = Path::new(&args[image_path_idx]);
                 let mut note = format!("restore <- {} (Docker's path)", dir.display());
                 if let Err(e) = open_to_container_root(dir, &bundle) {
-                    note.push_str(&format!(" (image dir not opened to the container's root: {e})"));
+                    note.push_str(&format!(
+                        " (image dir not opened to the container's root: {e})"
+                    ));
                 }
                 if let Err(e) = add_netlock_hook(&bundle) {
                     note.push_str(&format!(" (network lock hook not added: {e})"));
@@ -166,7 +174,10 @@ fn bundle_of(args: &[String]) -> PathBuf {
 fn container_root_gid(bundle: &Path) -> std::io::Result<Option<u32>> {
     let spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
-    let maps = spec["linux"]["gidMappings"].as_array().cloned().unwrap_or_default();
+    let maps = spec["linux"]["gidMappings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     Ok(maps
         .iter()
         .find(|m| m["containerID"].as_u64() == Some(0))
@@ -293,6 +304,9 @@ mod tests {
         assert!(inside("/ckpt/../etc", root).is_none());
         assert!(inside("/etc/x", root).is_none());
         assert!(inside("rel", root).is_none());
+        let roots = [root, Path::new("/stage")];
+        assert!(inside_any("/stage/1/node1/x", &roots).is_some());
+        assert!(inside_any("/stagex/1", &roots).is_none());
     }
 
     #[test]
@@ -320,7 +334,11 @@ mod tests {
     #[test]
     fn untrusted_inputs_leave_argv_alone() {
         let args = v("--root /r restore --image-path /nonexistent/dir --bundle /b id");
-        let (out, note) = rewrite(args.clone(), Path::new("/nonexistent"), Path::new("/ckpt"));
+        let (out, note) = rewrite(
+            args.clone(),
+            Path::new("/nonexistent"),
+            &[Path::new("/ckpt")],
+        );
         assert_eq!(out, args.iter().map(OsString::from).collect::<Vec<_>>());
         assert!(note.is_some_and(|n| n.contains("Docker's path")));
     }

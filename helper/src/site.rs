@@ -1,6 +1,7 @@
 //! Site settings. The plugin parses them from its plugstack.conf arguments and hands them to the
 //! helper as `--site key=value`; the admin CLI reads the same line from plugstack.conf, so there is
 //! one source of truth.
+use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::plan::Subnet;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ const KEYS: &[&str] = &[
     "keep_generations",
     "dump_parallel",
     "data_path",
+    "compress",
+    "stage_dir",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +52,10 @@ pub struct SiteConfig {
     /// `docker` (Docker's own path through containerd's content store; for comparison, or where
     /// the redirect is not wanted). Without the wrapper (`runtime=`) it is always Docker's path.
     pub data_path: String,
+    /// Compression of the stored images; anything but none dumps into `stage_dir` first.
+    pub compress: Compression,
+    /// Node-local directory where CRIU dumps before compressing (and a restore unpacks).
+    pub stage_dir: PathBuf,
 }
 
 impl Default for SiteConfig {
@@ -72,6 +79,8 @@ impl Default for SiteConfig {
             keep_generations: 2,
             dump_parallel: 0,
             data_path: "direct".into(),
+            compress: Compression::None,
+            stage_dir: "/var/tmp/slurm-ckpt-stage".into(),
         }
     }
 }
@@ -192,6 +201,8 @@ impl SiteConfig {
                 "direct" | "docker" => self.data_path = v.into(),
                 _ => return Err(bad(format!("'{v}' (valid: direct, docker)"))),
             },
+            "compress" => self.compress = Compression::parse(v).map_err(bad)?,
+            "stage_dir" => self.stage_dir = abs_path(k, v)?,
             _ => return Err(Error::UnknownSiteKey(k.into(), KEYS.join(", "))),
         }
         Ok(())
@@ -255,6 +266,8 @@ mod tests {
             "enabled=maybe",
             "docker_socket=/x",
             "data_path=nfs",
+            "compress=lz4",
+            "stage_dir=tmp",
         ] {
             assert!(SiteConfig::from_pairs([bad]).is_err(), "{bad}");
         }

@@ -10,7 +10,7 @@ use crate::options::{normalize_path, parse_image, MpiKind};
 
 /// Every key, in the order they are documented and rendered for the helper (the helper's
 /// `site.rs` accepts the same set).
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 17] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -26,6 +26,8 @@ pub const KEYS: [&str; 15] = [
     "keep_generations",
     "dump_parallel",
     "data_path",
+    "compress",
+    "stage_dir",
 ];
 
 /// Longest helper call timeout (one day).
@@ -118,6 +120,10 @@ pub struct SiteConfig {
     pub dump_parallel: u32,
     /// Path of CRIU images: `direct` (runtime wrapper) or `docker` (Docker's own, slower path).
     pub data_path: String,
+    /// Compression of stored images: none | zstd | zstd:LEVEL.
+    pub compress: String,
+    /// Node-local staging directory for compressed checkpoints.
+    pub stage_dir: String,
 }
 
 impl Default for SiteConfig {
@@ -141,6 +147,8 @@ impl Default for SiteConfig {
             keep_generations: 2,
             dump_parallel: 0,
             data_path: "direct".into(),
+            compress: "none".into(),
+            stage_dir: "/var/tmp/slurm-ckpt-stage".into(),
         }
     }
 }
@@ -218,6 +226,8 @@ impl SiteConfig {
             "keep_generations" => self.keep_generations = keep_generations(value)?,
             "dump_parallel" => self.dump_parallel = dump_parallel(value)?,
             "data_path" => self.data_path = one_of(value, &["direct", "docker"])?,
+            "compress" => self.compress = compression(value)?,
+            "stage_dir" => self.stage_dir = absolute_path(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -242,6 +252,8 @@ impl SiteConfig {
             "keep_generations" => self.keep_generations.to_string(),
             "dump_parallel" => self.dump_parallel.to_string(),
             "data_path" => self.data_path.clone(),
+            "compress" => self.compress.clone(),
+            "stage_dir" => self.stage_dir.clone(),
             _ => return None,
         })
     }
@@ -433,6 +445,16 @@ fn one_of(v: &str, valid: &[&str]) -> Result<String, String> {
     }
 }
 
+fn compression(v: &str) -> Result<String, String> {
+    let level_ok =
+        |l: &str| l.bytes().all(|b| b.is_ascii_digit()) && matches!(l.parse::<u32>(), Ok(1..=19));
+    match v.split_once(':') {
+        None if v == "none" || v == "zstd" => Ok(v.to_string()),
+        Some(("zstd", l)) if level_ok(l) => Ok(v.to_string()),
+        _ => Err("valid values are none, zstd, zstd:LEVEL (LEVEL 1..19)".into()),
+    }
+}
+
 fn dump_parallel(v: &str) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(n) if n <= DUMP_PARALLEL_MAX && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
@@ -607,6 +629,9 @@ mod tests {
             ("dump_parallel=257", "0 (no limit) to 256"),
             ("dump_parallel=-1", "0 (no limit) to 256"),
             ("data_path=nfs", "direct, docker"),
+            ("compress=zstd:20", "zstd:LEVEL"),
+            ("compress=gzip", "zstd:LEVEL"),
+            ("stage_dir=tmp", "not an absolute path"),
             ("network=", "Docker network name"),
             ("network=bad name", "Docker network name"),
             ("subnet=10.88.0.0", "missing /PREFIX"),

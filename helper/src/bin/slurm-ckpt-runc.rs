@@ -20,7 +20,8 @@ fn main() {
     let site = SiteConfig::from_plugstack(std::path::Path::new("/etc/slurm/plugstack.conf"))
         .unwrap_or_default();
     let op = classify(&args);
-    let (argv, note) = rewrite(args.clone(), &site.runtime_dir, &site.ckpt_root);
+    let roots = [site.ckpt_root.as_path(), site.stage_dir.as_path()];
+    let (argv, note) = rewrite(args.clone(), &site.runtime_dir, &roots);
     if let Some(n) = note {
         log(&n);
     }

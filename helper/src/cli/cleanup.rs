@@ -47,6 +47,10 @@ pub fn main(a: Args) -> i32 {
                 None => Ok::<usize, slurm_ckpt::Error>(list.len()),
             }
         })?;
+        // Staged images a killed supervisor left behind (the job's memory: do not keep it).
+        if let Err(e) = jobdir::remove(&site.stage_dir, a.job, &a.node) {
+            tracing::error!("cleanup: {e}");
+        }
         jobdir::remove(&site.runtime_dir, a.job, &a.node)?;
         Ok(removed)
     };

@@ -7,6 +7,7 @@ use crate::ckpt::{
     commit, copy_images, criu_version, gen_name, prune, seal_rank_dir, verify_rank_dir,
     write_json_durable, Manifest, RankRecord, FORMAT,
 };
+use crate::compress::{is_packed, unpack_dir, Compression, Scratch};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, GuardArgs};
@@ -127,11 +128,17 @@ impl Rank<'_> {
         barrier(&tmp, "dumped", after.clone().into_iter(), t, absent).await?;
         self.freeze().await?;
 
-        // Tell the runtime wrapper where CRIU should write: straight to the shared storage.
-        let redirect = if a.site.docker_data_path() {
+        // Tell the runtime wrapper where CRIU should write: straight to the shared storage, or to
+        // the node's staging directory when the images are compressed on their way there.
+        let stage = if a.site.docker_data_path() || a.site.compress == Compression::None {
             None
         } else {
-            Some(self.redirect_dump(&rank_dir)?)
+            Some(self.scratch(&format!("{}-{}", self.id, gen_name(g)))?)
+        };
+        let redirect = match (&stage, a.site.docker_data_path()) {
+            (_, true) => None,
+            (Some(st), false) => Some(self.redirect_dump(st.path())?),
+            (None, false) => Some(self.redirect_dump(&rank_dir)?),
         };
         let slot = crate::slots::acquire(
             &a.site.runtime_dir.join("dump-slots"),
@@ -160,9 +167,11 @@ impl Rank<'_> {
         if !stop {
             self.thaw(was_frozen).await?;
         }
-        if a.site.docker_data_path() {
-            // Docker's own path (site fallback, runtime=): the images are in the daemon's
-            // checkpoint directory; move them to the shared storage.
+        // The images are elsewhere when Docker's own path wrote them (the daemon's checkpoint
+        // directory) or they are to be compressed (the staging directory): move them to the
+        // shared storage now, while the job runs.
+        let t_pack = std::time::Instant::now();
+        let moved = if a.site.docker_data_path() {
             let info = self.engine.daemon_info().await?;
             let src = info
                 .root_dir
@@ -170,10 +179,16 @@ impl Rank<'_> {
                 .join(&self.id)
                 .join("checkpoints")
                 .join(gen_name(g));
-            copy_images(&src, &rank_dir)?;
+            let raw = self.pack(&src, &rank_dir);
             let _ = std::fs::remove_dir_all(&src);
-        }
-        // Docker keeps its own record of the checkpoint (the pointer): not needed any more.
+            Some(raw?)
+        } else if let Some(st) = &stage {
+            Some(self.pack(st.path(), &rank_dir)?)
+        } else {
+            None
+        };
+        let pack_seconds = t_pack.elapsed().as_secs_f64();
+        drop(stage);
         let (bytes, files) = seal_rank_dir(&rank_dir, self.remap_root)?;
         if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
             return Err(Error::Invalid(format!(
@@ -194,16 +209,22 @@ impl Rank<'_> {
             files,
             dump_seconds,
             held_seconds,
+            compression: a.site.compress.name(),
+            raw_bytes: moved.unwrap_or(bytes),
+            pack_seconds,
         };
         write_json_durable(&tmp.join(format!("rank-{}.json", a.rank)), &rec)?;
         touch(&marker(&tmp, "sealed", a.rank))?;
         tracing::info!(
-            "rank {} dumped {} bytes in {:.2}s to {} (held {:.2}s)",
+            "rank {} dumped {} bytes in {:.2}s (held {:.2}s); stored {} bytes in {} ({}, moved in {:.2}s)",
             a.rank,
-            bytes,
+            rec.raw_bytes,
             dump_seconds,
+            held_seconds,
+            bytes,
             rank_dir.display(),
-            held_seconds
+            rec.compression,
+            pack_seconds,
         );
 
         if a.rank == 0 {
@@ -287,6 +308,32 @@ impl Rank<'_> {
     }
 
     /// Restore this rank's container from generation `m`, in the policy's order.
+    /// A fresh directory `<stage_dir>/<job>/<node>/<name>` on the node's staging storage, removed
+    /// when dropped.
+    fn scratch(&self, name: &str) -> Result<Scratch> {
+        let root = &self.a.site.stage_dir;
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        // Root only: the staged images are the job's memory.
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(root, e))?;
+        let dir = crate::jobdir::job_dir(root, self.a.job, &self.a.node).join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Scratch(dir))
+    }
+
+    /// Move a dump's images from `src` into the generation's rank directory, compressed as the
+    /// site says; returns the bytes of the images before compression.
+    fn pack(&self, src: &Path, rank_dir: &Path) -> Result<u64> {
+        match self.a.site.compress {
+            Compression::None => {
+                copy_images(src, rank_dir)?;
+                Ok(crate::ckpt::dir_bytes(rank_dir))
+            }
+            c => crate::compress::pack_dir(src, rank_dir, c),
+        }
+    }
+
     /// Write the root-only redirect file that makes the runtime wrapper hand CRIU `dir` as its
     /// image directory for this container's next dump; returns the file.
     fn redirect_dump(&self, dir: &Path) -> Result<PathBuf> {
@@ -324,18 +371,46 @@ impl Rank<'_> {
             .join("checkpoints")
             .join(&name);
         std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
+        let packed = is_packed(rec.files.iter().map(|f| f.name.as_str()));
+        // Compressed images are unpacked into the node's staging directory (removed once CRIU
+        // has read them, when this is dropped).
+        let mut _staged = None;
+        let t_unpack = std::time::Instant::now();
         if a.site.docker_data_path() {
             // Docker's own path: the daemon's runc reads the images from there itself, partly from
             // inside the user namespace (a 0700 directory left by our umask made CRIU fail with
             // "Unable to open tty-info.img: Permission denied").
-            copy_images(&images, &ck)?;
+            if packed {
+                unpack_dir(&images, &ck)?;
+            } else {
+                copy_images(&images, &ck)?;
+            }
             crate::ckpt::open_to_container_root(&ck, self.remap_root)?;
             if let Some(parent) = ck.parent() {
                 crate::ckpt::give(parent, self.remap_root, 0o755)?;
             }
         } else {
-            std::fs::write(ck.join(POINTER), images.to_string_lossy().as_bytes())
+            let from = if packed {
+                // (whatever the site's compression setting is now)
+                let st = self.scratch(&format!("{}-restore-{name}", self.id))?;
+                unpack_dir(&images, st.path())?;
+                crate::ckpt::open_to_container_root(st.path(), self.remap_root)?;
+                let p = st.path().to_path_buf();
+                _staged = Some(st);
+                p
+            } else {
+                images.clone()
+            };
+            std::fs::write(ck.join(POINTER), from.to_string_lossy().as_bytes())
                 .map_err(|e| Error::io(&ck, e))?;
+        }
+        if packed {
+            tracing::info!(
+                "rank {} unpacked {} in {:.2}s",
+                a.rank,
+                images.display(),
+                t_unpack.elapsed().as_secs_f64()
+            );
         }
         // Markers of this restore attempt: one directory per generation and Slurm restart.
         let attempt = layout
