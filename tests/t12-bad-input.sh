@@ -19,6 +19,8 @@ refused "container-mounts" --container-image="$VC_IMAGE" --container-mounts=rela
 refused "requires --container-image" --container-mounts=/tmp:/x
 refused "multiple times" --container-image="$VC_IMAGE" --container-image="$VC_IMAGE"
 refused "container-ckpt-interval" --container-image="$VC_IMAGE" --container-ckpt --container-ckpt-interval=abc
+refused "container-ckpt-compress" --container-image="$VC_IMAGE" --container-ckpt --container-ckpt-compress=gzip
+refused "requires --container-ckpt" --container-image="$VC_IMAGE" --container-ckpt-compress=zstd
 refused "reserved" --container-image="$VC_IMAGE" --container-env=SLURM_JOB_ID=1
 refused "not a variable name" --container-image="$VC_IMAGE" --container-env=1X=1
 

@@ -1,12 +1,12 @@
 #!/bin/bash
-# Site compress=zstd: CRIU dumps into the node's staging directory and each rank packs its images
-# into the generation as NAME.zst while the job runs on. An on-demand checkpoint (job continues),
-# then a requeue checkpoint and a restore with every rank on another node (unpacked into staging
-# first); the job must verify, and no staged images may be left behind.
+# --container-ckpt-compress=zstd:3 (the job's choice over the site's compress=none; the site setting
+# itself runs in the bench smoke test, t90): CRIU dumps into the node's staging directory and each
+# rank packs its images into the generation as NAME.zst while the job runs on. An on-demand
+# checkpoint (job continues), then a requeue checkpoint and a restore with every rank on another
+# node (unpacked into staging first); the job must verify, and no staged images may be left behind.
 . "$(dirname "$0")/lib.sh"
-with_site compress=zstd:3
 stage=/var/tmp/slurm-ckpt-stage
-id=$(submit -w node1,node2 -N2 -n3 --open-mode=append --container-image="$VC_IMAGE" --container-ckpt \
+id=$(submit -w node1,node2 -N2 -n3 --open-mode=append --container-image="$VC_IMAGE" --container-ckpt --container-ckpt-compress=zstd:3 \
     --wrap "srun /opt/ckpt-tests/bin/cg --n 20 --mem-mb 16 --min-seconds 30 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 3

@@ -195,23 +195,42 @@ impl Layout {
 }
 
 /// Make a rank's images readable by the remapped container root (restore runs partly inside the
-/// user namespace), and sum them for the manifest.
+/// user namespace), sum them for the manifest, and make them durable: the writing node flushes
+/// its own files (on NFS-like storage another node's fsync would not cover them), on a second
+/// thread while this one hashes (one is disk-bound, the other CPU-bound).
 pub fn seal_rank_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(u64, Vec<FileSum>)> {
-    let mut files = Vec::new();
-    let mut total = 0;
-    for p in open_to_container_root(dir, owner)? {
-        let (bytes, sha256) = sha256_file(&p)?;
-        total += bytes;
-        files.push(FileSum {
-            name: p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            bytes,
-            sha256,
+    let paths = open_to_container_root(dir, owner)?;
+    let (synced, sums) = std::thread::scope(|sc| {
+        let flusher = sc.spawn(|| -> Result<()> {
+            for p in paths.iter().map(PathBuf::as_path).chain([dir]) {
+                fs::File::open(p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(p, e))?;
+            }
+            Ok(())
         });
-    }
-    Ok((total, files))
+        let sums: Result<Vec<FileSum>> = paths
+            .iter()
+            .map(|p| {
+                let (bytes, sha256) = sha256_file(p)?;
+                Ok(FileSum {
+                    name: p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    bytes,
+                    sha256,
+                })
+            })
+            .collect();
+        let synced = flusher
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("flushing images: thread panicked".into())));
+        (synced, sums)
+    });
+    synced?;
+    let files = sums?;
+    Ok((files.iter().map(|f| f.bytes).sum(), files))
 }
 
 /// Give the files of `dir` (0644) and `dir` itself (0755) to `owner`, the daemon's remapped root:
@@ -313,18 +332,10 @@ pub fn write_json_durable<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     f.sync_all().map_err(|e| Error::io(path, e))
 }
 
-/// Commit a generation: fsync every rank dir and the manifest, then rename atomically.
+/// Commit a generation: fsync the manifest, then rename atomically. Every rank has flushed its own
+/// images before it was sealed (`seal_rank_dir`).
 pub fn commit(layout: &Layout, g: u32, manifest: &Manifest) -> Result<PathBuf> {
     let tmp = layout.tmp_dir(g);
-    for r in &manifest.ranks {
-        let d = tmp.join(format!("rank-{}", r.rank));
-        for f in &r.files {
-            let p = d.join(&f.name);
-            fs::File::open(&p)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(&p, e))?;
-        }
-    }
     write_json_durable(&tmp.join("manifest.json"), manifest)?;
     let dst = layout.gen_dir(g);
     fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;

@@ -445,7 +445,8 @@ fn one_of(v: &str, valid: &[&str]) -> Result<String, String> {
     }
 }
 
-fn compression(v: &str) -> Result<String, String> {
+/// `none`, `zstd` or `zstd:LEVEL` (LEVEL 1..19): the site's `compress` and the job's option.
+pub fn compression(v: &str) -> Result<String, String> {
     let level_ok =
         |l: &str| l.bytes().all(|b| b.is_ascii_digit()) && matches!(l.parse::<u32>(), Ok(1..=19));
     match v.split_once(':') {

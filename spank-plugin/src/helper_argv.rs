@@ -86,7 +86,15 @@ pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
         kv("--env", e.clone());
     }
     kv("--cwd", a.cwd.to_string());
-    v.extend(a.site.to_helper_args());
+    // The job's own compression choice overrides the site's for its checkpoints.
+    match &a.opts.ckpt_compress {
+        Some(c) => {
+            let mut site = a.site.clone();
+            site.compress = c.clone();
+            v.extend(site.to_helper_args());
+        }
+        None => v.extend(a.site.to_helper_args()),
+    }
     v.push("--".into());
     v.extend(a.argv.iter().cloned());
     v
@@ -240,6 +248,7 @@ mod tests {
             mpi: Some(MpiKind::OpenMpi),
             ckpt_interval: Some(10),
             env: vec!["UCX_TLS=tcp,self".into()],
+            ckpt_compress: None,
         };
         let argv: Vec<String> = Vec::new();
         let a = SuperviseArgs {
@@ -273,6 +282,15 @@ mod tests {
         };
         let v = supervise(&SuperviseArgs { opts: &opts2, ..a });
         assert!(v.join(" ").contains("--ckpt /var/lib/slurm-ckpt/x "));
+        assert!(v.join(" ").contains("--site compress=none "));
+        // The job's compression choice replaces the site's.
+        let opts3 = JobOptions {
+            ckpt_compress: Some("zstd:5".into()),
+            ..opts.clone()
+        };
+        let v = supervise(&SuperviseArgs { opts: &opts3, ..a });
+        assert!(v.join(" ").contains("--site compress=zstd:5 "));
+        assert!(!v.join(" ").contains("compress=none"));
     }
 
     #[test]

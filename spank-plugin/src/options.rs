@@ -25,16 +25,18 @@ pub enum OptId {
     Mpi,
     CkptInterval,
     Env,
+    CkptCompress,
 }
 
 impl OptId {
-    pub const ALL: [OptId; 6] = [
+    pub const ALL: [OptId; 7] = [
         OptId::Image,
         OptId::Ckpt,
         OptId::Mounts,
         OptId::Mpi,
         OptId::CkptInterval,
         OptId::Env,
+        OptId::CkptCompress,
     ];
 
     fn index(self) -> usize {
@@ -45,6 +47,7 @@ impl OptId {
             OptId::Mpi => 3,
             OptId::CkptInterval => 4,
             OptId::Env => 5,
+            OptId::CkptCompress => 6,
         }
     }
 
@@ -57,6 +60,7 @@ impl OptId {
             OptId::Mpi => "container-mpi",
             OptId::CkptInterval => "container-ckpt-interval",
             OptId::Env => "container-env",
+            OptId::CkptCompress => "container-ckpt-compress",
         }
     }
 
@@ -74,6 +78,7 @@ impl OptId {
             OptId::Mpi => "SLURM_CKPT_CONTAINER_MPI",
             OptId::CkptInterval => "SLURM_CKPT_CONTAINER_CKPT_INTERVAL",
             OptId::Env => "SLURM_CKPT_CONTAINER_ENV",
+            OptId::CkptCompress => "SLURM_CKPT_CONTAINER_CKPT_COMPRESS",
         }
     }
 
@@ -87,6 +92,7 @@ impl OptId {
             OptId::Mpi => Some("mpich|openmpi|none"),
             OptId::CkptInterval => Some("MINUTES"),
             OptId::Env => Some("NAME=VALUE,..."),
+            OptId::CkptCompress => Some("none|zstd|zstd:LEVEL"),
         }
     }
 
@@ -116,6 +122,9 @@ impl OptId {
             OptId::Env => {
                 "[container-ckpt] set or override environment variables in the containers, e.g. the MPI \
                  transport settings (env SLURM_CKPT_CONTAINER_ENV)"
+            }
+            OptId::CkptCompress => {
+                "[container-ckpt] compress this job's checkpoint images (needs --container-ckpt);                  default set by the site (env SLURM_CKPT_CONTAINER_CKPT_COMPRESS)"
             }
         }
     }
@@ -239,6 +248,8 @@ pub struct JobOptions {
     pub ckpt_interval: Option<u32>,
     /// `NAME=VALUE` pairs set in every container after the product's defaults (so they override).
     pub env: Vec<String>,
+    /// None = the site's `compress` setting.
+    pub ckpt_compress: Option<String>,
 }
 
 impl JobOptions {
@@ -275,6 +286,8 @@ pub enum OptionError {
     RequiresImage { origin: String },
     #[error("{origin} requires --container-ckpt: the interval only applies to checkpointed jobs")]
     IntervalRequiresCkpt { origin: String },
+    #[error("{origin} requires --container-ckpt: compression only applies to checkpointed jobs")]
+    CompressRequiresCkpt { origin: String },
 }
 
 /// A validated option value.
@@ -286,6 +299,7 @@ enum Value {
     Mpi(MpiKind),
     Interval(u32),
     Env(Vec<String>),
+    Compress(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,7 +311,7 @@ struct Slot {
 /// Values recorded by the option callbacks of one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionState {
-    slots: [Option<Slot>; 6],
+    slots: [Option<Slot>; 7],
     /// First value slurmstepd could not accept: the step must fail rather than run outside containers.
     remote_error: Option<OptionError>,
 }
@@ -311,7 +325,7 @@ impl Default for OptionState {
 impl OptionState {
     pub const fn new() -> Self {
         OptionState {
-            slots: [None, None, None, None, None, None],
+            slots: [None, None, None, None, None, None, None],
             remote_error: None,
         }
     }
@@ -429,6 +443,15 @@ impl OptionState {
                 })
             }
         }
+        match value_of(OptId::CkptCompress)? {
+            Some((Value::Compress(c), _)) if opts.ckpt.is_some() => opts.ckpt_compress = Some(c),
+            Some((_, Source::Environment)) | None => {}
+            Some((_, source)) => {
+                return Err(OptionError::CompressRequiresCkpt {
+                    origin: origin(OptId::CkptCompress, source),
+                })
+            }
+        }
         Ok(opts)
     }
 }
@@ -467,6 +490,7 @@ fn parse_value(id: OptId, arg: Option<&str>, source: Source) -> Result<Value, Op
             .ok_or_else(|| format!("valid values are {}", MpiKind::VALID)),
         OptId::CkptInterval => parse_interval(arg_or_empty).map(Value::Interval),
         OptId::Env => parse_env(arg_or_empty).map(Value::Env),
+        OptId::CkptCompress => crate::config::compression(arg_or_empty).map(Value::Compress),
     }
     .map_err(|reason| invalid(id, source, arg_or_empty, reason))
 }
@@ -1074,6 +1098,42 @@ mod tests {
         assert_eq!(st.resolve(&env).unwrap().ckpt_interval, None);
         let st = cli(&[(OptId::Image, Some("img")), (OptId::Ckpt, None)]).unwrap();
         assert_eq!(st.resolve(&env).unwrap().ckpt_interval, Some(10));
+    }
+
+    #[test]
+    fn compress_option() {
+        let st = cli(&[
+            (OptId::Image, Some("img")),
+            (OptId::Ckpt, None),
+            (OptId::CkptCompress, Some("zstd:3")),
+        ])
+        .unwrap();
+        assert_eq!(
+            st.resolve(&no_env).unwrap().ckpt_compress.as_deref(),
+            Some("zstd:3")
+        );
+        let e = cli(&[
+            (OptId::Image, Some("img")),
+            (OptId::CkptCompress, Some("gzip")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--container-ckpt-compress") && e.contains("zstd:LEVEL"),
+            "{e}"
+        );
+        let st = cli(&[
+            (OptId::Image, Some("img")),
+            (OptId::CkptCompress, Some("zstd")),
+        ])
+        .unwrap();
+        assert_eq!(
+            st.resolve(&no_env).unwrap_err().to_string(),
+            "--container-ckpt-compress requires --container-ckpt: compression only applies to checkpointed jobs"
+        );
+        let env = env_of(&[("SLURM_CKPT_CONTAINER_CKPT_COMPRESS", "none")]);
+        let st = cli(&[(OptId::Image, Some("img"))]).unwrap();
+        assert_eq!(st.resolve(&env).unwrap().ckpt_compress, None);
     }
 
     #[test]
