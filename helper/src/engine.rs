@@ -389,6 +389,15 @@ impl Engine {
 
     /// Run a host tool inside a running container's network namespace (as root, from the host).
     pub async fn in_netns(&self, id: &str, cmd: &[&str]) -> Result<std::process::ExitStatus> {
+        self.spawn_in_netns(id, cmd)
+            .await?
+            .wait()
+            .await
+            .map_err(|e| Error::io("nsenter", e))
+    }
+
+    /// Start `cmd` in the container's network namespace and return at once.
+    pub async fn spawn_in_netns(&self, id: &str, cmd: &[&str]) -> Result<tokio::process::Child> {
         let pid = self.pid(id).await?;
         if pid <= 0 {
             return Err(Error::Invalid(format!("container {id} is not running")));
@@ -398,8 +407,7 @@ impl Engine {
             .args(cmd)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .status()
-            .await
+            .spawn()
             .map_err(|e| Error::io("nsenter", e))
     }
 

@@ -493,12 +493,22 @@ fn with_criu_log(e: Error, id: &str, op: &str) -> Error {
 }
 
 /// Gratuitous ARP from the container's interface (run from the host in the container's network
-/// namespace: the container itself has no capabilities). Best effort: failure only costs time
-/// until the container sends something itself.
+/// namespace: the container itself has no capabilities). The frame leaves as soon as arping starts;
+/// arping then idles a second for replies that never come, so it is not waited for (that second
+/// used to delay every restore). Best effort: failure only costs time until the container sends
+/// something itself.
 async fn announce(engine: &Engine, id: &str, ip: &str) {
     let cmd = ["arping", "-U", "-c", "1", "-I", "eth0", ip];
-    match tokio::time::timeout(Duration::from_secs(5), engine.in_netns(id, &cmd)).await {
-        Ok(Ok(s)) if s.success() => {}
-        other => tracing::warn!("gratuitous ARP for {ip}: {other:?}"),
+    match engine.spawn_in_netns(id, &cmd).await {
+        Ok(mut child) => {
+            let ip = ip.to_string();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+                    Ok(Ok(s)) if s.success() => {}
+                    other => tracing::warn!("gratuitous ARP for {ip}: {other:?}"),
+                }
+            });
+        }
+        Err(e) => tracing::warn!("gratuitous ARP for {ip}: {e}"),
     }
 }
