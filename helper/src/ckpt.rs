@@ -48,6 +48,9 @@ pub struct RankRecord {
     /// Bytes of CRIU's images before compression.
     #[serde(default)]
     pub raw_bytes: u64,
+    /// Of `raw_bytes`, bytes in chunks linked unchanged from the previous generation (incremental).
+    #[serde(default)]
+    pub reused_bytes: u64,
     /// Time spent moving (and compressing) the images to the shared storage after the dump, while
     /// the job already ran again (0 when CRIU wrote them there itself).
     #[serde(default)]
@@ -422,6 +425,7 @@ mod tests {
                 held_seconds: 0.0,
                 compression: "none".into(),
                 raw_bytes: 3,
+                reused_bytes: 0,
                 pack_seconds: 0.0,
             }],
         }

@@ -3,13 +3,13 @@
 pub mod barrier;
 pub mod cgroup;
 pub mod ckpt;
-pub mod compress;
 pub mod engine;
 pub mod error;
 pub mod fdio;
 pub mod guard;
 pub mod image_check;
 pub mod jobdir;
+pub mod pack;
 pub mod plan;
 pub mod protocol;
 pub mod relay;

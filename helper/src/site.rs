@@ -1,8 +1,8 @@
 //! Site settings. The plugin parses them from its plugstack.conf arguments and hands them to the
 //! helper as `--site key=value`; the admin CLI reads the same line from plugstack.conf, so there is
 //! one source of truth.
-use crate::compress::Compression;
 use crate::error::{Error, Result};
+use crate::pack::Compression;
 use crate::plan::Subnet;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ const KEYS: &[&str] = &[
     "data_path",
     "compress",
     "stage_dir",
+    "incremental",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +57,8 @@ pub struct SiteConfig {
     pub compress: Compression,
     /// Node-local directory where CRIU dumps before compressing (and a restore unpacks).
     pub stage_dir: PathBuf,
+    /// Store page images in chunks and link those unchanged since the previous generation.
+    pub incremental: bool,
 }
 
 impl Default for SiteConfig {
@@ -81,6 +84,7 @@ impl Default for SiteConfig {
             data_path: "direct".into(),
             compress: Compression::None,
             stage_dir: "/var/tmp/slurm-ckpt-stage".into(),
+            incremental: false,
         }
     }
 }
@@ -203,6 +207,7 @@ impl SiteConfig {
             },
             "compress" => self.compress = Compression::parse(v).map_err(bad)?,
             "stage_dir" => self.stage_dir = abs_path(k, v)?,
+            "incremental" => self.incremental = parse_bool(k, v)?,
             _ => return Err(Error::UnknownSiteKey(k.into(), KEYS.join(", "))),
         }
         Ok(())
@@ -228,6 +233,12 @@ impl SiteConfig {
     /// daemon's checkpoint directory and the checkpoint storage).
     pub fn docker_data_path(&self) -> bool {
         self.runtime.is_empty() || self.data_path == "docker"
+    }
+
+    /// Whether a rank packs its images into the generation after the dump (compression or
+    /// incremental storage) instead of CRIU writing them there.
+    pub fn packs(&self) -> bool {
+        self.compress != Compression::None || self.incremental
     }
 
     /// The Docker socket of `node` (`%n` in the template is the node name).
@@ -268,6 +279,7 @@ mod tests {
             "data_path=nfs",
             "compress=lz4",
             "stage_dir=tmp",
+            "incremental=sometimes",
         ] {
             assert!(SiteConfig::from_pairs([bad]).is_err(), "{bad}");
         }

@@ -10,7 +10,7 @@ use crate::options::{normalize_path, parse_image, MpiKind};
 
 /// Every key, in the order they are documented and rendered for the helper (the helper's
 /// `site.rs` accepts the same set).
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -28,6 +28,7 @@ pub const KEYS: [&str; 17] = [
     "data_path",
     "compress",
     "stage_dir",
+    "incremental",
 ];
 
 /// Longest helper call timeout (one day).
@@ -124,6 +125,8 @@ pub struct SiteConfig {
     pub compress: String,
     /// Node-local staging directory for compressed checkpoints.
     pub stage_dir: String,
+    /// Chunked page images, unchanged chunks linked from the previous generation.
+    pub incremental: bool,
 }
 
 impl Default for SiteConfig {
@@ -149,6 +152,7 @@ impl Default for SiteConfig {
             data_path: "direct".into(),
             compress: "none".into(),
             stage_dir: "/var/tmp/slurm-ckpt-stage".into(),
+            incremental: false,
         }
     }
 }
@@ -228,6 +232,7 @@ impl SiteConfig {
             "data_path" => self.data_path = one_of(value, &["direct", "docker"])?,
             "compress" => self.compress = compression(value)?,
             "stage_dir" => self.stage_dir = absolute_path(value)?,
+            "incremental" => self.incremental = boolean(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -254,6 +259,7 @@ impl SiteConfig {
             "data_path" => self.data_path.clone(),
             "compress" => self.compress.clone(),
             "stage_dir" => self.stage_dir.clone(),
+            "incremental" => if self.incremental { "yes" } else { "no" }.to_string(),
             _ => return None,
         })
     }
@@ -633,6 +639,7 @@ mod tests {
             ("compress=zstd:20", "zstd:LEVEL"),
             ("compress=gzip", "zstd:LEVEL"),
             ("stage_dir=tmp", "not an absolute path"),
+            ("incremental=sometimes", "expected 1/true/yes/y"),
             ("network=", "Docker network name"),
             ("network=bad name", "Docker network name"),
             ("subnet=10.88.0.0", "missing /PREFIX"),

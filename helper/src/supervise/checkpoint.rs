@@ -5,12 +5,12 @@ use super::{log_path, save, Rank};
 use crate::barrier::{barrier, marker, touch, wait_ranks, Heartbeat};
 use crate::ckpt::{
     commit, copy_images, criu_version, gen_name, prune, seal_rank_dir, verify_rank_dir,
-    write_json_durable, Manifest, RankRecord, FORMAT,
+    write_json_durable, Layout, Manifest, RankRecord, FORMAT,
 };
-use crate::compress::{is_packed, unpack_dir, Compression, Scratch};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, GuardArgs};
+use crate::pack::{is_packed, unpack_dir, Compression, Packed, Packing, Scratch};
 use crate::runtime_wrapper::POINTER;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -130,7 +130,7 @@ impl Rank<'_> {
 
         // Tell the runtime wrapper where CRIU should write: straight to the shared storage, or to
         // the node's staging directory when the images are compressed on their way there.
-        let stage = if a.site.docker_data_path() || a.site.compress == Compression::None {
+        let stage = if a.site.docker_data_path() || !a.site.packs() {
             None
         } else {
             Some(self.scratch(&format!("{}-{}", self.id, gen_name(g)))?)
@@ -179,11 +179,11 @@ impl Rank<'_> {
                 .join(&self.id)
                 .join("checkpoints")
                 .join(gen_name(g));
-            let raw = self.pack(&src, &rank_dir);
+            let raw = self.pack(&src, &rank_dir, &layout);
             let _ = std::fs::remove_dir_all(&src);
             Some(raw?)
         } else if let Some(st) = &stage {
-            Some(self.pack(st.path(), &rank_dir)?)
+            Some(self.pack(st.path(), &rank_dir, &layout)?)
         } else {
             None
         };
@@ -210,7 +210,8 @@ impl Rank<'_> {
             dump_seconds,
             held_seconds,
             compression: a.site.compress.name(),
-            raw_bytes: moved.unwrap_or(bytes),
+            raw_bytes: moved.map_or(bytes, |m| m.raw),
+            reused_bytes: moved.map_or(0, |m| m.reused),
             pack_seconds,
         };
         write_json_durable(&tmp.join(format!("rank-{}.json", a.rank)), &rec)?;
@@ -322,16 +323,27 @@ impl Rank<'_> {
         Ok(Scratch(dir))
     }
 
-    /// Move a dump's images from `src` into the generation's rank directory, compressed as the
-    /// site says; returns the bytes of the images before compression.
-    fn pack(&self, src: &Path, rank_dir: &Path) -> Result<u64> {
-        match self.a.site.compress {
-            Compression::None => {
-                copy_images(src, rank_dir)?;
-                Ok(crate::ckpt::dir_bytes(rank_dir))
-            }
-            c => crate::compress::pack_dir(src, rank_dir, c),
+    /// Move a dump's images from `src` into the generation's rank directory, compressed and/or
+    /// incremental as the site says.
+    fn pack(&self, src: &Path, rank_dir: &Path, layout: &Layout) -> Result<Packed> {
+        let site = &self.a.site;
+        if site.compress == Compression::None && !site.incremental {
+            copy_images(src, rank_dir)?;
+            let raw = crate::ckpt::dir_bytes(rank_dir);
+            return Ok(Packed { raw, reused: 0 });
         }
+        // Chunks unchanged since the job's newest complete generation are linked, not written.
+        let prev = layout
+            .generations()
+            .last()
+            .map(|g| layout.gen_dir(*g).join(format!("rank-{}", self.a.rank)));
+        let packing = Packing {
+            compression: site.compress,
+            incremental: site
+                .incremental
+                .then_some(prev.as_deref().unwrap_or(Path::new("/nonexistent"))),
+        };
+        crate::pack::pack_dir(src, rank_dir, packing)
     }
 
     /// Write the root-only redirect file that makes the runtime wrapper hand CRIU `dir` as its

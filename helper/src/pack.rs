@@ -1,0 +1,486 @@
+//! How a rank's CRIU images are stored in a generation when they do not go there straight from
+//! CRIU: compressed (site `compress=zstd[:LEVEL]`) and/or incremental (site `incremental=yes`).
+//!
+//! Either way CRIU dumps into a node-local staging directory (site `stage_dir`); once every rank is
+//! dumped the job runs again, and each rank packs its images into the generation on the shared
+//! storage. Compression stores `NAME.zst`. Incremental storage cuts each page image into chunks of
+//! [`CHUNK_BYTES`] (`pages-1.img.c00000`, ...) and hard-links every chunk that is unchanged since the
+//! job's previous generation instead of writing it again (CRIU's own incremental dumps need the
+//! kernel's dirty-page tracking, which this machine kind lacks); `chunks.json` records each
+//! chunk's sha256 before compression for the next generation to compare against. A restore
+//! unpacks into the staging directory first. docs/PERFORMANCE.md measures when either pays.
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Size of the pieces page images are cut into for incremental storage.
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// The chunk index of a rank directory stored incrementally.
+pub const INDEX: &str = "chunks.json";
+
+/// Suffix of a compressed image file.
+pub const SUFFIX: &str = ".zst";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd(i32),
+}
+
+impl Compression {
+    /// `none`, `zstd` (level 1: the fast end, where compression can keep up with storage) or
+    /// `zstd:LEVEL` with LEVEL in 1..=19.
+    pub fn parse(v: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("'{v}' (valid: none, zstd, zstd:LEVEL with LEVEL 1..19)");
+        match v.split_once(':') {
+            None if v == "none" => Ok(Compression::None),
+            None if v == "zstd" => Ok(Compression::Zstd(1)),
+            Some(("zstd", l)) => match l.parse::<i32>() {
+                Ok(n) if (1..=19).contains(&n) && l.bytes().all(|b| b.is_ascii_digit()) => {
+                    Ok(Compression::Zstd(n))
+                }
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Compression::None => "none".into(),
+            Compression::Zstd(l) => format!("zstd:{l}"),
+        }
+    }
+}
+
+/// How to pack: compression, and the previous generation's rank directory to reuse chunks from
+/// (Some only for incremental storage; the directory may not exist for a first generation).
+#[derive(Debug, Clone, Copy)]
+pub struct Packing<'a> {
+    pub compression: Compression,
+    pub incremental: Option<&'a Path>,
+}
+
+/// What packing did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    /// Bytes of CRIU's images.
+    pub raw: u64,
+    /// Of those, bytes in chunks linked from the previous generation instead of written.
+    pub reused: u64,
+}
+
+/// `chunks.json`: stored chunk name (without `.zst`) -> sha256 of its raw bytes.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChunkIndex {
+    chunk_bytes: usize,
+    chunks: BTreeMap<String, String>,
+}
+
+/// Pack the image files of `src` (flat, as CRIU writes them) into `dst`.
+pub fn pack_dir(src: &Path, dst: &Path, p: Packing) -> Result<Packed> {
+    fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    let prev = p.incremental.map(|d| (d, read_index(d)));
+    let mut index = ChunkIndex {
+        chunk_bytes: CHUNK_BYTES,
+        ..ChunkIndex::default()
+    };
+    let mut done = Packed::default();
+    for (from, name) in files_of(src)? {
+        let len = fs::metadata(&from).map_err(|e| Error::io(&from, e))?.len();
+        done.raw += len;
+        match prev {
+            Some((prev_dir, ref prev_index)) if is_page_image(&name) => {
+                done.reused += pack_chunks(
+                    &from,
+                    &name,
+                    dst,
+                    p.compression,
+                    prev_dir,
+                    prev_index,
+                    &mut index,
+                )?;
+            }
+            _ => {
+                let mut input = fs::File::open(&from).map_err(|e| Error::io(&from, e))?;
+                store(&mut input, dst, &name, p.compression)?;
+            }
+        }
+    }
+    if p.incremental.is_some() {
+        let body = serde_json::to_vec(&index).map_err(|e| Error::Invalid(e.to_string()))?;
+        let to = dst.join(INDEX);
+        fs::write(&to, body).map_err(|e| Error::io(&to, e))?;
+    }
+    Ok(done)
+}
+
+/// CRIU's page images (`pages-N.img`): the bulk of a dump, and what changes little between
+/// generations of a mostly idle job.
+fn is_page_image(name: &str) -> bool {
+    name.starts_with("pages-") && name.ends_with(".img")
+}
+
+/// The previous generation's chunk index (empty if absent or unreadable: then nothing is reused).
+fn read_index(dir: &Path) -> ChunkIndex {
+    fs::read(dir.join(INDEX))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ChunkIndex>(&b).ok())
+        .filter(|i| i.chunk_bytes == CHUNK_BYTES)
+        .unwrap_or_default()
+}
+
+/// Cut one page image into chunks; link each chunk unchanged since `prev_dir`, store the others.
+/// Returns the bytes reused.
+fn pack_chunks(
+    from: &Path,
+    name: &str,
+    dst: &Path,
+    c: Compression,
+    prev_dir: &Path,
+    prev_index: &ChunkIndex,
+    index: &mut ChunkIndex,
+) -> Result<u64> {
+    let mut input = BufReader::with_capacity(
+        1 << 20,
+        fs::File::open(from).map_err(|e| Error::io(from, e))?,
+    );
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut reused = 0;
+    for i in 0.. {
+        let n = read_full(&mut input, &mut buf).map_err(|e| Error::io(from, e))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        let cname = format!("{name}.c{i:05}");
+        let sum = hex(&Sha256::digest(chunk));
+        let linked = prev_index.chunks.get(&cname) == Some(&sum)
+            && [cname.clone(), format!("{cname}{SUFFIX}")]
+                .iter()
+                .any(|stored| {
+                    let old = prev_dir.join(stored);
+                    fs::symlink_metadata(&old).is_ok_and(|m| m.is_file())
+                        && fs::hard_link(&old, dst.join(stored)).is_ok()
+                });
+        if linked {
+            reused += n as u64;
+        } else {
+            store(&mut &chunk[..], dst, &cname, c)?;
+        }
+        index.chunks.insert(cname, sum);
+    }
+    Ok(reused)
+}
+
+/// Read until `buf` is full or the input ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Write `input` to `dst/name`, or compressed to `dst/name.zst`.
+fn store(input: &mut impl Read, dst: &Path, name: &str, c: Compression) -> Result<()> {
+    let to = match c {
+        Compression::None => dst.join(name),
+        Compression::Zstd(_) => dst.join(format!("{name}{SUFFIX}")),
+    };
+    let out = fs::File::create(&to).map_err(|e| Error::io(&to, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, out);
+    match c {
+        Compression::None => std::io::copy(input, &mut w).map(|_| ()),
+        Compression::Zstd(level) => zstd::stream::copy_encode(input, &mut w, level),
+    }
+    .map_err(|e| Error::io(&to, e))?;
+    w.flush().map_err(|e| Error::io(&to, e))
+}
+
+/// A scratch directory, removed with everything in it when dropped (success or error).
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether a rank's stored files need unpacking before CRIU can read them.
+pub fn is_packed(names: impl IntoIterator<Item = impl AsRef<str>>) -> bool {
+    names
+        .into_iter()
+        .any(|n| n.as_ref().ends_with(SUFFIX) || n.as_ref() == INDEX)
+}
+
+/// `pages-1.img.c00003[.zst]` -> (`pages-1.img`, 3).
+fn chunk_of(name: &str) -> Option<(&str, u32)> {
+    let plain = name.strip_suffix(SUFFIX).unwrap_or(name);
+    let (base, idx) = plain.rsplit_once(".c")?;
+    (idx.len() == 5 && idx.bytes().all(|b| b.is_ascii_digit()) && is_page_image(base))
+        .then(|| Some((base, idx.parse().ok()?)))
+        .flatten()
+}
+
+/// Unpack the files of `src` into `dst`: chunks are joined in order into their page image,
+/// `NAME.zst` is decompressed to `NAME`, anything else is copied. Returns the bytes written.
+pub fn unpack_dir(src: &Path, dst: &Path) -> Result<u64> {
+    fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    let mut written = 0;
+    // files_of sorts by name, so chunks come in order, each image's chunks together.
+    let mut open: Option<(String, u32, BufWriter<fs::File>)> = None;
+    for (from, name) in files_of(src)? {
+        if name == INDEX {
+            continue;
+        }
+        if let Some((base, idx)) = chunk_of(&name) {
+            let same = matches!(&open, Some((b, _, _)) if b == base);
+            if !same {
+                if let Some((b, _, mut w)) = open.take() {
+                    w.flush().map_err(|e| Error::io(dst.join(b), e))?;
+                }
+                let to = dst.join(base);
+                let f = fs::File::create(&to).map_err(|e| Error::io(&to, e))?;
+                open = Some((base.to_string(), 0, BufWriter::with_capacity(1 << 20, f)));
+            }
+            let Some((_, next, w)) = open.as_mut() else {
+                continue;
+            };
+            if idx != *next {
+                return Err(Error::Invalid(format!(
+                    "{}: chunk {idx} of {base} out of sequence (expected {next})",
+                    src.display()
+                )));
+            }
+            *next += 1;
+            written += copy_out(&from, &name, w)?;
+            continue;
+        }
+        let to = dst.join(name.strip_suffix(SUFFIX).unwrap_or(&name));
+        let f = fs::File::create(&to).map_err(|e| Error::io(&to, e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        written += copy_out(&from, &name, &mut w)?;
+        w.flush().map_err(|e| Error::io(&to, e))?;
+    }
+    if let Some((b, _, mut w)) = open.take() {
+        w.flush().map_err(|e| Error::io(dst.join(b), e))?;
+    }
+    Ok(written)
+}
+
+/// Append one stored file to `w`, decompressing `.zst`; returns the bytes written.
+fn copy_out(from: &Path, name: &str, w: &mut impl Write) -> Result<u64> {
+    let input = BufReader::with_capacity(
+        1 << 20,
+        fs::File::open(from).map_err(|e| Error::io(from, e))?,
+    );
+    let mut counted = Counter { inner: w, n: 0 };
+    if name.ends_with(SUFFIX) {
+        zstd::stream::copy_decode(input, &mut counted)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", from.display())))?;
+    } else {
+        std::io::copy(&mut { input }, &mut counted).map_err(|e| Error::io(from, e))?;
+    }
+    Ok(counted.n)
+}
+
+/// A writer that counts what passes through.
+struct Counter<'a, W: Write> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counter<'_, W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(b)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Regular files of a flat directory, sorted by name.
+fn files_of(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let ty = e.file_type().map_err(|x| Error::io(e.path(), x))?;
+        if ty.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: unexpected directory among CRIU images",
+                e.path().display()
+            )));
+        }
+        if ty.is_file() {
+            out.push((e.path(), e.file_name().to_string_lossy().into_owned()));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_settings() {
+        assert_eq!(Compression::parse("none"), Ok(Compression::None));
+        assert_eq!(Compression::parse("zstd"), Ok(Compression::Zstd(1)));
+        assert_eq!(Compression::parse("zstd:7"), Ok(Compression::Zstd(7)));
+        for bad in ["", "lz4", "zstd:0", "zstd:20", "zstd:+3", "zstd:", "none:1"] {
+            assert!(Compression::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Compression::Zstd(3).name(), "zstd:3");
+    }
+
+    fn zstd(level: i32) -> Packing<'static> {
+        Packing {
+            compression: Compression::Zstd(level),
+            incremental: None,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let base = std::env::temp_dir().join(format!("scc-zstd-{}", std::process::id()));
+        let (src, packed, out) = (base.join("src"), base.join("packed"), base.join("out"));
+        fs::create_dir_all(&src).unwrap();
+        let pages: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        fs::write(src.join("pages-1.img"), &pages).unwrap();
+        fs::write(src.join("core-1.img"), b"core").unwrap();
+        let done = pack_dir(&src, &packed, zstd(1)).unwrap();
+        assert_eq!(done.raw, pages.len() as u64 + 4);
+        let names: Vec<String> = files_of(&packed)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.1)
+            .collect();
+        assert_eq!(names, ["core-1.img.zst", "pages-1.img.zst"]);
+        assert!(is_packed(&names));
+        assert!(
+            fs::metadata(packed.join("pages-1.img.zst")).unwrap().len() < pages.len() as u64 / 10
+        );
+        assert_eq!(unpack_dir(&packed, &out).unwrap(), done.raw);
+        assert_eq!(fs::read(out.join("pages-1.img")).unwrap(), pages);
+        assert_eq!(fs::read(out.join("core-1.img")).unwrap(), b"core");
+        // A damaged compressed file is an error naming it, not garbage for CRIU.
+        fs::write(packed.join("core-1.img.zst"), b"not zstd").unwrap();
+        let e = unpack_dir(&packed, &base.join("bad"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("core-1.img.zst"), "{e}");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn incremental_links_unchanged_chunks() {
+        use std::os::unix::fs::MetadataExt;
+        let base = std::env::temp_dir().join(format!("scc-incr-{}", std::process::id()));
+        let (src, g1, g2, out) = (
+            base.join("src"),
+            base.join("g1"),
+            base.join("g2"),
+            base.join("out"),
+        );
+        fs::create_dir_all(&src).unwrap();
+        // 2.5 chunks of distinct content, so a changed chunk really differs.
+        let mut pages: Vec<u8> = (0..(CHUNK_BYTES * 5 / 2) as u64)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        fs::write(src.join("pages-1.img"), &pages).unwrap();
+        fs::write(src.join("pagemap-1.img"), b"map").unwrap();
+        for (compression, tag) in [(Compression::None, "plain"), (Compression::Zstd(1), "zstd")] {
+            let _ = fs::remove_dir_all(&g1);
+            let _ = fs::remove_dir_all(&g2);
+            let first = Packing {
+                compression,
+                incremental: Some(Path::new("/nonexistent")),
+            };
+            let done = pack_dir(&src, &g1, first).unwrap();
+            assert_eq!(done.reused, 0, "{tag}");
+            // The job touched one page in the second chunk.
+            let mut changed = pages.clone();
+            changed[CHUNK_BYTES + 100] ^= 0xff;
+            fs::write(src.join("pages-1.img"), &changed).unwrap();
+            let next = Packing {
+                compression,
+                incremental: Some(&g1),
+            };
+            let done = pack_dir(&src, &g2, next).unwrap();
+            assert_eq!(done.reused, (CHUNK_BYTES + CHUNK_BYTES / 2) as u64, "{tag}");
+            let sfx = if compression == Compression::None {
+                ""
+            } else {
+                SUFFIX
+            };
+            let ino = |d: &Path, i: u32| {
+                fs::metadata(d.join(format!("pages-1.img.c{i:05}{sfx}")))
+                    .unwrap()
+                    .ino()
+            };
+            assert_eq!(ino(&g1, 0), ino(&g2, 0), "{tag}: unchanged chunk linked");
+            assert_ne!(ino(&g1, 1), ino(&g2, 1), "{tag}: changed chunk written");
+            assert_eq!(ino(&g1, 2), ino(&g2, 2), "{tag}: short last chunk linked");
+            let names: Vec<String> = files_of(&g2).unwrap().into_iter().map(|f| f.1).collect();
+            assert!(is_packed(&names), "{tag}");
+            let _ = fs::remove_dir_all(&out);
+            assert_eq!(
+                unpack_dir(&g2, &out).unwrap(),
+                changed.len() as u64 + 3,
+                "{tag}"
+            );
+            assert_eq!(fs::read(out.join("pages-1.img")).unwrap(), changed, "{tag}");
+            assert_eq!(
+                fs::read(out.join("pagemap-1.img")).unwrap(),
+                b"map",
+                "{tag}"
+            );
+            assert!(!out.join(INDEX).exists());
+            fs::write(src.join("pages-1.img"), &pages).unwrap();
+        }
+        // A missing chunk is an error, not a shorter image.
+        fs::remove_file(g2.join(format!("pages-1.img.c00001{SUFFIX}"))).unwrap();
+        let e = unpack_dir(&g2, &base.join("bad")).unwrap_err().to_string();
+        assert!(e.contains("out of sequence"), "{e}");
+        pages.clear();
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn chunk_names() {
+        assert_eq!(chunk_of("pages-1.img.c00003"), Some(("pages-1.img", 3)));
+        assert_eq!(
+            chunk_of("pages-12.img.c00010.zst"),
+            Some(("pages-12.img", 10))
+        );
+        assert_eq!(chunk_of("core-1.img.c00003"), None);
+        assert_eq!(chunk_of("pages-1.img"), None);
+        assert_eq!(chunk_of("pages-1.img.c3"), None);
+    }
+}
