@@ -57,12 +57,14 @@ impl Compression {
     }
 }
 
-/// How to pack: compression, and the previous generation's rank directory to reuse chunks from
-/// (Some only for incremental storage; the directory may not exist for a first generation).
+/// How to pack.
 #[derive(Debug, Clone, Copy)]
 pub struct Packing<'a> {
     pub compression: Compression,
-    pub incremental: Option<&'a Path>,
+    /// Store page images in chunks (and write `chunks.json`).
+    pub incremental: bool,
+    /// The previous generation's rank directory, to link unchanged chunks from.
+    pub prev: Option<&'a Path>,
 }
 
 /// What packing did.
@@ -84,7 +86,7 @@ struct ChunkIndex {
 /// Pack the image files of `src` (flat, as CRIU writes them) into `dst`.
 pub fn pack_dir(src: &Path, dst: &Path, p: Packing) -> Result<Packed> {
     fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
-    let prev = p.incremental.map(|d| (d, read_index(d)));
+    let prev = p.prev.filter(|_| p.incremental).map(|d| (d, read_index(d)));
     let mut index = ChunkIndex {
         chunk_bytes: CHUNK_BYTES,
         ..ChunkIndex::default()
@@ -93,25 +95,18 @@ pub fn pack_dir(src: &Path, dst: &Path, p: Packing) -> Result<Packed> {
     for (from, name) in files_of(src)? {
         let len = fs::metadata(&from).map_err(|e| Error::io(&from, e))?.len();
         done.raw += len;
-        match prev {
-            Some((prev_dir, ref prev_index)) if is_page_image(&name) => {
-                done.reused += pack_chunks(
-                    &from,
-                    &name,
-                    dst,
-                    p.compression,
-                    prev_dir,
-                    prev_index,
-                    &mut index,
-                )?;
+        match p.incremental && is_page_image(&name) {
+            true => {
+                let prev = prev.as_ref().map(|(d, i)| (*d, i));
+                done.reused += pack_chunks(&from, &name, dst, p.compression, prev, &mut index)?;
             }
-            _ => {
+            false => {
                 let mut input = fs::File::open(&from).map_err(|e| Error::io(&from, e))?;
                 store(&mut input, dst, &name, p.compression)?;
             }
         }
     }
-    if p.incremental.is_some() {
+    if p.incremental {
         let body = serde_json::to_vec(&index).map_err(|e| Error::Invalid(e.to_string()))?;
         let to = dst.join(INDEX);
         fs::write(&to, body).map_err(|e| Error::io(&to, e))?;
@@ -134,15 +129,14 @@ fn read_index(dir: &Path) -> ChunkIndex {
         .unwrap_or_default()
 }
 
-/// Cut one page image into chunks; link each chunk unchanged since `prev_dir`, store the others.
+/// Cut one page image into chunks; link each chunk unchanged since `prev`, store the others.
 /// Returns the bytes reused.
 fn pack_chunks(
     from: &Path,
     name: &str,
     dst: &Path,
     c: Compression,
-    prev_dir: &Path,
-    prev_index: &ChunkIndex,
+    prev: Option<(&Path, &ChunkIndex)>,
     index: &mut ChunkIndex,
 ) -> Result<u64> {
     let mut input = BufReader::with_capacity(
@@ -159,14 +153,16 @@ fn pack_chunks(
         let chunk = &buf[..n];
         let cname = format!("{name}.c{i:05}");
         let sum = hex(&Sha256::digest(chunk));
-        let linked = prev_index.chunks.get(&cname) == Some(&sum)
-            && [cname.clone(), format!("{cname}{SUFFIX}")]
-                .iter()
-                .any(|stored| {
-                    let old = prev_dir.join(stored);
-                    fs::symlink_metadata(&old).is_ok_and(|m| m.is_file())
-                        && fs::hard_link(&old, dst.join(stored)).is_ok()
-                });
+        let linked = prev.is_some_and(|(prev_dir, prev_index)| {
+            prev_index.chunks.get(&cname) == Some(&sum)
+                && [cname.clone(), format!("{cname}{SUFFIX}")]
+                    .iter()
+                    .any(|stored| {
+                        let old = prev_dir.join(stored);
+                        fs::symlink_metadata(&old).is_ok_and(|m| m.is_file())
+                            && fs::hard_link(&old, dst.join(stored)).is_ok()
+                    })
+        });
         if linked {
             reused += n as u64;
         } else {
@@ -360,7 +356,8 @@ mod tests {
     fn zstd(level: i32) -> Packing<'static> {
         Packing {
             compression: Compression::Zstd(level),
-            incremental: None,
+            incremental: false,
+            prev: None,
         }
     }
 
@@ -420,7 +417,8 @@ mod tests {
             let _ = fs::remove_dir_all(&g2);
             let first = Packing {
                 compression,
-                incremental: Some(Path::new("/nonexistent")),
+                incremental: true,
+                prev: None,
             };
             let done = pack_dir(&src, &g1, first).unwrap();
             assert_eq!(done.reused, 0, "{tag}");
@@ -430,7 +428,8 @@ mod tests {
             fs::write(src.join("pages-1.img"), &changed).unwrap();
             let next = Packing {
                 compression,
-                incremental: Some(&g1),
+                incremental: true,
+                prev: Some(&g1),
             };
             let done = pack_dir(&src, &g2, next).unwrap();
             assert_eq!(done.reused, (CHUNK_BYTES + CHUNK_BYTES / 2) as u64, "{tag}");

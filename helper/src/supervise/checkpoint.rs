@@ -129,7 +129,7 @@ impl Rank<'_> {
         self.freeze().await?;
 
         // Tell the runtime wrapper where CRIU should write: straight to the shared storage, or to
-        // the node's staging directory when the images are compressed on their way there.
+        // the node's staging directory when the images are packed (compressed, chunked) later.
         let stage = if a.site.docker_data_path() || !a.site.packs() {
             None
         } else {
@@ -168,8 +168,8 @@ impl Rank<'_> {
             self.thaw(was_frozen).await?;
         }
         // The images are elsewhere when Docker's own path wrote them (the daemon's checkpoint
-        // directory) or they are to be compressed (the staging directory): move them to the
-        // shared storage now, while the job runs.
+        // directory) or they are to be packed (the staging directory): move them to the shared
+        // storage now, while the job runs.
         let t_pack = std::time::Instant::now();
         let moved = if a.site.docker_data_path() {
             let info = self.engine.daemon_info().await?;
@@ -308,7 +308,6 @@ impl Rank<'_> {
         Ok(())
     }
 
-    /// Restore this rank's container from generation `m`, in the policy's order.
     /// A fresh directory `<stage_dir>/<job>/<node>/<name>` on the node's staging storage, removed
     /// when dropped.
     fn scratch(&self, name: &str) -> Result<Scratch> {
@@ -339,9 +338,8 @@ impl Rank<'_> {
             .map(|g| layout.gen_dir(*g).join(format!("rank-{}", self.a.rank)));
         let packing = Packing {
             compression: site.compress,
-            incremental: site
-                .incremental
-                .then_some(prev.as_deref().unwrap_or(Path::new("/nonexistent"))),
+            incremental: site.incremental,
+            prev: prev.as_deref(),
         };
         crate::pack::pack_dir(src, rank_dir, packing)
     }
@@ -359,6 +357,7 @@ impl Rank<'_> {
         Ok(redirect)
     }
 
+    /// Restore this rank's container from generation `m`, in the policy's order.
     pub(super) async fn restore(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
         let (a, t) = (self.a, self.timeout());
         let Some(layout) = self.layout.clone() else {
@@ -384,8 +383,8 @@ impl Rank<'_> {
             .join(&name);
         std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
         let packed = is_packed(rec.files.iter().map(|f| f.name.as_str()));
-        // Compressed images are unpacked into the node's staging directory (removed once CRIU
-        // has read them, when this is dropped).
+        // Packed images (compressed or chunked) are unpacked into the node's staging directory,
+        // removed once CRIU has read them (when this is dropped).
         let mut _staged = None;
         let t_unpack = std::time::Instant::now();
         if a.site.docker_data_path() {
@@ -403,7 +402,7 @@ impl Rank<'_> {
             }
         } else {
             let from = if packed {
-                // (whatever the site's compression setting is now)
+                // (whatever the site's packing settings are now)
                 let st = self.scratch(&format!("{}-restore-{name}", self.id))?;
                 unpack_dir(&images, st.path())?;
                 crate::ckpt::open_to_container_root(st.path(), self.remap_root)?;
