@@ -170,3 +170,14 @@ with_site() {
     sed -i "s|^\(required .*spank_container_ckpt\.so.*\)$|\1 $*|" "$conf"
     grep -q "spank_container_ckpt.so.* $*" "$conf" || fail "could not set site settings $*"
 }
+
+# requeue_restored ID NODELIST NRANKS: requeue the job onto NODELIST (checkpoint on SIGTERM), wait
+# until its NRANKS ranks run again and check that every one was restored from a checkpoint.
+requeue_restored() {
+    local id="$1" nodes="$2" n="$3"
+    requeue_now "$id" "$nodes"
+    wait_state "$id" RUNNING 120 || { show_job "$id"; fail "job $id did not restart"; }
+    wait_running_ranks "$id" "$n"
+    slurm-ckpt status "$id" --json | jq -e 'all(.[]; .events | map(.what) | any(startswith("restored from")))' >/dev/null ||
+        { show_job "$id"; fail "ranks of job $id were not restored from a checkpoint"; }
+}

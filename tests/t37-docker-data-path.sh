@@ -10,11 +10,7 @@ id=$(submit -w node1,node2 -N2 -n2 --open-mode=append --container-image="$VC_IMA
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 2
 sleep 3
-requeue_now "$id" node3,node1
-wait_state "$id" RUNNING 120 || { show_job "$id"; fail "job $id did not restart"; }
-wait_running_ranks "$id" 2
-slurm-ckpt status "$id" --json | jq -e 'all(.[]; .events | map(.what) | any(startswith("restored from")))' >/dev/null ||
-    { show_job "$id"; fail "ranks were not restored from a checkpoint"; }
+requeue_restored "$id" node3,node1 2
 expect_ok "$id" 200
 tail -n +"$((mark + 1))" /var/log/slurm-ckpt/runtime.log | grep -q "(Docker's path)" ||
     { show_job "$id"; fail "the restore did not take Docker's path"; }

@@ -18,11 +18,7 @@ jq -e 'all(.ranks[]; .compression == "zstd:3" and (.files | all(.name | endswith
     { jq '.ranks[] | {rank, compression, bytes, raw_bytes, files: [.files[].name]}' "$m" >&2; fail "generation $gen is not stored compressed"; }
 say "$(jq -r '"stored \(.total_bytes) bytes of \([.ranks[].raw_bytes] | add) (zstd:3)"' "$m")"
 sleep 2
-requeue_now "$id" node3,node1
-wait_state "$id" RUNNING 120 || { show_job "$id"; fail "job $id did not restart"; }
-wait_running_ranks "$id" 3
-slurm-ckpt status "$id" --json | jq -e 'all(.[]; .events | map(.what) | any(startswith("restored from")))' >/dev/null ||
-    { show_job "$id"; fail "ranks were not restored from a checkpoint"; }
+requeue_restored "$id" node3,node1 3
 grep -q "unpacked" "/var/log/slurm-ckpt/job-$id.log" || { show_job "$id"; fail "the restore did not unpack the images"; }
 expect_ok "$id" 300
 left=$( (find "$stage/$id" -type f 2>/dev/null || true) | wc -l)

@@ -18,10 +18,6 @@ jq -e 'all(.ranks[]; .reused_bytes > .raw_bytes / 2 and (.files | any(.name == "
     { jq '.ranks[] | {rank, raw_bytes, reused_bytes, files: [.files[].name]}' "$m" >&2; fail "second generation did not reuse the unchanged chunks"; }
 say "$(jq -r '"second generation: \([.ranks[].reused_bytes] | add) of \([.ranks[].raw_bytes] | add) bytes linked from the first"' "$m")"
 sleep 2
-requeue_now "$id" node3,node1
-wait_state "$id" RUNNING 120 || { show_job "$id"; fail "job $id did not restart"; }
-wait_running_ranks "$id" 2
-slurm-ckpt status "$id" --json | jq -e 'all(.[]; .events | map(.what) | any(startswith("restored from")))' >/dev/null ||
-    { show_job "$id"; fail "ranks were not restored from a checkpoint"; }
+requeue_restored "$id" node3,node1 2
 expect_ok "$id" 300
 say "incremental checkpoints and restore verified"

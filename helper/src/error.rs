@@ -3,10 +3,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("site setting {key}: {msg}")]
-    Site { key: String, msg: String },
-    #[error("unknown site setting '{0}' (valid: {1})")]
-    UnknownSiteKey(String, String),
+    #[error(transparent)]
+    Site(#[from] slurm_ckpt_site::ConfigError),
     #[error("job {job}: {ntasks} ranks exceed the per-job maximum of {max} container addresses")]
     TooManyRanks { job: u32, ntasks: u32, max: u32 },
     #[error("subnet {0} is too small for per-job address slots")]

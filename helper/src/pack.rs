@@ -25,37 +25,7 @@ pub const INDEX: &str = "chunks.json";
 /// Suffix of a compressed image file.
 pub const SUFFIX: &str = ".zst";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Zstd(i32),
-}
-
-impl Compression {
-    /// `none`, `zstd` (level 1: the fast end, where compression can keep up with storage) or
-    /// `zstd:LEVEL` with LEVEL in 1..=19.
-    pub fn parse(v: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("'{v}' (valid: none, zstd, zstd:LEVEL with LEVEL 1..19)");
-        match v.split_once(':') {
-            None if v == "none" => Ok(Compression::None),
-            None if v == "zstd" => Ok(Compression::Zstd(1)),
-            Some(("zstd", l)) => match l.parse::<i32>() {
-                Ok(n) if (1..=19).contains(&n) && l.bytes().all(|b| b.is_ascii_digit()) => {
-                    Ok(Compression::Zstd(n))
-                }
-                _ => Err(bad()),
-            },
-            _ => Err(bad()),
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            Compression::None => "none".into(),
-            Compression::Zstd(l) => format!("zstd:{l}"),
-        }
-    }
-}
+pub use crate::site::Compression;
 
 /// How to pack.
 #[derive(Debug, Clone, Copy)]
@@ -341,17 +311,6 @@ fn files_of(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_settings() {
-        assert_eq!(Compression::parse("none"), Ok(Compression::None));
-        assert_eq!(Compression::parse("zstd"), Ok(Compression::Zstd(1)));
-        assert_eq!(Compression::parse("zstd:7"), Ok(Compression::Zstd(7)));
-        for bad in ["", "lz4", "zstd:0", "zstd:20", "zstd:+3", "zstd:", "none:1"] {
-            assert!(Compression::parse(bad).is_err(), "{bad}");
-        }
-        assert_eq!(Compression::Zstd(3).name(), "zstd:3");
-    }
 
     fn zstd(level: i32) -> Packing<'static> {
         Packing {

@@ -7,57 +7,17 @@
 //! their ids differ by a multiple of `slots` (1019 for a /16), which docs/ARCHITECTURE.md notes.
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 /// Most ranks one job may run as containers (addresses per slot).
 pub const MAX_RANKS: u32 = 64;
 const RESERVED: u32 = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subnet {
-    pub base: Ipv4Addr,
-    pub prefix: u8,
-}
+pub use crate::site::Subnet;
 
-impl FromStr for Subnet {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = |msg: &str| Error::Site {
-            key: "subnet".into(),
-            msg: format!("'{s}': {msg}"),
-        };
-        let (ip, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| bad("expected A.B.C.D/PREFIX"))?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| bad("not an IPv4 address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad("prefix is not a number"))?;
-        if !(8..=24).contains(&prefix) {
-            return Err(bad("prefix must be between 8 and 24"));
-        }
-        let mask = u32::MAX << (32 - prefix);
-        if u32::from(ip) & !mask != 0 {
-            return Err(bad("host bits are set"));
-        }
-        Ok(Subnet { base: ip, prefix })
-    }
-}
-
-impl fmt::Display for Subnet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.base, self.prefix)
-    }
-}
-
-impl Subnet {
-    fn size(&self) -> u32 {
-        1u32 << (32 - self.prefix)
-    }
-    /// Number of per-job slots.
-    pub fn slots(&self) -> u32 {
-        self.size().saturating_sub(RESERVED + 1) / MAX_RANKS
-    }
+/// Number of per-job address slots in `subnet`.
+pub fn slots(subnet: &Subnet) -> u32 {
+    subnet.size().saturating_sub(RESERVED + 1) / MAX_RANKS
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +48,7 @@ pub fn job_plan(job_id: u32, ntasks: u32, subnet: &Subnet) -> Result<Vec<RankIde
             max: MAX_RANKS,
         });
     }
-    let slots = subnet.slots();
+    let slots = slots(subnet);
     if slots == 0 {
         return Err(Error::SubnetTooSmall(subnet.to_string()));
     }
@@ -145,7 +105,7 @@ mod tests {
     #[test]
     fn consecutive_jobs_never_share_addresses() {
         let mut seen = HashSet::new();
-        for job in 1..=net().slots() {
+        for job in 1..=slots(&net()) {
             for r in job_plan(job, MAX_RANKS, &net()).unwrap() {
                 assert!(
                     seen.insert(r.ip),

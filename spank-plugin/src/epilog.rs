@@ -81,12 +81,12 @@ fn run_with_timeout(
         .spawn()
         .map_err(|err| {
             spawn_err(spawn::SpawnError::Exec {
-                path: site.helper.clone(),
+                path: site.helper.to_string_lossy().into_owned(),
                 err,
             })
         })?;
 
-    let deadline = Instant::now() + Duration::from_secs(u64::from(site.timeout_secs));
+    let deadline = Instant::now() + Duration::from_secs(site.timeout_secs);
     let status: Option<ExitStatus> = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),

@@ -90,7 +90,7 @@ pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
     match &a.opts.ckpt_compress {
         Some(c) => {
             let mut site = a.site.clone();
-            site.compress = c.clone();
+            site.compress = *c;
             v.extend(site.to_helper_args());
         }
         None => v.extend(a.site.to_helper_args()),
@@ -285,7 +285,7 @@ mod tests {
         assert!(v.join(" ").contains("--site compress=none "));
         // The job's compression choice replaces the site's.
         let opts3 = JobOptions {
-            ckpt_compress: Some("zstd:5".into()),
+            ckpt_compress: Some(crate::config::Compression::Zstd(5)),
             ..opts.clone()
         };
         let v = supervise(&SuperviseArgs { opts: &opts3, ..a });

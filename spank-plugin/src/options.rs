@@ -5,10 +5,7 @@
 
 use std::fmt;
 
-/// Longest image reference accepted (Docker's own limit for a repository name is similar).
-pub const IMAGE_MAX_LEN: usize = 255;
-/// Longest path accepted in `--container-ckpt` and `--container-mounts` (PATH_MAX).
-pub const PATH_MAX_LEN: usize = 4096;
+pub use slurm_ckpt_site::{normalize_path, parse_image, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LEN};
 /// Largest `--container-ckpt-interval` in minutes (one year): anything above is a typo.
 pub const INTERVAL_MAX_MIN: u32 = 525_600;
 /// Container paths the runtime owns: a user mount there would hide or break it.
@@ -170,41 +167,6 @@ impl OptId {
     }
 }
 
-/// How the MPI world is launched inside the containers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MpiKind {
-    Mpich,
-    OpenMpi,
-    None,
-}
-
-impl MpiKind {
-    pub const VALID: &'static str = "mpich, openmpi or none";
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MpiKind::Mpich => "mpich",
-            MpiKind::OpenMpi => "openmpi",
-            MpiKind::None => "none",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<MpiKind> {
-        match s {
-            "mpich" => Some(MpiKind::Mpich),
-            "openmpi" => Some(MpiKind::OpenMpi),
-            "none" => Some(MpiKind::None),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for MpiKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Where checkpoints go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CkptDir {
@@ -249,7 +211,7 @@ pub struct JobOptions {
     /// `NAME=VALUE` pairs set in every container after the product's defaults (so they override).
     pub env: Vec<String>,
     /// None = the site's `compress` setting.
-    pub ckpt_compress: Option<String>,
+    pub ckpt_compress: Option<crate::config::Compression>,
 }
 
 impl JobOptions {
@@ -299,7 +261,7 @@ enum Value {
     Mpi(MpiKind),
     Interval(u32),
     Env(Vec<String>),
-    Compress(String),
+    Compress(crate::config::Compression),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,39 +452,9 @@ fn parse_value(id: OptId, arg: Option<&str>, source: Source) -> Result<Value, Op
             .ok_or_else(|| format!("valid values are {}", MpiKind::VALID)),
         OptId::CkptInterval => parse_interval(arg_or_empty).map(Value::Interval),
         OptId::Env => parse_env(arg_or_empty).map(Value::Env),
-        OptId::CkptCompress => crate::config::compression(arg_or_empty).map(Value::Compress),
+        OptId::CkptCompress => crate::config::Compression::parse(arg_or_empty).map(Value::Compress),
     }
     .map_err(|reason| invalid(id, source, arg_or_empty, reason))
-}
-
-/// Docker reference charset, bounded length, starting with a letter or digit (so it can never be
-/// taken for a flag by the helper's argument parser).
-pub fn parse_image(s: &str) -> Result<String, String> {
-    const VALID: &str =
-        "an image is 1-255 characters from [a-zA-Z0-9._/:@-], starting with a letter or digit, \
-                         e.g. docker.io/library/debian:12";
-    if s.is_empty() {
-        return Err(format!("empty image name; {VALID}"));
-    }
-    if s.chars().any(char::is_whitespace) {
-        return Err(format!("contains whitespace; {VALID}"));
-    }
-    if s.len() > IMAGE_MAX_LEN {
-        return Err(format!("{} characters is too long; {VALID}", s.len()));
-    }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._/:@-".contains(*c)))
-    {
-        return Err(format!(
-            "character '{}' is not allowed; {VALID}",
-            c.escape_default()
-        ));
-    }
-    if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(format!("must start with a letter or digit; {VALID}"));
-    }
-    Ok(s.to_string())
 }
 
 /// `--container-ckpt[=DIR]`: no DIR (or empty) = default directory.
@@ -665,31 +597,6 @@ pub fn parse_interval(s: &str) -> Result<u32, String> {
         Ok(n) if (1..=INTERVAL_MAX_MIN).contains(&n) => Ok(n),
         _ => Err(valid),
     }
-}
-
-/// Collapses `//`, `/./` and a trailing `/`; refuses `..` and control characters, which would
-/// let a path escape the directory it is checked against.
-pub fn normalize_path(p: &str) -> Result<String, &'static str> {
-    if p.len() > PATH_MAX_LEN {
-        return Err("is longer than 4096 bytes");
-    }
-    if p.chars().any(char::is_control) {
-        return Err("contains control characters");
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return Err("contains a '..' component"),
-            c => parts.push(c),
-        }
-    }
-    let joined = parts.join("/");
-    Ok(if p.starts_with('/') {
-        format!("/{joined}")
-    } else {
-        joined
-    })
 }
 
 /// Whether normalized absolute `path` is `root` or below it (component-wise, so /devx is not in /dev).
@@ -1109,8 +1016,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            st.resolve(&no_env).unwrap().ckpt_compress.as_deref(),
-            Some("zstd:3")
+            st.resolve(&no_env).unwrap().ckpt_compress,
+            Some(crate::config::Compression::Zstd(3))
         );
         let e = cli(&[
             (OptId::Image, Some("img")),

@@ -34,10 +34,10 @@ pub fn check_job(site: &SiteConfig, opts: &JobOptions) -> Result<(), PolicyError
         });
     }
     if let Some(CkptDir::Path(dir)) = &opts.ckpt {
-        if dir.starts_with('/') && !path_within(dir, &site.ckpt_root) {
+        if dir.starts_with('/') && !path_within(dir, &site.ckpt_root.to_string_lossy()) {
             return Err(PolicyError::CkptOutsideRoot {
                 dir: dir.clone(),
-                root: site.ckpt_root.clone(),
+                root: site.ckpt_root.to_string_lossy().into_owned(),
             });
         }
     }

@@ -71,7 +71,7 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         ));
     }
     let helper_env = vec![ROOT_PATH.to_string(), format!("SLURMD_NODENAME={node}")];
-    let sup = spawn::spawn_supervisor(&site.helper, &args, &helper_env)
+    let sup = spawn::spawn_supervisor(&site.helper.to_string_lossy(), &args, &helper_env)
         .map_err(|err| PluginError::Supervisor { rank, err })?;
     log_debug(&format!(
         "job {job} rank {rank}: supervisor pid {} on fd {}",
@@ -88,7 +88,11 @@ pub fn task_init(sp: &Spank, site: &SiteConfig) -> Result<(), PluginError> {
     };
     let rank = sp.get_item_u32(Item::TaskGlobalId)?;
     let env = sp.job_env_raw()?;
-    let err = spawn::exec(&site.helper, &helper_argv::relay(fd, rank), env);
+    let err = spawn::exec(
+        &site.helper.to_string_lossy(),
+        &helper_argv::relay(fd, rank),
+        env,
+    );
     Err(PluginError::Relay { rank, err })
 }
 

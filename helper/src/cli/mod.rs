@@ -40,7 +40,7 @@ pub fn site_config(pairs: &[String], plugstack: &std::path::Path) -> anyhow::Res
     if pairs.is_empty() {
         Ok(SiteConfig::from_plugstack(plugstack)?)
     } else {
-        Ok(SiteConfig::from_pairs(pairs.iter().map(String::as_str))?)
+        Ok(SiteConfig::parse(pairs)?)
     }
 }
 

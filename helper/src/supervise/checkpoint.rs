@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::guard::{Guard, GuardArgs};
 use crate::pack::{is_packed, unpack_dir, Compression, Packed, Packing, Scratch};
 use crate::runtime_wrapper::POINTER;
+use crate::site::OrderPolicy;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,7 +119,7 @@ impl Rank<'_> {
         // retransmitted later by TCP).
         self.block_network(true).await?;
         let held = std::time::Instant::now();
-        let freeze_all = a.site.order_policy == "freeze-all";
+        let freeze_all = a.site.order_policy == OrderPolicy::FreezeAll;
         if freeze_all {
             self.freeze().await?;
             touch(&marker(&tmp, "frozen", a.rank))?;
@@ -254,7 +255,7 @@ impl Rank<'_> {
                 ntasks: n,
                 mpi: a.mpi.clone(),
                 argv: a.argv.clone(),
-                policy: a.site.order_policy.clone(),
+                policy: a.site.order_policy.to_string(),
                 created: crate::state::now(),
                 criu_version: criu_version(),
                 engine_version: format!("docker {}", info.version),
