@@ -298,33 +298,23 @@ pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
     Ok(())
 }
 
-/// Total size of the regular files in a directory tree (best effort).
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = fs::read_dir(dir) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
-}
-
 /// Copy a directory tree of CRIU images (Docker's own checkpoint path keeps them in the daemon's
-/// directory; the product's shared storage is elsewhere, often another file system).
-pub fn copy_images(src: &Path, dst: &Path) -> Result<()> {
+/// directory; the product's shared storage is elsewhere, often another file system). Returns the
+/// bytes copied.
+pub fn copy_images(src: &Path, dst: &Path) -> Result<u64> {
     fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    let mut bytes = 0;
     for e in fs::read_dir(src).map_err(|e| Error::io(src, e))? {
         let e = e.map_err(|e| Error::io(src, e))?;
         let (from, to) = (e.path(), dst.join(e.file_name()));
         let ty = e.file_type().map_err(|e| Error::io(&from, e))?;
         if ty.is_dir() {
-            copy_images(&from, &to)?;
+            bytes += copy_images(&from, &to)?;
         } else if ty.is_file() {
-            fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+            bytes += fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
         }
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// Write JSON to `path` durably (write, fsync).

@@ -113,16 +113,20 @@ fn pack_chunks(
         1 << 20,
         fs::File::open(from).map_err(|e| Error::io(from, e))?,
     );
-    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut buf = Vec::with_capacity(CHUNK_BYTES);
     let mut reused = 0;
     for i in 0.. {
-        let n = read_full(&mut input, &mut buf).map_err(|e| Error::io(from, e))?;
+        buf.clear();
+        let n = (&mut input)
+            .take(CHUNK_BYTES as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(from, e))?;
         if n == 0 {
             break;
         }
-        let chunk = &buf[..n];
+        let chunk = &buf[..];
         let cname = format!("{name}.c{i:05}");
-        let sum = hex(&Sha256::digest(chunk));
+        let sum = format!("{:x}", Sha256::digest(chunk));
         let linked = prev.is_some_and(|(prev_dir, prev_index)| {
             prev_index.chunks.get(&cname) == Some(&sum)
                 && [cname.clone(), format!("{cname}{SUFFIX}")]
@@ -141,24 +145,6 @@ fn pack_chunks(
         index.chunks.insert(cname, sum);
     }
     Ok(reused)
-}
-
-/// Read until `buf` is full or the input ends; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Write `input` to `dst/name`, or compressed to `dst/name.zst`.
