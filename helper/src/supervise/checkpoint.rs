@@ -10,7 +10,7 @@ use crate::ckpt::{
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, GuardArgs};
-use crate::pack::{is_packed, unpack_dir, Compression, Packed, Packing, Scratch};
+use crate::pack::{is_packed, unpack_dir, Packed, Packing, Scratch};
 use crate::runtime_wrapper::POINTER;
 use crate::site::OrderPolicy;
 use std::os::unix::fs::PermissionsExt;
@@ -24,10 +24,10 @@ impl Rank<'_> {
     /// Ranks whose dumps this rank must see before it may dump, per ordering policy.
     fn dump_after(&self) -> Vec<u32> {
         let n = self.a.ntasks;
-        match (self.a.site.order_policy.as_str(), self.a.rank) {
-            ("cf-rl" | "cf-rf", 0) => vec![],
-            ("cf-rl" | "cf-rf", _) => vec![0],
-            ("cl-rl" | "cl-rf", 0) => (1..n).collect(),
+        match (self.a.site.order_policy, self.a.rank) {
+            (OrderPolicy::CfRl | OrderPolicy::CfRf, 0) => vec![],
+            (OrderPolicy::CfRl | OrderPolicy::CfRf, _) => vec![0],
+            (OrderPolicy::ClRl | OrderPolicy::ClRf, 0) => (1..n).collect(),
             _ => vec![],
         }
     }
@@ -35,9 +35,9 @@ impl Rank<'_> {
     /// Ranks whose restores this rank must see before it restores.
     fn restore_after(&self) -> Vec<u32> {
         let n = self.a.ntasks;
-        match (self.a.site.order_policy.as_str(), self.a.rank) {
-            ("cf-rf" | "cl-rf", 0) => vec![],
-            ("cf-rf" | "cl-rf", _) => vec![0],
+        match (self.a.site.order_policy, self.a.rank) {
+            (OrderPolicy::CfRf | OrderPolicy::ClRf, 0) => vec![],
+            (OrderPolicy::CfRf | OrderPolicy::ClRf, _) => vec![0],
             // freeze-all and *-rl: the launcher's container is restored last (the study's only
             // robust order across nodes).
             (_, 0) => (1..n).collect(),
@@ -327,9 +327,8 @@ impl Rank<'_> {
     /// incremental as the site says.
     fn pack(&self, src: &Path, rank_dir: &Path, layout: &Layout) -> Result<Packed> {
         let site = &self.a.site;
-        if site.compress == Compression::None && !site.incremental {
-            copy_images(src, rank_dir)?;
-            let raw = crate::ckpt::dir_bytes(rank_dir);
+        if !site.packs() {
+            let raw = copy_images(src, rank_dir)?;
             return Ok(Packed { raw, reused: 0 });
         }
         // Chunks unchanged since the job's newest complete generation are linked, not written.
