@@ -436,8 +436,8 @@ async fn supervise(
                 crate::slurm::signal_step(a.job, a.step, "USR1").await;
             }
             cmd = cmds.recv() => match cmd.flatten() {
-                Some(Frame::Suspend) => r.suspend().await,
-                Some(Frame::Resume) => r.resume().await,
+                Some(Frame::Suspend) => r.set_suspended(true).await,
+                Some(Frame::Resume) => r.set_suspended(false).await,
                 Some(Frame::Checkpoint) => {
                     if r.layout.is_some() {
                         if let Err(e) = r.checkpoint(false).await {
@@ -562,35 +562,29 @@ impl Rank<'_> {
         Duration::from_secs(self.a.site.timeout_secs)
     }
 
-    async fn suspend(&mut self) {
-        if self.st.state == "frozen" {
+    /// Slurm's suspend (`pause`) or resume: pause or unpause the container, once.
+    async fn set_suspended(&mut self, pause: bool) {
+        if (self.st.state == "frozen") == pause {
             return;
         }
-        match self.engine.set_paused(&self.id, true).await {
+        let (state, done, verb, after) = if pause {
+            (
+                "frozen",
+                "suspended (container paused)",
+                "pause",
+                ", the container keeps running",
+            )
+        } else {
+            ("running", "resumed (container unpaused)", "unpause", "")
+        };
+        match self.engine.set_paused(&self.id, pause).await {
             Ok(()) => {
-                self.st.state = "frozen".into();
-                self.st.event("suspended (container paused)");
+                self.st.state = state.into();
+                self.st.event(done);
             }
             Err(e) => {
-                tracing::error!("pause failed, the container keeps running: {e}");
-                self.st.event(format!("pause failed: {e}"));
-            }
-        }
-        save(&mut self.st, &self.a.site.ckpt_root);
-    }
-
-    async fn resume(&mut self) {
-        if self.st.state != "frozen" {
-            return;
-        }
-        match self.engine.set_paused(&self.id, false).await {
-            Ok(()) => {
-                self.st.state = "running".into();
-                self.st.event("resumed (container unpaused)");
-            }
-            Err(e) => {
-                tracing::error!("unpause failed: {e}");
-                self.st.event(format!("unpause failed: {e}"));
+                tracing::error!("{verb} failed{after}: {e}");
+                self.st.event(format!("{verb} failed: {e}"));
             }
         }
         save(&mut self.st, &self.a.site.ckpt_root);
