@@ -134,7 +134,7 @@ pub fn rewrite(
                 let bundle = bundle_of(&args);
                 let dir = Path::new(&args[image_path_idx]);
                 let mut note = format!("restore <- {} (Docker's path)", dir.display());
-                if let Err(e) = open_to_container_root(dir, &bundle) {
+                if let Err(e) = let_container_root_search(dir, &bundle) {
                     note.push_str(&format!(
                         " (image dir not opened to the container's root: {e})"
                     ));
@@ -187,7 +187,7 @@ fn container_root_gid(bundle: &Path) -> std::io::Result<Option<u32>> {
 
 /// Let the container's root search a root-owned image directory (group = its gid, mode 0710); the
 /// files in it keep the owner and mode they were sealed with.
-fn open_to_container_root(dir: &Path, bundle: &Path) -> std::io::Result<()> {
+fn let_container_root_search(dir: &Path, bundle: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let Some(gid) = container_root_gid(bundle)? else {
         return Ok(());
