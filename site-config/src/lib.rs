@@ -145,11 +145,9 @@ impl Compression {
         match v.split_once(':') {
             None if v == "none" => Ok(Compression::None),
             None if v == "zstd" => Ok(Compression::Zstd(1)),
-            Some(("zstd", l)) => match l.parse::<i32>() {
-                Ok(n) if (1..=19).contains(&n) && l.bytes().all(|b| b.is_ascii_digit()) => {
-                    Ok(Compression::Zstd(n))
-                }
-                _ => Err(bad()),
+            Some(("zstd", l)) => match whole_in(l, 1..=19) {
+                Some(n) => Ok(Compression::Zstd(n as i32)),
+                None => Err(bad()),
             },
             _ => Err(bad()),
         }
@@ -565,36 +563,25 @@ fn runtime_name(v: &str) -> Result<String, String> {
     }
 }
 
+/// `v` as a whole number within `range`: digits only (no sign, no blanks).
+fn whole_in(v: &str, range: std::ops::RangeInclusive<u32>) -> Option<u32> {
+    let n = v.parse::<u32>().ok()?;
+    (range.contains(&n) && v.bytes().all(|b| b.is_ascii_digit())).then_some(n)
+}
+
 fn dump_parallel(v: &str) -> Result<u32, String> {
-    match v.parse::<u32>() {
-        Ok(n) if n <= DUMP_PARALLEL_MAX && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => Err(format!(
-            "expected a whole number from 0 (no limit) to {DUMP_PARALLEL_MAX}"
-        )),
-    }
+    whole_in(v, 0..=DUMP_PARALLEL_MAX)
+        .ok_or_else(|| format!("expected a whole number from 0 (no limit) to {DUMP_PARALLEL_MAX}"))
 }
 
 fn keep_generations(v: &str) -> Result<u32, String> {
-    match v.parse::<u32>() {
-        Ok(n)
-            if (1..=KEEP_GENERATIONS_MAX).contains(&n) && v.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            Ok(n)
-        }
-        _ => Err(format!(
-            "expected a whole number from 1 to {KEEP_GENERATIONS_MAX}"
-        )),
-    }
+    whole_in(v, 1..=KEEP_GENERATIONS_MAX)
+        .ok_or_else(|| format!("expected a whole number from 1 to {KEEP_GENERATIONS_MAX}"))
 }
 
 fn timeout(v: &str) -> Result<u32, String> {
-    let valid = format!("expected whole seconds from 1 to {TIMEOUT_MAX_SECS}");
-    match v.parse::<u32>() {
-        Ok(n) if (1..=TIMEOUT_MAX_SECS).contains(&n) && v.bytes().all(|b| b.is_ascii_digit()) => {
-            Ok(n)
-        }
-        _ => Err(valid),
-    }
+    whole_in(v, 1..=TIMEOUT_MAX_SECS)
+        .ok_or_else(|| format!("expected whole seconds from 1 to {TIMEOUT_MAX_SECS}"))
 }
 
 /// Booleans as pyxis accepts them.
