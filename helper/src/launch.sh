@@ -31,12 +31,19 @@ for h in $(tail -n +2 "$D/hostfile"); do
     done
 done
 
+# Binding: each rank's container already holds exactly its task's CPUs (its cpuset), and each
+# launcher sees one process per container host. A launcher binding by its own view would pin every
+# rank to the first CPU it sees, so binding is off unless the job asks for it explicitly
+# (--container-env=HYDRA_BINDING=... or OMPI_MCA_hwloc_base_binding_policy=...).
 case "$mpi" in
 mpich)
     launcher=mpiexec.hydra
     command -v "$launcher" >/dev/null 2>&1 || launcher=mpiexec.mpich
     command -v "$launcher" >/dev/null 2>&1 || launcher=mpiexec
-    exec "$launcher" -f "$D/hostfile" -n "$ntasks" -launcher ssh -launcher-exec "$D/ssh" "$@"
+    # Hydra's default is no binding already; explicit, so no site default can change it.
+    bind="-bind-to none"
+    [ -z "${HYDRA_BINDING:-}" ] || bind=""
+    exec "$launcher" -f "$D/hostfile" -n "$ntasks" -launcher ssh -launcher-exec "$D/ssh" $bind "$@"
     ;;
 openmpi)
     launcher=mpirun.openmpi
@@ -46,7 +53,10 @@ openmpi)
     xenv=""
     for n in ${SLURM_CKPT_ENV_NAMES:-}; do xenv="$xenv -x $n"; done
     sed 's/$/ slots=1/' "$D/hostfile" >"$hf"
-    exec "$launcher" --hostfile "$hf" -n "$ntasks" --map-by node \
+    # Open MPI binds to core for <= 2 processes by default: every rank on core 0 of its view.
+    bind="--bind-to none"
+    [ -z "${OMPI_MCA_hwloc_base_binding_policy:-}" ] || bind=""
+    exec "$launcher" --hostfile "$hf" -n "$ntasks" --map-by node $bind \
         --mca plm_rsh_agent "$D/ssh" --mca pml ob1 --mca btl tcp,self \
         --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \
         -x SLURM_CKPT_MPI -x SLURM_JOB_ID -x SLURM_CKPT_NTASKS -x HOME $xenv "$@"

@@ -239,6 +239,48 @@ impl Spank {
         }
     }
 
+    /// The task's id among the step's tasks on this node (S_TASK_ID, an `int`).
+    pub fn task_local_id(&self) -> Result<u32, SpankError> {
+        let mut value: c_int = -1;
+        // SAFETY: S_TASK_ID takes exactly one `int *`.
+        let rc = unsafe {
+            sys::spank_get_item(self.0, sys::spank_item_S_TASK_ID, &mut value as *mut c_int)
+        };
+        if rc != sys::ESPANK_SUCCESS {
+            return Err(spank_err("spank_get_item(S_TASK_ID)", rc));
+        }
+        u32::try_from(value).map_err(|_| SpankError::Call {
+            call: "spank_get_item(S_TASK_ID)",
+            message: format!("negative task id {value}"),
+        })
+    }
+
+    /// The step's allocated cores on this node in list form, e.g. "0-3" (S_STEP_ALLOC_CORES, Slurm's
+    /// abstract core ids); None when Slurm has no list.
+    pub fn step_alloc_cores(&self) -> Result<Option<String>, SpankError> {
+        let mut list: *mut c_char = std::ptr::null_mut();
+        // SAFETY: S_STEP_ALLOC_CORES takes exactly one `char **`.
+        let rc = unsafe {
+            sys::spank_get_item(
+                self.0,
+                sys::spank_item_S_STEP_ALLOC_CORES,
+                &mut list as *mut *mut c_char,
+            )
+        };
+        if rc != sys::ESPANK_SUCCESS {
+            return Err(spank_err("spank_get_item(S_STEP_ALLOC_CORES)", rc));
+        }
+        if list.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: non-NULL: a NUL-terminated string owned by slurmstepd for the step's lifetime.
+        Ok(Some(
+            unsafe { CStr::from_ptr(list) }
+                .to_string_lossy()
+                .into_owned(),
+        ))
+    }
+
     /// The task's command line (S_JOB_ARGV); non-UTF-8 bytes are an error, not silently changed.
     pub fn job_argv(&self) -> Result<Vec<String>, SpankError> {
         let mut argc: c_int = 0;
@@ -375,6 +417,29 @@ impl Spank {
     }
 }
 
+/// CPU ids in the calling thread's affinity mask (sched_getaffinity); None if it cannot be read.
+pub fn cpu_affinity() -> Option<Vec<u32>> {
+    const WORD_BITS: usize = std::mem::size_of::<libc::c_ulong>() * 8;
+    // Room for 1024 CPUs first; the kernel refuses (EINVAL) a buffer smaller than its own mask.
+    let mut words = 1024 / WORD_BITS;
+    loop {
+        let mut mask: Vec<libc::c_ulong> = vec![0; words];
+        let bytes = words * std::mem::size_of::<libc::c_ulong>();
+        // SAFETY: `mask` is writable for `bytes` bytes; the kernel writes at most that many.
+        let rc = unsafe { libc::sched_getaffinity(0, bytes, mask.as_mut_ptr().cast()) };
+        if rc == 0 {
+            let ids =
+                (0..words * WORD_BITS).filter(|i| mask[i / WORD_BITS] >> (i % WORD_BITS) & 1 == 1);
+            return Some(ids.filter_map(|i| u32::try_from(i).ok()).collect());
+        }
+        let einval = std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL);
+        if !einval || words * WORD_BITS >= 1 << 16 {
+            return None;
+        }
+        words *= 4;
+    }
+}
+
 /// Copies a C string array: `len` entries, or up to the NULL terminator when `len` is None.
 /// NULL array = empty; NULL entries are skipped.
 ///
@@ -446,7 +511,7 @@ pub fn log_error(msg: &str) {
     log(Level::Error, msg)
 }
 
-#[allow(dead_code)] // wrapper API; info goes to users' terminals in sbatch/srun, so used sparingly
+/// Info goes to users' terminals in sbatch/srun, so it is used sparingly.
 pub fn log_info(msg: &str) {
     log(Level::Info, msg)
 }

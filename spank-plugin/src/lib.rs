@@ -3,13 +3,14 @@
 //! container that can be checkpointed and restarted.
 //!
 //! Layout (after NVIDIA pyxis): `dispatch` switches on the SPANK context and calls `submit`,
-//! `stepd` or `epilog`; `options`, `config`, `policy` and `helper_argv` are pure and unit tested;
+//! `stepd` or `epilog`; `options`, `config`, `policy`, `placement` and `helper_argv` are pure and unit tested;
 //! `unsafe` is confined to `ffi` (Slurm's C API) and `spawn` (fork/exec).
 #![deny(unsafe_code)]
 
 pub mod config;
 pub mod helper_argv;
 pub mod options;
+pub mod placement;
 pub mod policy;
 
 mod dispatch;

@@ -4,11 +4,15 @@
 
 use std::path::PathBuf;
 
-use crate::config::SiteConfig;
+use crate::config::{CpuList, SiteConfig};
 use crate::dispatch::PluginError;
-use crate::ffi::{self, log_debug, log_error, Item, Spank};
+use crate::ffi::{self, log_debug, log_error, log_info, log_verbose, Item, Spank};
 use crate::helper_argv::{self, env_lookup, job_cwd, node_name, SuperviseArgs, ROOT_PATH};
+use crate::placement::{self, Source, TaskCpus};
 use crate::{policy, spawn, state};
+
+/// The node's online CPUs (what a container's cpuset may name).
+const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
 
 /// Steps that are not a user's srun: the batch script, the extern step, salloc's interactive step.
 fn is_special_step(step: u32) -> bool {
@@ -39,6 +43,8 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         .ok_or(PluginError::NoNodeName)?;
     let argv = sp.job_argv()?;
     let cwd = job_cwd(&env);
+    let cpus = sp.get_item_u32(Item::CpusPerTask).ok().filter(|c| *c > 0);
+    let cpuset = task_cpuset(sp, job, rank, cpus);
     let args = helper_argv::supervise(&SuperviseArgs {
         job,
         step,
@@ -51,7 +57,7 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         restart_count: sp.get_item_u32(Item::RestartCount)?,
         // Resource limits of the rank's container: the task's CPUs and its share of the step's
         // memory on this node (unknown or unlimited: no limit).
-        cpus: sp.get_item_u32(Item::CpusPerTask).ok().filter(|c| *c > 0),
+        cpus,
         mem_mb: match (
             sp.step_alloc_mem_mb(),
             sp.get_item_u32(Item::LocalTaskCount),
@@ -59,6 +65,7 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
             (Ok(m), Ok(n)) if m > 0 && n > 0 => Some(m / u64::from(n)),
             _ => None,
         },
+        cpuset: cpuset.as_ref(),
         opts: &opts,
         site,
         cwd: &cwd,
@@ -79,6 +86,73 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
     ));
     state::with(|s| s.relay_fd = Some(sup.task_fd));
     Ok(())
+}
+
+/// The CPUs of the task's container (see `placement`), from the task's affinity or the step's
+/// allocated cores; None (no cpuset, logged) when neither can be used: the job still runs.
+fn task_cpuset(sp: &Spank, job: u32, rank: u32, cpus_per_task: Option<u32>) -> Option<CpuList> {
+    let who = format!("job {job} rank {rank}");
+    let no_cpuset = |e: String| log_error(&format!("{who}: {e}; no cpuset"));
+    let online = online_cpus().map_err(no_cpuset).ok()?;
+    let local_id = sp
+        .task_local_id()
+        .map_err(|e| no_cpuset(e.to_string()))
+        .ok()?;
+    let step_cores = step_cores(sp, &who);
+    let affinity = ffi::cpu_affinity().and_then(CpuList::from_ids);
+    let placed = placement::task_cpus(&TaskCpus {
+        online: &online,
+        affinity: affinity.as_ref(),
+        step_cores: step_cores.as_ref(),
+        local_id,
+        local_tasks: sp.get_item_u32(Item::LocalTaskCount).unwrap_or(1),
+        cpus_per_task: cpus_per_task.unwrap_or(1),
+    });
+    let Some(p) = placed else {
+        log_info(&format!(
+            "{who}: no CPU allocation known (step cores, task affinity); container without cpuset"
+        ));
+        return None;
+    };
+    let from = match p.source {
+        Source::Affinity => affinity.map(|a| format!("task affinity {a}")),
+        Source::StepCores => step_cores.map(|c| format!("step cores {c}")),
+    };
+    let msg = format!(
+        "{who}: local task {local_id}, cpuset {} from {}",
+        p.cpus,
+        from.unwrap_or_default()
+    );
+    if p.wrapped {
+        // Expected on nodes that advertise more CPUs than they have (the virtual test cluster).
+        log_info(&format!(
+            "{msg}, wrapped (more cores or tasks than the node's online CPUs {online}): \
+             containers on this node may share CPUs"
+        ));
+    } else {
+        log_verbose(&msg);
+    }
+    Some(p.cpus)
+}
+
+fn online_cpus() -> Result<CpuList, String> {
+    let text = std::fs::read_to_string(ONLINE_CPUS)
+        .map_err(|e| format!("cannot read {ONLINE_CPUS}: {e}"))?;
+    CpuList::parse(&text).map_err(|e| format!("{ONLINE_CPUS}: {e}"))
+}
+
+/// The step's allocated cores on this node, if Slurm knows them.
+fn step_cores(sp: &Spank, who: &str) -> Option<CpuList> {
+    match sp.step_alloc_cores() {
+        Ok(Some(s)) => CpuList::parse(&s)
+            .map_err(|e| log_error(&format!("{who}: step cores: {e}")))
+            .ok(),
+        Ok(None) => None,
+        Err(e) => {
+            log_debug(&format!("{who}: {e}"));
+            None
+        }
+    }
 }
 
 /// Runs as the job user just before Slurm would exec the task: become the relay instead.
