@@ -7,14 +7,65 @@
 //! the destination; the wrapper passes that as `--image-path` and leaves a pointer file in
 //! containerd's dir, so Docker stores only the pointer. Restore: the supervisor puts that pointer in
 //! the new container's checkpoint; the wrapper finds it in the `--image-path` it is given and passes
-//! the real location. Inputs are trusted only if owned by root and not writable by others, and the
-//! destination must lie inside the site's checkpoint root.
+//! the real location. No redirect (or no pointer) is Docker's own path.
+//!
+//! This runs as root, so it fails closed: a redirect or pointer that is not trusted (`crate::trust`:
+//! root-owned, not writable by others, up to `/`, no links), a destination that does not resolve
+//! inside the checkpoint root or stage dir, or site settings that cannot be read or parsed make it
+//! refuse the checkpoint/restore instead of guessing. Other runc subcommands never need the site
+//! settings and pass through unchanged, so containers can still be created, killed and deleted.
+use crate::site::{ConfigError, SiteConfig};
+use crate::trust::{read_trusted, resolve_trusted, TrustError};
 use std::ffi::OsString;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
 pub const POINTER: &str = "slurm-ckpt-pointer";
-pub const REAL_RUNC: &str = "/usr/sbin/runc";
+/// The runc the wrapper runs: the first of these that exists. Fixed, never taken from the
+/// environment: whoever could set it would choose what runs as root.
+pub const REAL_RUNC: [&str; 2] = ["/usr/sbin/runc", "/usr/bin/runc"];
+/// Where the site settings are read (and its `include`s followed).
+pub const PLUGSTACK: &str = "/etc/slurm/plugstack.conf";
+/// Largest redirect or pointer file: one path.
+const PATH_FILE_MAX: u64 = 4096;
+/// Largest plugstack.conf (or included file).
+const PLUGSTACK_MAX: u64 = 1 << 20;
+
+/// Why the wrapper refuses a checkpoint/restore (or, for `Runc`/`NoRunc`, any runc call).
+#[derive(Debug, thiserror::Error)]
+pub enum WrapperError {
+    #[error("site settings unusable: {0}")]
+    Site(#[from] ConfigError),
+    #[error("redirect file not trusted: {0}")]
+    Redirect(#[source] TrustError),
+    #[error("checkpoint pointer not trusted: {0}")]
+    Pointer(#[source] TrustError),
+    #[error("{file} names '{dest}', not an absolute path without '..'")]
+    BadDestination { file: PathBuf, dest: String },
+    #[error("{file} names {dest}, which cannot be resolved: {source}")]
+    Unresolvable {
+        file: PathBuf,
+        dest: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file} names {dest} (resolved: {resolved}), which is outside {roots}")]
+    Outside {
+        file: PathBuf,
+        dest: PathBuf,
+        resolved: PathBuf,
+        roots: String,
+    },
+    #[error("cannot write the pointer {path}: {source}")]
+    WritePointer {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no runc at {0}")]
+    NoRunc(String),
+    #[error("the real runc is not trusted: {0}")]
+    Runc(#[source] TrustError),
+}
 
 #[derive(Debug, PartialEq)]
 pub enum Op {
@@ -53,101 +104,197 @@ pub fn classify(args: &[String]) -> Op {
     }
 }
 
-/// Read a small root-owned, not group/other-writable file.
-pub fn read_trusted(path: &Path) -> Option<String> {
-    let md = std::fs::symlink_metadata(path).ok()?;
-    if !md.is_file() || md.uid() != 0 || md.mode() & 0o022 != 0 {
-        return None;
+/// Site settings for a checkpoint/restore, every file (plugstack.conf and its includes) read
+/// through the trust check: whoever could edit them would choose where root writes images.
+pub fn load_site(plugstack: &Path) -> Result<SiteConfig, ConfigError> {
+    let mut read = |p: &Path| {
+        resolve_trusted(p)
+            .and_then(|real| read_trusted(&real, PLUGSTACK_MAX))
+            .map_err(|e| ConfigError::Unreadable {
+                path: p.display().to_string(),
+                reason: format!("not trusted ({e})"),
+            })
+    };
+    SiteConfig::from_plugstack_with(plugstack, &mut read)
+}
+
+/// The runc to run: the first of `candidates` that exists, resolved and trusted.
+pub fn real_runc(candidates: &[&str]) -> Result<PathBuf, WrapperError> {
+    let found = candidates
+        .iter()
+        .map(Path::new)
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
+        .ok_or_else(|| WrapperError::NoRunc(candidates.join(" or ")))?;
+    resolve_trusted(found).map_err(WrapperError::Runc)
+}
+
+/// Where images may go to or come from: the checkpoint root and the node's staging directory.
+pub struct Roots<'a> {
+    pub runtime_dir: &'a Path,
+    pub allowed: Vec<&'a Path>,
+}
+
+impl<'a> Roots<'a> {
+    pub fn of(site: &'a SiteConfig) -> Self {
+        Roots {
+            runtime_dir: &site.runtime_dir,
+            allowed: vec![site.ckpt_root.as_path(), site.stage_dir.as_path()],
+        }
     }
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
 
-/// A destination is acceptable if absolute, free of `..`, and inside `root`.
-pub fn inside(dest: &str, root: &Path) -> Option<PathBuf> {
-    let p = PathBuf::from(dest);
-    if !p.is_absolute()
-        || p.components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return None;
+    fn display(&self) -> String {
+        let all: Vec<String> = self
+            .allowed
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        all.join(" and ")
     }
-    p.starts_with(root).then_some(p)
 }
 
-/// `inside` any of `roots`.
-fn inside_any(dest: &str, roots: &[&Path]) -> Option<PathBuf> {
-    roots.iter().find_map(|r| inside(dest, r))
+/// Whether a trusted file exists at `path` at all (absent: Docker's own path). Anything else that
+/// goes wrong is left to the trust check, which reports it.
+fn present(path: &Path) -> bool {
+    !matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
-/// Compute the argv for the real runc. Images may only go to or come from `roots` (the checkpoint
-/// root and the node's staging directory). Errors are reported, and the original argv is used
-/// (Docker's own path), so a misconfiguration degrades to slow instead of failing.
-pub fn rewrite(
-    args: Vec<String>,
-    runtime_dir: &Path,
-    roots: &[&Path],
-) -> (Vec<OsString>, Option<String>) {
+/// The destination named in trusted `file` (text `text`), resolved (links, `..` of the storage)
+/// and inside one of the resolved roots.
+pub fn destination(file: &Path, text: &str, roots: &Roots) -> Result<PathBuf, WrapperError> {
+    let dest = text.trim();
+    let plain = Path::new(dest).is_absolute()
+        && !dest.contains('\n')
+        && !Path::new(dest)
+            .components()
+            .any(|c| c == Component::ParentDir);
+    if !plain {
+        return Err(WrapperError::BadDestination {
+            file: file.to_path_buf(),
+            dest: dest.to_string(),
+        });
+    }
+    let resolved = std::fs::canonicalize(dest).map_err(|source| WrapperError::Unresolvable {
+        file: file.to_path_buf(),
+        dest: dest.into(),
+        source,
+    })?;
+    // A root that does not exist contains nothing; one that is a link counts where it leads.
+    let inside = roots
+        .allowed
+        .iter()
+        .filter_map(|r| std::fs::canonicalize(r).ok())
+        .any(|r| resolved.starts_with(r));
+    if !inside {
+        return Err(WrapperError::Outside {
+            file: file.to_path_buf(),
+            dest: dest.into(),
+            resolved,
+            roots: roots.display(),
+        });
+    }
+    Ok(resolved)
+}
+
+/// The checkpoint destination the supervisor asked for container `id`, if it asked.
+pub fn redirect_for(id: &str, roots: &Roots) -> Result<Option<PathBuf>, WrapperError> {
+    let file = roots.runtime_dir.join("redirect").join(id);
+    if !present(&file) {
+        return Ok(None);
+    }
+    let text = read_trusted(&file, PATH_FILE_MAX).map_err(WrapperError::Redirect)?;
+    destination(&file, &text, roots).map(Some)
+}
+
+/// The real images of a restore, if the checkpoint Docker unpacked is a pointer.
+pub fn pointer_in(image_dir: &Path, roots: &Roots) -> Result<Option<PathBuf>, WrapperError> {
+    let file = image_dir.join(POINTER);
+    if !present(&file) {
+        return Ok(None);
+    }
+    let text = read_trusted(&file, PATH_FILE_MAX).map_err(WrapperError::Pointer)?;
+    destination(&file, &text, roots).map(Some)
+}
+
+/// Leave the pointer to `dest` in containerd's image directory (what Docker stores).
+fn write_pointer(image_dir: &Path, dest: &Path) -> Result<(), WrapperError> {
+    let path = image_dir.join(POINTER);
+    let err = |source| WrapperError::WritePointer {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(image_dir).map_err(err)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(dest.as_os_str().as_encoded_bytes())
+        .map_err(err)
+}
+
+/// The argv for the real runc and a line for the wrapper's log.
+#[derive(Debug)]
+pub struct Rewritten {
+    pub argv: Vec<OsString>,
+    pub note: Option<String>,
+}
+
+/// Compute the argv of a checkpoint/restore (other calls pass unchanged). Images may only go to
+/// or come from `roots`; any trust or config error refuses the call (see the module doc).
+pub fn rewrite(args: Vec<String>, roots: &Roots) -> Result<Rewritten, WrapperError> {
     let mut out = args.clone();
     let note = match classify(&args) {
-        Op::Checkpoint { image_path_idx, id } => {
-            let redirect = runtime_dir.join("redirect").join(&id);
-            match read_trusted(&redirect).and_then(|d| inside_any(&d, roots)) {
-                Some(dest) => {
-                    let tmp = PathBuf::from(&args[image_path_idx]);
-                    let _ = std::fs::create_dir_all(&tmp);
-                    match std::fs::write(tmp.join(POINTER), dest.to_string_lossy().as_bytes()) {
-                        Ok(()) => {
-                            out[image_path_idx] = dest.to_string_lossy().into_owned();
-                            Some(format!("checkpoint {id} -> {}", dest.display()))
-                        }
-                        Err(e) => Some(format!(
-                            "checkpoint {id}: cannot write pointer: {e}; using Docker's path"
-                        )),
-                    }
-                }
-                None => None,
+        Op::Checkpoint { image_path_idx, id } => match redirect_for(&id, roots)? {
+            Some(dest) => {
+                write_pointer(Path::new(&args[image_path_idx]), &dest)?;
+                out[image_path_idx] = dest.to_string_lossy().into_owned();
+                Some(format!("checkpoint {id} -> {}", dest.display()))
             }
-        }
+            None => Some(format!("checkpoint {id} (Docker's path)")),
+        },
         Op::Restore { image_path_idx } => {
-            let ptr = Path::new(&args[image_path_idx]).join(POINTER);
-            if ptr.exists() {
-                match read_trusted(&ptr).and_then(|d| inside_any(&d, roots)) {
-                    Some(dest) => {
-                        out[image_path_idx] = dest.to_string_lossy().into_owned();
-                        let lock = match add_netlock_hook(&bundle_of(&args)) {
-                            Ok(()) => String::new(),
-                            Err(e) => format!(" (network lock hook not added: {e})"),
-                        };
-                        Some(format!("restore <- {}{lock}", dest.display()))
-                    }
-                    None => Some(format!(
-                        "restore: untrusted pointer {} ignored",
-                        ptr.display()
-                    )),
+            let dir = Path::new(&args[image_path_idx]);
+            match pointer_in(dir, roots)? {
+                Some(dest) => {
+                    out[image_path_idx] = dest.to_string_lossy().into_owned();
+                    let mut note = format!("restore <- {}", dest.display());
+                    add_lock(&args, &mut note);
+                    Some(note)
                 }
-            } else {
-                // Docker's own path (site data_path=docker or no redirect): containerd unpacked the
-                // images into a 0700 root directory, which CRIU's restore cannot search from inside
-                // the container's user namespace ("Unable to open tty-info.img: Permission denied").
-                let bundle = bundle_of(&args);
-                let dir = Path::new(&args[image_path_idx]);
-                let mut note = format!("restore <- {} (Docker's path)", dir.display());
-                if let Err(e) = let_container_root_search(dir, &bundle) {
-                    note.push_str(&format!(
-                        " (image dir not opened to the container's root: {e})"
-                    ));
-                }
-                if let Err(e) = add_netlock_hook(&bundle) {
-                    note.push_str(&format!(" (network lock hook not added: {e})"));
-                }
-                Some(note)
+                None => Some(restore_docker_path(&args, dir)),
             }
         }
         Op::Other => None,
     };
-    (out.into_iter().map(OsString::from).collect(), note)
+    Ok(Rewritten {
+        argv: out.into_iter().map(OsString::from).collect(),
+        note,
+    })
+}
+
+/// Add the network lock to the restore's bundle; a failure is noted, not fatal (the restore
+/// works, only the window in which a peer's retransmission meets no socket stays open).
+fn add_lock(args: &[String], note: &mut String) {
+    if let Err(e) = add_netlock_hook(&bundle_of(args)) {
+        note.push_str(&format!(" (network lock hook not added: {e})"));
+    }
+}
+
+/// Docker's own path (site data_path=docker or no redirect): containerd unpacked the images into
+/// a 0700 root directory, which CRIU's restore cannot search from inside the container's user
+/// namespace ("Unable to open tty-info.img: Permission denied").
+fn restore_docker_path(args: &[String], dir: &Path) -> String {
+    let mut note = format!("restore <- {} (Docker's path)", dir.display());
+    if let Err(e) = let_container_root_search(dir, &bundle_of(args)) {
+        note.push_str(&format!(
+            " (image dir not opened to the container's root: {e})"
+        ));
+    }
+    add_lock(args, &mut note);
+    note
 }
 
 /// Where the wrapper keeps CRIU's log of a failed checkpoint or restore of container `id`.
@@ -298,18 +445,6 @@ mod tests {
     }
 
     #[test]
-    fn destinations_must_be_inside_the_root() {
-        let root = Path::new("/ckpt");
-        assert!(inside("/ckpt/u/1/g1/rank-0", root).is_some());
-        assert!(inside("/ckpt/../etc", root).is_none());
-        assert!(inside("/etc/x", root).is_none());
-        assert!(inside("rel", root).is_none());
-        let roots = [root, Path::new("/stage")];
-        assert!(inside_any("/stage/1/node1/x", &roots).is_some());
-        assert!(inside_any("/stagex/1", &roots).is_none());
-    }
-
-    #[test]
     fn netlock_hook_goes_first() {
         let dir = std::env::temp_dir().join(format!("slurm-ckpt-hook-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -331,15 +466,245 @@ mod tests {
         assert!(netlock_hook(b"{}").is_err());
     }
 
+    /// A root-owned 0755 tree: `rt` (runtime dir, with `redirect/`), `ckpt` and `stage` (the
+    /// allowed roots), `ctrd` (containerd's image dir), `elsewhere`.
+    struct Tree {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tree {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            chmod(dir.path(), 0o755);
+            for d in [
+                "rt/redirect",
+                "ckpt/u/1/g0001/rank-0",
+                "stage",
+                "ctrd",
+                "elsewhere",
+            ] {
+                std::fs::create_dir_all(dir.path().join(d)).unwrap();
+            }
+            Tree { dir }
+        }
+        fn p(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+        fn roots(&self) -> (PathBuf, PathBuf, PathBuf) {
+            (self.p("rt"), self.p("ckpt"), self.p("stage"))
+        }
+        /// Write a root-owned 0644 file.
+        fn file(&self, rel: &str, text: &str) -> PathBuf {
+            let p = self.p(rel);
+            std::fs::write(&p, text).unwrap();
+            chmod(&p, 0o644);
+            p
+        }
+        fn checkpoint_args(&self) -> Vec<String> {
+            v(&format!(
+                "--root /r checkpoint --image-path {} --work-path /w --leave-running c1",
+                self.p("ctrd").display()
+            ))
+        }
+        fn restore_args(&self) -> Vec<String> {
+            v(&format!(
+                "--root /r restore --image-path {} --bundle {} c1",
+                self.p("ctrd").display(),
+                self.p("elsewhere").display()
+            ))
+        }
+    }
+
+    fn chmod(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn run(t: &Tree, args: Vec<String>) -> Result<Rewritten, WrapperError> {
+        let (rt, ckpt, stage) = t.roots();
+        let roots = Roots {
+            runtime_dir: &rt,
+            allowed: vec![&ckpt, &stage],
+        };
+        rewrite(args, &roots)
+    }
+
+    fn os(args: &[String]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
     #[test]
-    fn untrusted_inputs_leave_argv_alone() {
-        let args = v("--root /r restore --image-path /nonexistent/dir --bundle /b id");
-        let (out, note) = rewrite(
-            args.clone(),
-            Path::new("/nonexistent"),
-            &[Path::new("/ckpt")],
+    fn checkpoint_without_redirect_is_dockers_path() {
+        let t = Tree::new();
+        let args = t.checkpoint_args();
+        let out = run(&t, args.clone()).unwrap();
+        assert_eq!(out.argv, os(&args));
+        assert!(out.note.is_some_and(|n| n.contains("Docker's path")));
+        assert_eq!(
+            run(&t, v("--root /r start c1")).unwrap().argv,
+            os(&v("--root /r start c1"))
         );
-        assert_eq!(out, args.iter().map(OsString::from).collect::<Vec<_>>());
-        assert!(note.is_some_and(|n| n.contains("Docker's path")));
+    }
+
+    #[test]
+    fn checkpoint_goes_to_the_resolved_destination_and_leaves_a_pointer() {
+        let t = Tree::new();
+        let dest = t.p("ckpt/u/1/g0001/rank-0");
+        t.file("rt/redirect/c1", &format!("{}\n", dest.display()));
+        let out = run(&t, t.checkpoint_args()).unwrap();
+        let real = std::fs::canonicalize(&dest).unwrap();
+        assert_eq!(out.argv[4], OsString::from(&real));
+        let ptr = std::fs::read_to_string(t.p("ctrd").join(POINTER)).unwrap();
+        assert_eq!(Path::new(&ptr), real);
+    }
+
+    #[test]
+    fn untrusted_redirects_are_refused() {
+        let t = Tree::new();
+        let dest = t.p("ckpt/u/1/g0001/rank-0");
+        let f = t.file("rt/redirect/c1", &dest.display().to_string());
+        // A parent anyone may write.
+        chmod(&t.p("rt/redirect"), 0o777);
+        assert!(matches!(
+            run(&t, t.checkpoint_args()),
+            Err(WrapperError::Redirect(TrustError::Writable { .. }))
+        ));
+        chmod(&t.p("rt/redirect"), 0o700);
+        // A file another user owns.
+        std::os::unix::fs::chown(&f, Some(1000), None).unwrap();
+        assert!(matches!(
+            run(&t, t.checkpoint_args()),
+            Err(WrapperError::Redirect(TrustError::NotRootOwned { .. }))
+        ));
+        // A link in place of the file.
+        std::fs::remove_file(&f).unwrap();
+        let real = t.file("elsewhere/r", &dest.display().to_string());
+        std::os::unix::fs::symlink(real, &f).unwrap();
+        assert!(matches!(
+            run(&t, t.checkpoint_args()),
+            Err(WrapperError::Redirect(TrustError::Symlink { .. }))
+        ));
+        assert!(!t.p("ctrd").join(POINTER).exists());
+    }
+
+    #[test]
+    fn destinations_outside_the_roots_are_refused_after_resolving() {
+        let t = Tree::new();
+        let f = t.file("rt/redirect/c1", &t.p("elsewhere").display().to_string());
+        assert!(matches!(
+            run(&t, t.checkpoint_args()),
+            Err(WrapperError::Outside { .. })
+        ));
+        // Inside as text, outside once the link is resolved.
+        std::os::unix::fs::symlink(t.p("elsewhere"), t.p("ckpt/u/1/escape")).unwrap();
+        std::fs::write(&f, t.p("ckpt/u/1/escape").display().to_string()).unwrap();
+        assert!(matches!(
+            run(&t, t.checkpoint_args()),
+            Err(WrapperError::Outside { .. })
+        ));
+        for bad in ["relative/dir", "/x/../etc"] {
+            std::fs::write(&f, bad).unwrap();
+            assert!(matches!(
+                run(&t, t.checkpoint_args()),
+                Err(WrapperError::BadDestination { .. })
+            ));
+        }
+        std::fs::write(&f, t.p("ckpt/missing").display().to_string()).unwrap();
+        assert!(matches!(
+            run(&t, t.checkpoint_args()),
+            Err(WrapperError::Unresolvable { .. })
+        ));
+    }
+
+    #[test]
+    fn restore_follows_trusted_pointers_only() {
+        let t = Tree::new();
+        std::fs::write(t.p("elsewhere/config.json"), "{}").unwrap();
+        // No pointer: Docker's own path, argv unchanged.
+        let args = t.restore_args();
+        let out = run(&t, args.clone()).unwrap();
+        assert_eq!(out.argv, os(&args));
+        assert!(out.note.is_some_and(|n| n.contains("Docker's path")));
+
+        let dest = t.p("ckpt/u/1/g0001/rank-0");
+        let ptr = t.file(&format!("ctrd/{POINTER}"), &dest.display().to_string());
+        let out = run(&t, t.restore_args()).unwrap();
+        assert_eq!(
+            out.argv[4],
+            OsString::from(std::fs::canonicalize(&dest).unwrap())
+        );
+
+        chmod(&ptr, 0o666);
+        assert!(matches!(
+            run(&t, t.restore_args()),
+            Err(WrapperError::Pointer(TrustError::Writable { .. }))
+        ));
+        chmod(&ptr, 0o644);
+        chmod(&t.p("ctrd"), 0o775);
+        assert!(matches!(
+            run(&t, t.restore_args()),
+            Err(WrapperError::Pointer(TrustError::Writable { .. }))
+        ));
+        chmod(&t.p("ctrd"), 0o700);
+        std::fs::write(&ptr, t.p("elsewhere").display().to_string()).unwrap();
+        assert!(matches!(
+            run(&t, t.restore_args()),
+            Err(WrapperError::Outside { .. })
+        ));
+    }
+
+    #[test]
+    fn site_settings_must_parse_and_be_trusted() {
+        let t = Tree::new();
+        std::fs::create_dir(t.p("etc")).unwrap();
+        let conf = t.file("etc/plugstack.conf", "include plugstack.conf.d/*.conf\n");
+        std::fs::create_dir(t.p("etc/plugstack.conf.d")).unwrap();
+        let inc = t.file(
+            "etc/plugstack.conf.d/ckpt.conf",
+            "required /usr/lib/spank_container_ckpt.so ckpt_root=/srv/ckpt\n",
+        );
+        assert_eq!(load_site(&conf).unwrap().ckpt_root, Path::new("/srv/ckpt"));
+        // An included file another user may write.
+        chmod(&inc, 0o666);
+        let e = load_site(&conf).unwrap_err();
+        assert!(e.to_string().contains("not trusted"), "{e}");
+        chmod(&inc, 0o644);
+        chmod(&t.p("etc/plugstack.conf.d"), 0o777);
+        assert!(load_site(&conf).is_err());
+        chmod(&t.p("etc/plugstack.conf.d"), 0o755);
+        // A setting that does not parse.
+        std::fs::write(&inc, "required /usr/lib/spank_container_ckpt.so bogus=1\n").unwrap();
+        assert!(matches!(
+            load_site(&conf),
+            Err(ConfigError::UnknownKey { .. })
+        ));
+        assert!(matches!(
+            load_site(&t.p("etc/missing.conf")),
+            Err(ConfigError::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn the_real_runc_is_fixed_and_trusted() {
+        let t = Tree::new();
+        let missing = t.p("bin/runc");
+        let missing = missing.to_str().unwrap();
+        assert!(matches!(
+            real_runc(&[missing]),
+            Err(WrapperError::NoRunc(_))
+        ));
+        let runc = t.file("elsewhere/runc", "#!/bin/true\n");
+        chmod(&runc, 0o755);
+        let name = runc.to_str().unwrap();
+        assert_eq!(
+            real_runc(&[missing, name]).unwrap(),
+            std::fs::canonicalize(&runc).unwrap()
+        );
+        chmod(&runc, 0o777);
+        assert!(matches!(
+            real_runc(&[name]),
+            Err(WrapperError::Runc(TrustError::Writable { .. }))
+        ));
+        assert!(REAL_RUNC.iter().all(|p| Path::new(p).is_absolute()));
     }
 }

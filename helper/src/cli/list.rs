@@ -1,6 +1,8 @@
 //! `slurm-ckpt list [JOBID]` and `slurm-ckpt gc`: the checkpoint generations on the shared storage
 //! (root: the per-user areas are root-only).
-use slurm_ckpt::ckpt::{prune, Layout};
+use slurm_ckpt::ckpt::Layout;
+use slurm_ckpt::gc;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 #[derive(clap::Args)]
@@ -14,9 +16,11 @@ pub struct ListArgs {
 
 #[derive(clap::Args)]
 pub struct GcArgs {
-    /// Keep this many newest generations of jobs Slurm still knows.
-    #[arg(long, default_value_t = 1)]
-    keep: usize,
+    /// Also prune the complete generations of jobs Slurm still knows down to this many newest
+    /// (by default their directories are not touched at all).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    keep: Option<u32>,
+    /// Say what would be removed, remove nothing.
     #[arg(long)]
     dry_run: bool,
     #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
@@ -90,45 +94,55 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Is the job still known to Slurm (pending, running, suspended, requeued)?
-fn job_alive(job: u32) -> bool {
-    std::process::Command::new("squeue")
-        .args(["-h", "-o", "%T", "-j", &job.to_string()])
-        .output()
-        .map(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).trim().is_empty())
-        .unwrap_or(true) // when in doubt, keep
-}
-
 pub fn gc(a: GcArgs) -> i32 {
     super::init_tracing(None);
     super::exit_code("gc", run_gc(&a))
 }
 
+/// Decide about every job directory first (`slurm_ckpt::gc::decide`), then act and say why.
 fn run_gc(a: &GcArgs) -> anyhow::Result<()> {
     let site = super::site_config(&[], &a.plugstack)?;
-    for (user, dir, l) in job_dirs(&site.ckpt_root) {
-        let job = l.latest().map(|m| m.job).or_else(|| dir.parse().ok());
-        let alive = job.is_some_and(job_alive);
-        if alive {
-            if !a.dry_run {
-                prune(&l, a.keep, None);
+    let root = &site.ckpt_root;
+    let dirs = gc::scan(root)?;
+    let active = gc::active_jobs(root)?;
+    let marked: BTreeSet<u32> = dirs
+        .iter()
+        .flat_map(|d| d.marker_jobs.iter().copied())
+        .collect();
+    let mut cache: HashMap<u32, gc::JobStatus> = HashMap::new();
+    let mut slurm = |j: u32| *cache.entry(j).or_insert_with(|| gc::slurm_status(j));
+    let verb = if a.dry_run {
+        "would remove"
+    } else {
+        "removing"
+    };
+    for d in &dirs {
+        match gc::decide(d, &marked, &active, &mut slurm) {
+            gc::Verdict::Live { why, .. } => {
+                println!("keeping {}: {why}", d.path.display());
+                if let Some(keep) = a.keep {
+                    let layout = Layout::new(root, &d.user, &d.name);
+                    for g in gc::old_generations(&layout, keep as usize) {
+                        println!("{verb} {}: older than the newest {keep}", g.display());
+                        remove(&g, a.dry_run);
+                    }
+                }
             }
-            continue;
-        }
-        println!(
-            "{}: job {} is gone: removing {user}/{dir}",
-            if a.dry_run {
-                "would remove"
-            } else {
-                "removing"
-            },
-            job.map(|j| j.to_string()).unwrap_or_else(|| "?".into())
-        );
-        if !a.dry_run {
-            if let Err(e) = std::fs::remove_dir_all(&l.job_dir) {
-                eprintln!("slurm-ckpt gc: {}: {e}", l.job_dir.display());
+            gc::Verdict::Unsure(why) => println!("keeping {}: {why}", d.path.display()),
+            gc::Verdict::Remove(why) => {
+                println!("{verb} {}: {why}", d.path.display());
+                remove(&d.path, a.dry_run);
             }
         }
     }
     Ok(())
+}
+
+fn remove(path: &Path, dry_run: bool) {
+    if dry_run {
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(path) {
+        eprintln!("slurm-ckpt gc: {}: {e}", path.display());
+    }
 }
