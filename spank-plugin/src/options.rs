@@ -467,10 +467,11 @@ pub fn parse_ckpt_dir(arg: Option<&str>) -> Result<CkptDir, String> {
         None | Some("") | Some("(null)") => return Ok(CkptDir::Default),
         Some(s) => s,
     };
-    if s.starts_with('-') {
+    let norm = normalize_path(s).map_err(|why| format!("{why}; {VALID}"))?;
+    // Checked after normalizing: `./-x` becomes `-x`, which the helper would take for a flag.
+    if norm.starts_with('-') {
         return Err(format!("must not start with '-'; {VALID}"));
     }
-    let norm = normalize_path(s).map_err(|why| format!("{why}; {VALID}"))?;
     if norm == "/" || norm.is_empty() {
         return Err(format!("does not name a directory; {VALID}"));
     }
@@ -819,7 +820,7 @@ mod tests {
 
     #[test]
     fn invalid_ckpt_dirs() {
-        for bad in ["../x", "a/../../b", "-x", "/", ".", "a\nb"] {
+        for bad in ["../x", "a/../../b", "-x", "./-x", "/", ".", "a\nb"] {
             let e = parse_value(OptId::Ckpt, Some(bad), Source::CommandLine)
                 .unwrap_err()
                 .to_string();
