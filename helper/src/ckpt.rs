@@ -9,6 +9,7 @@
 //!
 //! Ranks coordinate only through marker files in the generation directory (every node sees the
 //! shared storage), with explicit waits and timeouts — never fixed sleeps.
+use crate::auth::SiteKey;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -17,7 +18,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub const FORMAT: u32 = 1;
+/// 2: manifests and rank records carry a site-key MAC (`auth.rs`); format 1 had none.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileSum {
@@ -87,15 +89,17 @@ pub struct Expect<'a> {
     pub uid: u32,
     pub ntasks: u32,
     pub image: &'a str,
+    /// The image's id on this node now: a re-tagged image is another program.
+    pub image_id: &'a str,
 }
 
 impl Manifest {
     pub fn check(&self, e: &Expect) -> Result<()> {
         let bad = |what: String| {
-            Err(Error::Invalid(format!(
-                "checkpoint generation {} refused: {what}",
-                self.generation
-            )))
+            Err(Error::GenerationRefused {
+                generation: self.generation,
+                reason: what,
+            })
         };
         if self.format != FORMAT {
             return bad(format!(
@@ -124,6 +128,14 @@ impl Manifest {
                 self.image, e.image
             ));
         }
+        if self.image_id != e.image_id {
+            return bad(format!(
+                "image {} was {} when it was taken and is {} now (re-tagged or rebuilt)",
+                self.image,
+                short_id(&self.image_id),
+                short_id(e.image_id)
+            ));
+        }
         Ok(())
     }
 }
@@ -133,6 +145,24 @@ pub struct Layout {
     /// `<ckpt_root>/<user>`: root-only.
     pub user_dir: PathBuf,
     pub job_dir: PathBuf,
+}
+
+fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    if id.is_empty() {
+        "unknown"
+    } else {
+        // Not `&id[..12]`: the id comes from a manifest and need not be ASCII.
+        id.get(..12).unwrap_or(id)
+    }
+}
+
+/// Where a restart begins: the newest generation that is authentic and belongs to this job, and
+/// why each newer one was refused.
+#[derive(Debug)]
+pub struct RestorePoint {
+    pub manifest: Option<Manifest>,
+    pub refused: Vec<Error>,
 }
 
 pub fn gen_name(g: u32) -> String {
@@ -188,7 +218,50 @@ impl Layout {
             .map_err(|e| Error::Invalid(format!("{}: bad manifest: {e}", p.display())))
     }
 
-    /// The newest complete generation that loads, if any.
+    /// A generation's manifest, only if its MAC verifies with the site key.
+    pub fn load_verified(&self, g: u32, key: &SiteKey) -> Result<Manifest> {
+        let p = self.gen_dir(g).join("manifest.json");
+        let text = key.read_signed(&p)?;
+        let m: Manifest = serde_json::from_slice(&text)
+            .map_err(|e| Error::Invalid(format!("{}: bad manifest: {e}", p.display())))?;
+        if m.generation != g {
+            return Err(Error::GenerationRefused {
+                generation: g,
+                reason: format!("its manifest says it is {}", gen_name(m.generation)),
+            });
+        }
+        Ok(m)
+    }
+
+    /// The newest generation that is authentic and matches `expect`, newest first; refusals are
+    /// collected so the caller can say why older ones are used (or why none is).
+    pub fn restore_point(&self, key: &SiteKey, expect: &Expect) -> RestorePoint {
+        let mut refused = Vec::new();
+        for g in self.generations().into_iter().rev() {
+            match self
+                .load_verified(g, key)
+                .and_then(|m| m.check(expect).map(|()| m))
+            {
+                Ok(m) => {
+                    return RestorePoint {
+                        manifest: Some(m),
+                        refused,
+                    }
+                }
+                Err(e @ Error::GenerationRefused { .. }) => refused.push(e),
+                Err(e) => refused.push(Error::GenerationRefused {
+                    generation: g,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        RestorePoint {
+            manifest: None,
+            refused,
+        }
+    }
+
+    /// The newest complete generation that loads, if any (for display: not authenticated).
     pub fn latest(&self) -> Option<Manifest> {
         self.generations()
             .into_iter()
@@ -283,9 +356,31 @@ pub fn sha256_file(p: &Path) -> Result<(u64, String)> {
     Ok((n, format!("{:x}", h.finalize())))
 }
 
-/// Verify a rank's images against the manifest before root restores them.
+/// Files a restore may leave in an image directory; CRIU never reads them back.
+const RESTORE_LEFTOVERS: [&str; 2] = ["stats-restore", "restore.log"];
+
+/// Verify a rank's images against the (authenticated) manifest before root restores them: every
+/// listed file with its size and sha256, and no file that is not listed (CRIU reads optional
+/// images when they exist, so an added file could change what is restored).
 pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !rec.files.iter().any(|f| f.name == name) && !RESTORE_LEFTOVERS.contains(&name.as_str())
+        {
+            return Err(Error::Invalid(format!(
+                "{}: not listed in the manifest (images altered)",
+                e.path().display()
+            )));
+        }
+    }
     for f in &rec.files {
+        if f.name.contains('/') || f.name.starts_with('.') {
+            return Err(Error::Invalid(format!(
+                "manifest lists a bad image name '{}'",
+                f.name
+            )));
+        }
         let p = dir.join(&f.name);
         let (bytes, sum) = sha256_file(&p)?;
         if bytes != f.bytes || sum != f.sha256 {
@@ -317,6 +412,18 @@ pub fn copy_images(src: &Path, dst: &Path) -> Result<u64> {
     Ok(bytes)
 }
 
+/// Write JSON to `path` with its site-key MAC beside it, durably.
+pub fn write_json_signed<T: Serialize>(path: &Path, v: &T, key: &SiteKey) -> Result<()> {
+    let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    key.write_signed(path, &body)
+}
+
+/// Read JSON written by `write_json_signed`, refusing it unless its MAC verifies.
+pub fn read_json_signed<T: serde::de::DeserializeOwned>(path: &Path, key: &SiteKey) -> Result<T> {
+    let body = key.read_signed(path)?;
+    serde_json::from_slice(&body).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+}
+
 /// Write JSON to `path` durably (write, fsync).
 pub fn write_json_durable<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -327,9 +434,9 @@ pub fn write_json_durable<T: Serialize>(path: &Path, v: &T) -> Result<()> {
 
 /// Commit a generation: fsync the manifest, then rename atomically. Every rank has flushed its own
 /// images before it was sealed (`seal_rank_dir`).
-pub fn commit(layout: &Layout, g: u32, manifest: &Manifest) -> Result<PathBuf> {
+pub fn commit(layout: &Layout, g: u32, manifest: &Manifest, key: &SiteKey) -> Result<PathBuf> {
     let tmp = layout.tmp_dir(g);
-    write_json_durable(&tmp.join("manifest.json"), manifest)?;
+    write_json_signed(&tmp.join("manifest.json"), manifest, key)?;
     let dst = layout.gen_dir(g);
     fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
     fs::File::open(&layout.job_dir)
@@ -430,8 +537,15 @@ mod tests {
             uid: 1000,
             ntasks: 1,
             image: "img",
+            image_id: "sha256:x",
         };
         assert!(m.check(&ok).is_ok());
+        assert!(m
+            .check(&Expect {
+                image_id: "sha256:y",
+                ..ok.clone()
+            })
+            .is_err());
         assert!(m
             .check(&Expect {
                 job: 8,
@@ -474,10 +588,16 @@ mod tests {
         assert_eq!(bytes, 3);
         let mut m = manifest();
         m.ranks[0].files = files.clone();
-        commit(&l, 1, &m).unwrap();
+        let key = SiteKey::derive(b"secret");
+        commit(&l, 1, &m, &key).unwrap();
         assert_eq!(l.generations(), vec![1]);
         assert_eq!(l.latest().unwrap(), m);
+        assert_eq!(l.load_verified(1, &key).unwrap(), m);
         verify_rank_dir(&l.gen_dir(1).join("rank-0"), &m.ranks[0]).unwrap();
+        // A file CRIU might read that the manifest does not list.
+        fs::write(l.gen_dir(1).join("rank-0/tty-info.img"), b"x").unwrap();
+        assert!(verify_rank_dir(&l.gen_dir(1).join("rank-0"), &m.ranks[0]).is_err());
+        fs::remove_file(l.gen_dir(1).join("rank-0/tty-info.img")).unwrap();
         fs::write(l.gen_dir(1).join("rank-0/pages-1.img"), b"abd").unwrap();
         assert!(verify_rank_dir(&l.gen_dir(1).join("rank-0"), &m.ranks[0]).is_err());
         // A stale temp generation is pruned, the committed one kept.
@@ -485,5 +605,48 @@ mod tests {
         prune(&l, 1, None);
         assert!(!l.tmp_dir(2).exists() && l.gen_dir(1).exists());
         fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn restore_point_skips_forged_and_foreign_generations() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path(), "u", "7");
+        l.create().unwrap();
+        let key = SiteKey::derive(b"secret");
+        let expect = Expect {
+            job: 7,
+            step: 0,
+            uid: 1000,
+            ntasks: 1,
+            image: "img",
+            image_id: "sha256:x",
+        };
+        let commit_gen = |g: u32, job: u32| {
+            let mut m = manifest();
+            m.generation = g;
+            m.job = job;
+            fs::create_dir_all(l.tmp_dir(g)).unwrap();
+            commit(&l, g, &m, &key).unwrap();
+            m
+        };
+        assert!(l.restore_point(&key, &expect).manifest.is_none());
+        let g1 = commit_gen(1, 7);
+        commit_gen(2, 9); // another job's generation copied in, MAC intact
+        commit_gen(3, 7);
+        // g3 edited after the commit (as a storage writer could).
+        let p = l.gen_dir(3).join("manifest.json");
+        let text = fs::read_to_string(&p).unwrap().replace("freeze-all", "cf-rf     ");
+        fs::write(&p, text).unwrap();
+        let rp = l.restore_point(&key, &expect);
+        assert_eq!(rp.manifest, Some(g1));
+        let why: Vec<String> = rp.refused.iter().map(|e| e.to_string()).collect();
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert!(why[0].contains("g0003") || why[0].contains("generation 3"), "{why:?}");
+        assert!(why[0].contains("MAC does not match"), "{why:?}");
+        assert!(why[1].contains("job 9.0"), "{why:?}");
+        // With another site key nothing is authentic.
+        let other = SiteKey::derive(b"other");
+        let rp = l.restore_point(&other, &expect);
+        assert!(rp.manifest.is_none() && rp.refused.len() == 3);
     }
 }

@@ -6,7 +6,10 @@ use bollard::container::{
     KillContainerOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
     WaitContainerOptions,
 };
-use bollard::models::{EndpointIpamConfig, EndpointSettings, HostConfig};
+use bollard::models::{
+    EndpointIpamConfig, EndpointSettings, HostConfig, Mount, MountBindOptions,
+    MountBindOptionsPropagationEnum, MountTypeEnum,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -35,10 +38,38 @@ pub struct RankSpec<'a> {
     pub runtime: Option<&'a str>,
     pub cmd: Vec<String>,
     pub env: Vec<String>,
-    pub binds: Vec<String>,
+    pub binds: Vec<Bind>,
     pub cwd: &'a str,
     pub nano_cpus: Option<i64>,
     pub memory_bytes: Option<i64>,
+    /// The task's CPUs (Docker's cpuset list form); None = not confined.
+    pub cpuset_cpus: Option<String>,
+}
+
+/// A bind mount whose source has been checked (as the job's user, for user-named paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub src: std::path::PathBuf,
+    pub dst: String,
+    pub read_only: bool,
+}
+
+impl Bind {
+    /// Docker's Mounts API, not the legacy `Binds`: a missing source is an error instead of a
+    /// directory root creates on the host.
+    fn to_mount(&self) -> Mount {
+        Mount {
+            target: Some(self.dst.clone()),
+            source: Some(self.src.to_string_lossy().into_owned()),
+            typ: Some(MountTypeEnum::BIND),
+            read_only: Some(self.read_only),
+            bind_options: Some(MountBindOptions {
+                propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 impl Engine {
@@ -184,7 +215,7 @@ impl Engine {
             ),
         ]);
         let host_config = HostConfig {
-            binds: Some(s.binds.clone()),
+            mounts: Some(s.binds.iter().map(Bind::to_mount).collect()),
             tmpfs: Some(tmpfs),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
@@ -192,6 +223,7 @@ impl Engine {
             extra_hosts: Some(extra_hosts),
             nano_cpus: s.nano_cpus,
             memory: s.memory_bytes,
+            cpuset_cpus: s.cpuset_cpus.clone(),
             init: Some(false),
             privileged: Some(false),
             runtime: s.runtime.map(str::to_string),

@@ -25,6 +25,20 @@ pub enum Error {
     NoImage { image: String, node: String },
     #[error("user id {0} has no passwd entry on this node")]
     NoUser(u32),
+    #[error("{what} refused: {reason}")]
+    PathRefused { what: String, reason: String },
+    #[error("checking the job's paths as its user failed: {0}")]
+    PathCheck(String),
+    #[error("invalid node name '{0}': letters, digits, '.', '-', '_' only, at most 64, not starting with '.' or '-'")]
+    BadNodeName(String),
+    #[error("{path}: not authenticated: {why}")]
+    Unauthenticated { path: PathBuf, why: &'static str },
+    #[error("checkpoint generation {generation} refused: {reason}")]
+    GenerationRefused { generation: u32, reason: String },
+    #[error(transparent)]
+    CpuList(#[from] slurm_ckpt_site::CpuListError),
+    #[error("cpuset {cpus} names CPUs this node does not have online ({online})")]
+    CpusOffline { cpus: String, online: String },
     #[error("bad frame from peer: {0}")]
     Protocol(String),
     /// Another rank failed or is gone: this rank stops waiting, but is not the cause.

@@ -1,11 +1,14 @@
 //! slurm-container-ckpt helper library: per-rank container plans, Docker engine access,
 //! suspend/resume and checkpoint/restore of a job's rank containers.
+pub mod auth;
 pub mod barrier;
 pub mod cgroup;
 pub mod ckpt;
+pub mod cpus;
 pub mod engine;
 pub mod error;
 pub mod fdio;
+pub mod gc;
 pub mod guard;
 pub mod image_check;
 pub mod jobdir;
@@ -19,5 +22,7 @@ pub mod slots;
 pub mod slurm;
 pub mod state;
 pub mod supervise;
+pub mod trust;
+pub mod user_paths;
 
 pub use error::{Error, Result};

@@ -40,6 +40,9 @@ enum Cmd {
         #[arg(long)]
         log: Option<std::path::PathBuf>,
     },
+    /// (supervisor, root → job user) Resolve paths a job names with the user's own credentials.
+    #[command(hide = true)]
+    CheckPaths(cli::check_paths::Args),
     /// Check container images against the rank-container requirements.
     #[command(subcommand)]
     Image(cli::image::ImageCmd),
@@ -56,6 +59,7 @@ fn main() {
         Cmd::List(a) => cli::list::list(a),
         Cmd::Gc(a) => cli::list::gc(a),
         Cmd::Image(c) => cli::image::main(c),
+        Cmd::CheckPaths(a) => cli::check_paths::main(a),
         Cmd::Guard { args, log } => cli::guard::main(args, log),
     };
     std::process::exit(code);

@@ -10,14 +10,18 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+mod cpulist;
 mod names;
+pub mod plugstack;
+pub mod user_paths;
+pub use cpulist::{CpuList, CpuListError, CPU_ID_LIMIT};
 pub use names::{normalize_path, parse_image, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LEN};
 
 /// File name of the plugin, by which its plugstack.conf line is found.
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 19] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -36,6 +40,7 @@ pub const KEYS: [&str; 18] = [
     "compress",
     "stage_dir",
     "incremental",
+    "cpu_quota",
 ];
 
 /// Longest helper call timeout (one day).
@@ -198,6 +203,9 @@ pub struct SiteConfig {
     pub stage_dir: PathBuf,
     /// Chunked page images, unchanged chunks linked from the previous generation.
     pub incremental: bool,
+    /// Also cap each rank container's CPU time at its task's CPU count (CFS quota); its cpuset
+    /// (the task's CPUs) applies either way.
+    pub cpu_quota: bool,
 }
 
 impl Default for SiteConfig {
@@ -224,6 +232,7 @@ impl Default for SiteConfig {
             compress: Compression::None,
             stage_dir: "/var/tmp/slurm-ckpt-stage".into(),
             incremental: false,
+            cpu_quota: false,
         }
     }
 }
@@ -239,6 +248,14 @@ pub enum ConfigError {
     Duplicate { key: &'static str },
     #[error("cannot read {path}: {reason}")]
     Unreadable { path: String, reason: String },
+    #[error("{path}: includes nested deeper than {max} (an include loop?)")]
+    IncludeDepth { path: String, max: usize },
+    #[error("{path}:{line}: bad include: {reason}")]
+    BadInclude {
+        path: String,
+        line: usize,
+        reason: String,
+    },
     #[error("invalid site setting {key}={value} in plugstack.conf: {reason}")]
     BadValue {
         key: &'static str,
@@ -312,6 +329,7 @@ impl SiteConfig {
             "compress" => self.compress = Compression::parse(value)?,
             "stage_dir" => self.stage_dir = absolute_path(value)?.into(),
             "incremental" => self.incremental = boolean(value)?,
+            "cpu_quota" => self.cpu_quota = boolean(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -339,6 +357,7 @@ impl SiteConfig {
             "compress" => self.compress.name(),
             "stage_dir" => path_text(&self.stage_dir),
             "incremental" => if self.incremental { "yes" } else { "no" }.to_string(),
+            "cpu_quota" => if self.cpu_quota { "yes" } else { "no" }.to_string(),
             _ => return None,
         })
     }
@@ -355,24 +374,21 @@ impl SiteConfig {
         out
     }
 
-    /// Read the settings from the plugstack.conf line that loads the plugin (defaults if there is
-    /// none: the plugin is not configured on this node).
+    /// Read the settings from the plugstack.conf line that loads the plugin, following `include`
+    /// lines as Slurm does (defaults if no line loads it: the plugin is not configured here).
     pub fn from_plugstack(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            let mut words = line.split_whitespace();
-            let (Some(_kind), Some(so)) = (words.next(), words.next()) else {
-                continue;
-            };
-            if so.ends_with(PLUGIN_FILE) {
-                return SiteConfig::parse(&words.collect::<Vec<_>>());
-            }
+        Self::from_plugstack_with(path, &mut plugstack::read_file)
+    }
+
+    /// `from_plugstack`, reading every file through `read` (the runtime wrapper checks trust).
+    pub fn from_plugstack_with(
+        path: &Path,
+        read: &mut plugstack::Reader,
+    ) -> Result<Self, ConfigError> {
+        match plugstack::plugin_args(path, read)?.args {
+            Some(args) => SiteConfig::parse(&args),
+            None => Ok(SiteConfig::default()),
         }
-        Ok(SiteConfig::default())
     }
 
     /// The Docker socket of `node` (`%n` in the template is the node name).
@@ -614,6 +630,7 @@ mod tests {
         assert!(cfg.enabled);
         assert_eq!(cfg.runtime, "slurm-ckpt");
         assert_eq!(cfg.keep_generations, 2);
+        assert!(!cfg.cpu_quota);
     }
 
     #[test]
@@ -731,6 +748,7 @@ mod tests {
             ("compress=gzip", "zstd:LEVEL"),
             ("stage_dir=tmp", "not an absolute path"),
             ("incremental=sometimes", "expected 1/true/yes/y"),
+            ("cpu_quota=half", "expected 1/true/yes/y"),
             ("network=", "Docker network name"),
             ("network=bad name", "Docker network name"),
             ("subnet=10.88.0.0", "missing /PREFIX"),
@@ -776,6 +794,7 @@ mod tests {
                 "runtime=runc",
                 "keep_generations=5",
                 "dump_parallel=2",
+                "cpu_quota=yes",
             ])
             .unwrap(),
         ];

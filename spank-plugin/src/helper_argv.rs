@@ -1,7 +1,7 @@
 //! The command lines the plugin runs the `slurm-ckpt` helper with: the contract between the two
 //! crates. Pure, so it is unit tested; `stepd` and `epilog` only fill in the values.
 
-use crate::config::SiteConfig;
+use crate::config::{CpuList, SiteConfig};
 use crate::options::{CkptDir, JobOptions};
 
 /// argv[0] of every helper invocation (the binary itself is `SiteConfig::helper`).
@@ -29,6 +29,8 @@ pub struct SuperviseArgs<'a> {
     pub cpus: Option<u32>,
     /// Memory of the task in MB (container memory limit); None = no limit.
     pub mem_mb: Option<u64>,
+    /// The task's CPUs on this node (the container's cpuset); None = not confined.
+    pub cpuset: Option<&'a CpuList>,
     pub opts: &'a JobOptions,
     pub site: &'a SiteConfig,
     pub cwd: &'a str,
@@ -36,7 +38,7 @@ pub struct SuperviseArgs<'a> {
 }
 
 /// `slurm-ckpt supervise --fd 3 --job J --step S --rank R --ntasks N --nnodes M --node NODE
-///  --uid U --gid G --restart-count C --image IMAGE --mpi MPI [--ckpt DIR] [--ckpt-interval MIN] [--mount SPEC]... [--env NAME=VALUE]...
+///  --uid U --gid G --restart-count C [--cpus N] [--mem-mb M] [--cpuset LIST] --image IMAGE --mpi MPI [--ckpt DIR] [--ckpt-interval MIN] [--mount SPEC]... [--env NAME=VALUE]...
 ///  --cwd CWD [--site key=value]... -- ARGV...`
 pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
     let mut v: Vec<String> = vec![
@@ -63,6 +65,9 @@ pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
     }
     if let Some(m) = a.mem_mb {
         kv("--mem-mb", m.to_string());
+    }
+    if let Some(c) = a.cpuset {
+        kv("--cpuset", c.to_string());
     }
     kv("--image", a.opts.image.clone().unwrap_or_default());
     kv(
@@ -146,7 +151,14 @@ pub fn node_name(
     job_env: &[String],
     hostname: Option<String>,
 ) -> Option<String> {
-    let valid = |s: &str| !s.is_empty() && !s.starts_with('-');
+    // It becomes part of the Docker socket path and the job directory: a plain host name only.
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && !s.starts_with(['-', '.'])
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
     process_env
         .filter(|s| valid(s))
         .or_else(|| {
@@ -186,6 +198,7 @@ mod tests {
             restart_count: 0,
             cpus: None,
             mem_mb: None,
+            cpuset: None,
             opts: &opts,
             site: &site,
             cwd: "/home/u",
@@ -251,6 +264,7 @@ mod tests {
             ckpt_compress: None,
         };
         let argv: Vec<String> = Vec::new();
+        let cpus = CpuList::parse("2-3").unwrap();
         let a = SuperviseArgs {
             job: 7,
             step: 1,
@@ -263,6 +277,7 @@ mod tests {
             restart_count: 3,
             cpus: Some(2),
             mem_mb: Some(512),
+            cpuset: Some(&cpus),
             opts: &opts,
             site: &site,
             cwd: "/",
@@ -270,7 +285,8 @@ mod tests {
         };
         let v = supervise(&a);
         let joined = v.join(" ");
-        assert!(joined.contains("--gid 2 --restart-count 3 --cpus 2 --mem-mb 512 --image img"));
+        assert!(joined
+            .contains("--gid 2 --restart-count 3 --cpus 2 --mem-mb 512 --cpuset 2-3 --image img"));
         assert!(joined.contains(
             "--mpi openmpi --ckpt 7 --ckpt-interval 10 --mount /a:/b:ro --mount /c:/d:rw --env UCX_TLS=tcp,self --cwd /"
         ));
@@ -330,5 +346,12 @@ mod tests {
             Some("h")
         );
         assert_eq!(node_name(None, &[], None), None);
+        // A job's environment cannot smuggle paths or socket URLs in through the node name.
+        let hostile = strings(&["SLURMD_NODENAME=../../etc"]);
+        assert_eq!(
+            node_name(None, &hostile, Some("h".into())).as_deref(),
+            Some("h")
+        );
+        assert_eq!(node_name(Some("a/b".into()), &[], None), None);
     }
 }

@@ -17,6 +17,8 @@ pub enum PolicyError {
          give a relative DIR or a path under {root}"
     )]
     CkptOutsideRoot { dir: String, root: String },
+    #[error("--container-mounts {spec}: {reason}")]
+    Mount { spec: String, reason: String },
 }
 
 /// Checks a job in container mode against the site settings.
@@ -39,6 +41,37 @@ pub fn check_job(site: &SiteConfig, opts: &JobOptions) -> Result<(), PolicyError
                 dir: dir.clone(),
                 root: site.ckpt_root.to_string_lossy().into_owned(),
             });
+        }
+    }
+    Ok(())
+}
+
+/// Mount sources, checked at submit with the submitting user's own credentials (the plugin runs
+/// as the user in sbatch/salloc/srun): a source the user cannot reach, or one inside the service's
+/// or the daemons' directories, is refused before anything is queued. A missing source is left
+/// to the helper on the compute node (node-local scratch need not exist where jobs are
+/// submitted); it refuses it there, authoritatively, with the same rules.
+pub fn check_mounts(site: &SiteConfig, opts: &JobOptions) -> Result<(), PolicyError> {
+    use slurm_ckpt_site::user_paths::{
+        check_not_reserved, reserved_roots, resolve_as_caller, Access, PathRefusal,
+    };
+    let reserved = reserved_roots(site);
+    for m in &opts.mounts {
+        let access = if m.readonly {
+            Access::Read
+        } else {
+            Access::ReadWrite
+        };
+        let refused = |r: PathRefusal| PolicyError::Mount {
+            spec: m.to_string(),
+            reason: r.to_string(),
+        };
+        // Named inside a reserved directory: refused whether it exists or not.
+        check_not_reserved(&m.src, std::path::Path::new(&m.src), &reserved).map_err(refused)?;
+        match resolve_as_caller(&m.src, access) {
+            Ok(resolved) => check_not_reserved(&m.src, &resolved, &reserved).map_err(refused)?,
+            Err(PathRefusal::Missing { .. }) => {}
+            Err(r) => return Err(refused(r)),
         }
     }
     Ok(())
@@ -119,5 +152,36 @@ mod tests {
             "{err}"
         );
         assert!(check_job(&site, &job("i", Some(CkptDir::Path("/etc".into())))).is_err());
+    }
+
+    #[test]
+    fn mounts_checked_as_the_submitting_user() {
+        use crate::options::Mount;
+        let d = std::env::temp_dir().join(format!("policy-mounts-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        let site = SiteConfig {
+            ckpt_root: d.join("ckpt"),
+            ..SiteConfig::default()
+        };
+        let mount = |src: std::path::PathBuf| JobOptions {
+            mounts: vec![Mount {
+                src: src.to_string_lossy().into_owned(),
+                dst: "/x".into(),
+                readonly: true,
+            }],
+            ..job("i", None)
+        };
+        assert_eq!(check_mounts(&site, &mount(d.join("data"))), Ok(()));
+        // Missing here may exist on the compute nodes: the helper decides there.
+        assert_eq!(check_mounts(&site, &mount(d.join("nowhere"))), Ok(()));
+        // Inside the checkpoint root, named directly or through a symlink.
+        let e = check_mounts(&site, &mount(d.join("ckpt/bob/1"))).unwrap_err();
+        assert!(e.to_string().contains("checkpoint root"), "{e}");
+        std::fs::create_dir_all(d.join("ckpt/bob")).unwrap();
+        let _ = std::fs::remove_file(d.join("link"));
+        std::os::unix::fs::symlink(d.join("ckpt/bob"), d.join("link")).unwrap();
+        let e = check_mounts(&site, &mount(d.join("link"))).unwrap_err();
+        assert!(e.to_string().contains("resolved to"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

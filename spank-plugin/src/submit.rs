@@ -14,6 +14,7 @@ pub fn post_opt(site: &SiteConfig) -> Result<(), PluginError> {
         return Ok(());
     }
     policy::check_job(site, &opts)?;
+    policy::check_mounts(site, &opts)?;
     log_verbose(&format!(
         "image {}, mpi {}, checkpoint {}, {} mount(s)",
         opts.image.as_deref().unwrap_or(""),

@@ -1,3 +1,4 @@
+pub mod check_paths;
 pub mod checkpoint;
 pub mod cleanup;
 pub mod guard;

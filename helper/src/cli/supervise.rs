@@ -38,6 +38,9 @@ pub struct Args {
     /// Memory of the task in MB: the container's memory limit.
     #[arg(long)]
     mem_mb: Option<u64>,
+    /// The task's CPUs, e.g. 0-3: the container's cpuset.
+    #[arg(long, value_parser = slurm_ckpt_site::CpuList::parse)]
+    cpuset: Option<slurm_ckpt_site::CpuList>,
     #[arg(long = "mount")]
     mounts: Vec<String>,
     /// NAME=VALUE set in the container after the defaults (the job's --container-env).
@@ -60,6 +63,10 @@ pub fn main(a: Args) -> i32 {
         if a.uid == 0 {
             anyhow::bail!("refusing to run a rank container as root");
         }
+        // It becomes part of the Docker socket path and the job directory.
+        if !slurm_ckpt::user_paths::valid_node_name(&a.node) {
+            return Err(slurm_ckpt::Error::BadNodeName(a.node.clone()).into());
+        }
         let sock = slurm_ckpt::fdio::inherited_socket(a.fd)?;
         let site = super::site_config(&a.site, &a.plugstack)?;
         let args = SuperviseArgs {
@@ -80,6 +87,7 @@ pub fn main(a: Args) -> i32 {
             restart_count: a.restart_count,
             cpus: a.cpus,
             mem_mb: a.mem_mb,
+            cpuset: a.cpuset.clone(),
             site,
             argv: a.argv.clone(),
         };

@@ -5,7 +5,7 @@ use super::{log_path, save, Rank};
 use crate::barrier::{barrier, marker, touch, wait_ranks, Heartbeat};
 use crate::ckpt::{
     commit, copy_images, criu_version, gen_name, prune, seal_rank_dir, verify_rank_dir,
-    write_json_durable, Layout, Manifest, RankRecord, FORMAT,
+    read_json_signed, write_json_signed, Layout, Manifest, RankRecord, FORMAT,
 };
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -107,6 +107,8 @@ impl Rank<'_> {
         };
         let (a, n, t) = (self.a, self.a.ntasks, self.timeout());
         layout.create()?;
+        // Lets `slurm-ckpt gc` tell this directory's job before its first generation exists.
+        crate::gc::mark_owner(&layout.job_dir, a.job)?;
         let tmp = layout.tmp_dir(g);
         let rank_dir = tmp.join(format!("rank-{}", a.rank));
         std::fs::create_dir_all(&rank_dir).map_err(|e| Error::io(&rank_dir, e))?;
@@ -215,7 +217,7 @@ impl Rank<'_> {
             reused_bytes: moved.map_or(0, |m| m.reused),
             pack_seconds,
         };
-        write_json_durable(&tmp.join(format!("rank-{}.json", a.rank)), &rec)?;
+        write_json_signed(&tmp.join(format!("rank-{}.json", a.rank)), &rec, &self.key)?;
         touch(&marker(&tmp, "sealed", a.rank))?;
         tracing::info!(
             "rank {} dumped {} bytes in {:.2}s (held {:.2}s); stored {} bytes in {} ({}, moved in {:.2}s)",
@@ -233,12 +235,9 @@ impl Rank<'_> {
             barrier(&tmp, "sealed", 0..n, t, absent).await?;
             let mut recs = Vec::new();
             for r in 0..n {
+                // Authenticated: the storage is shared, the manifest will vouch for these sums.
                 let p = tmp.join(format!("rank-{r}.json"));
-                let text = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-                recs.push(
-                    serde_json::from_slice::<RankRecord>(&text)
-                        .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?,
-                );
+                recs.push(read_json_signed::<RankRecord>(&p, &self.key)?);
             }
             let info = self.engine.daemon_info().await?;
             let user = self.st.user.clone();
@@ -251,7 +250,8 @@ impl Rank<'_> {
                 uid: a.uid,
                 gid: a.gid,
                 image: a.image.clone(),
-                image_id: self.engine.check_image(&a.image).await.unwrap_or_default(),
+                // Compared at restore: a generation is only valid for the exact image.
+                image_id: self.engine.check_image(&a.image).await?,
                 ntasks: n,
                 mpi: a.mpi.clone(),
                 argv: a.argv.clone(),
@@ -262,7 +262,7 @@ impl Rank<'_> {
                 total_bytes: recs.iter().map(|r| r.bytes).sum(),
                 ranks: recs,
             };
-            commit(&layout, g, &m)?;
+            commit(&layout, g, &m, &self.key)?;
             prune(&layout, a.site.keep_generations as usize, None);
             tracing::info!(
                 "generation {} of job {} committed ({} bytes)",

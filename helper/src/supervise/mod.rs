@@ -5,8 +5,11 @@
 mod checkpoint;
 
 use crate::barrier::touch;
+use crate::auth::SiteKey;
 use crate::ckpt::{gen_name, Expect, Layout};
-use crate::engine::{container_name, Engine, RankSpec};
+use crate::engine::{container_name, Bind, Engine, RankSpec};
+use crate::user_paths::{reserved_for_node, resolve_for_user, Creds, Request};
+use slurm_ckpt_site::user_paths::Access;
 use crate::error::{Error, Result};
 use crate::jobdir::{self, JobDirSpec, JobUser, MOUNT_POINT};
 use crate::plan::job_plan;
@@ -47,13 +50,16 @@ pub struct SuperviseArgs {
     /// The task's CPUs and memory (MB) on this node: the container's limits.
     pub cpus: Option<u32>,
     pub mem_mb: Option<u64>,
+    /// The task's CPUs on this node (the container's cpuset); None = not confined.
+    pub cpuset: Option<slurm_ckpt_site::CpuList>,
     pub site: SiteConfig,
     pub argv: Vec<String>,
 }
 
-/// A user mount `SRC:DST[:ro|rw]` as a Docker bind, re-validated here: the helper runs as root and
-/// must not trust that its caller validated anything.
-pub fn bind_for_mount(spec: &str) -> Result<String> {
+/// A user mount `SRC:DST[:ro|rw]`, re-validated here (the helper runs as root and must not trust
+/// that its caller validated anything): source, destination and access. The source is only named
+/// here; `job_binds` resolves and checks it as the user.
+pub fn parse_mount(spec: &str) -> Result<(String, String, Access)> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, mode) = match parts.as_slice() {
         [s, d] => (*s, *d, "rw"),
@@ -86,7 +92,72 @@ pub fn bind_for_mount(spec: &str) -> Result<String> {
             "mount '{spec}': destination {dst} is reserved"
         )));
     }
-    Ok(format!("{src}:{dst}:{mode}"))
+    let access = Access::parse(mode).unwrap_or(Access::ReadWrite);
+    Ok((src.to_string(), dst.to_string(), access))
+}
+
+/// Whether the working directory is bound at its own path: not where the container has its own
+/// tmpfs (a duplicate mount point is an error for Docker) or the root.
+fn cwd_is_bound(cwd: &str) -> bool {
+    Path::new(cwd).is_absolute() && !["/", "/tmp", "/dev/shm"].contains(&cwd)
+}
+
+/// The container's bind mounts: the job directory (root's own files) and what the job named — its
+/// working directory and `--container-mounts` — resolved and checked with the user's own
+/// credentials, never inside the service's or the daemons' directories.
+async fn job_binds(
+    a: &SuperviseArgs,
+    dir: &Path,
+    user: &JobUser,
+    docker_root: &Path,
+) -> Result<Vec<Bind>> {
+    let own = |src: PathBuf, dst: &str| Bind {
+        src,
+        dst: dst.to_string(),
+        read_only: true,
+    };
+    let mut binds = vec![
+        own(dir.to_path_buf(), MOUNT_POINT),
+        own(dir.join("passwd"), "/etc/passwd"),
+        own(dir.join("group"), "/etc/group"),
+    ];
+    let mut requests = Vec::new();
+    let mut targets = Vec::new();
+    if cwd_is_bound(&a.cwd) {
+        requests.push(Request {
+            what: format!("working directory {}", a.cwd),
+            path: a.cwd.clone(),
+            access: Access::Read,
+        });
+        targets.push((a.cwd.clone(), false));
+    }
+    for m in &a.mounts {
+        let (src, dst, access) = parse_mount(m)?;
+        requests.push(Request {
+            what: format!("mount {m}"),
+            path: src,
+            access,
+        });
+        targets.push((dst, access == Access::Read));
+    }
+    let creds = Creds {
+        name: user.name.clone(),
+        uid: user.uid,
+        gid: user.gid,
+    };
+    let reserved = reserved_for_node(&a.site, docker_root);
+    let resolved = resolve_for_user(&creds, &requests, &reserved).await?;
+    binds.extend(
+        resolved
+            .into_iter()
+            .zip(targets)
+            .map(|(src, (dst, read_only))| Bind {
+                src,
+                dst,
+                read_only,
+            }),
+    );
+    Ok(binds)
 }
 
 fn rank_env(a: &SuperviseArgs) -> Vec<String> {
@@ -245,6 +316,8 @@ struct Rank<'a> {
     next_gen: u32,
     remap_root: Option<(u32, u32)>,
     ranks: Vec<RankIdentity>,
+    /// Authenticates the rank records and manifests this job writes and restores.
+    key: SiteKey,
 }
 
 async fn supervise(
@@ -287,37 +360,17 @@ async fn supervise(
         )),
         None => None,
     };
+    let key = SiteKey::derive(&secret);
     let restore_from = match &layout {
-        Some(l) => match l.latest() {
-            Some(m) => {
-                m.check(&Expect {
-                    job: a.job,
-                    step: a.step,
-                    uid: a.uid,
-                    ntasks: a.ntasks,
-                    image: &a.image,
-                })?;
-                Some(m)
-            }
-            None => None,
-        },
+        Some(l) => {
+            let image_id = engine.check_image(&a.image).await?;
+            restore_point(a, l, &key, &image_id, tx).await?
+        }
         None => None,
     };
 
-    let d = dir.display();
-    let mut binds = vec![
-        format!("{d}:{MOUNT_POINT}:ro"),
-        format!("{d}/passwd:/etc/passwd:ro"),
-        format!("{d}/group:/etc/group:ro"),
-    ];
-    // The working directory is bound at the same path, except where the container has its own
-    // tmpfs (a duplicate mount point is an error for Docker).
-    if Path::new(&a.cwd).is_absolute() && !["/", "/tmp", "/dev/shm"].contains(&a.cwd.as_str()) {
-        binds.push(format!("{}:{}:rw", a.cwd, a.cwd));
-    }
-    for m in &a.mounts {
-        binds.push(bind_for_mount(m)?);
-    }
+    let info = engine.daemon_info().await?;
+    let binds = job_binds(a, &dir, &user, &info.root_dir).await?;
     let mut cmd = vec![
         "/bin/sh".to_string(),
         format!("{MOUNT_POINT}/launch"),
@@ -341,13 +394,13 @@ async fn supervise(
         env: rank_env(a),
         binds,
         cwd: &a.cwd,
-        nano_cpus: a.cpus.map(|c| i64::from(c) * 1_000_000_000),
+        nano_cpus: crate::cpus::nano_cpus(a.cpus, a.site.cpu_quota),
         memory_bytes: a
             .mem_mb
             .and_then(|m| i64::try_from(m.saturating_mul(1 << 20)).ok()),
+        cpuset_cpus: crate::cpus::container_cpuset(a.rank, a.cpuset.as_ref())?,
     };
     let id = engine.create_rank(&spec).await?;
-    let info = engine.daemon_info().await?;
     let st = RankState {
         job: a.job,
         step: a.step,
@@ -377,6 +430,7 @@ async fn supervise(
         next_gen,
         remap_root: info.remap_root,
         ranks,
+        key,
     };
     r.st.event("created");
     save(&mut r.st, &a.site.ckpt_root);
@@ -522,6 +576,45 @@ fn output_frame(out: LogOutput) -> Option<Frame> {
     }
 }
 
+/// The generation to restore: the newest one that is authentic (site-key MAC) and belongs to this
+/// job, user, shape and image. Every rank reads the same manifests, so all choose the same one.
+/// A refused newer generation is reported (by rank 0, to the job's output) and an older good one
+/// used; if generations exist but none is usable the job fails rather than silently starting over.
+async fn restore_point(
+    a: &SuperviseArgs,
+    layout: &Layout,
+    key: &SiteKey,
+    image_id: &str,
+    tx: &mpsc::Sender<Frame>,
+) -> Result<Option<crate::ckpt::Manifest>> {
+    let rp = layout.restore_point(
+        key,
+        &Expect {
+            job: a.job,
+            step: a.step,
+            uid: a.uid,
+            ntasks: a.ntasks,
+            image: &a.image,
+            image_id,
+        },
+    );
+    for why in &rp.refused {
+        tracing::warn!(rank = a.rank, "{why}");
+        if a.rank == 0 {
+            send(tx, Frame::Stderr(format!("slurm-ckpt: {why}\n").into_bytes())).await;
+        }
+    }
+    match (rp.manifest, rp.refused.is_empty()) {
+        (Some(m), _) => Ok(Some(m)),
+        (None, true) => Ok(None),
+        (None, false) => Err(Error::Invalid(format!(
+            "no usable checkpoint generation in {} ({} refused, see above); remove them or submit a new job without --container-ckpt to start over",
+            layout.job_dir.display(),
+            rp.refused.len()
+        ))),
+    }
+}
+
 /// Marker rank 0 leaves in the job's (shared) state directory when its launcher has exited.
 fn launcher_done_marker(ckpt_root: &Path, job: u32, step: u32, restart: u32) -> std::path::PathBuf {
     crate::state::job_state_dir(ckpt_root, job).join(format!(".launcher-done-s{step}-rc{restart}"))
@@ -635,8 +728,14 @@ mod tests {
 
     #[test]
     fn mounts_are_validated() {
-        assert_eq!(bind_for_mount("/data:/data").unwrap(), "/data:/data:rw");
-        assert_eq!(bind_for_mount("/a/b:/c:ro").unwrap(), "/a/b:/c:ro");
+        assert_eq!(
+            parse_mount("/data:/data").unwrap(),
+            ("/data".into(), "/data".into(), Access::ReadWrite)
+        );
+        assert_eq!(
+            parse_mount("/a/b:/c:ro").unwrap(),
+            ("/a/b".into(), "/c".into(), Access::Read)
+        );
         for bad in [
             "rel:/x",
             "/x:rel",
@@ -647,7 +746,7 @@ mod tests {
             "/x:/proc/1",
             "/x:/etc/passwd",
         ] {
-            assert!(bind_for_mount(bad).is_err(), "{bad}");
+            assert!(parse_mount(bad).is_err(), "{bad}");
         }
     }
 
