@@ -16,7 +16,7 @@ SECRET=/root/.t15-secret
 MISSING="/etc/t15-missing-$$"
 area="$VC_CKPT_ROOT/$VC_USER"
 cleanup() {
-    rm -rf "$SECRET" "$MISSING" "$area/t15-a-$$" "$area/t15-b-$$"
+    rm -rf "$SECRET" "$MISSING" "$area/t15-a-$$" "$area/t15-b-$$" "$area/t15-c-$$"
 }
 trap cleanup EXIT
 
@@ -50,11 +50,20 @@ id=$(submit -N2 -n2 --open-mode=append --container-image="$VC_IMAGE" --container
     --wrap "srun $RING --seconds 50 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 2
-slurm-ckpt gc >/tmp/t15-gc.out 2>&1 || { cat /tmp/t15-gc.out >&2; fail "slurm-ckpt gc failed"; }
-[ -d "$area/t15-a-$$" ] || { cat /tmp/t15-gc.out >&2; fail "gc removed the directory of running job $id"; }
-say "gc kept the running job's directory (no generation yet)"
+# Past the launcher's ssh handshakes: sshd's pre-auth child runs with RLIMIT_NOFILE 0, where CRIU's
+# parasite cannot open its memfd ("Too many open files").
+sleep 4
 slurm-ckpt checkpoint "$id" >/dev/null || { show_job "$id"; fail "checkpoint 1 of job $id failed"; }
 slurm-ckpt checkpoint "$id" >/dev/null || { show_job "$id"; fail "checkpoint 2 of job $id failed"; }
+# gc: a running job's custom-named directory stays, also one whose first checkpoint is still being
+# written (its owner marker and a temporary generation, nothing committed).
+mkdir -p "$area/t15-c-$$/.g0001.tmp"
+cp -a "$area/t15-a-$$"/.owner-job-* "$area/t15-c-$$/" || fail "job $id left no owner marker"
+slurm-ckpt gc >/tmp/t15-gc.out 2>&1 || { cat /tmp/t15-gc.out >&2; fail "slurm-ckpt gc failed"; }
+for d in "t15-a-$$/g0002" "t15-c-$$/.g0001.tmp"; do
+    [ -d "$area/$d" ] || { cat /tmp/t15-gc.out >&2; fail "gc removed $d of running job $id"; }
+done
+say "gc kept the running job's directories: $(grep -c . /tmp/t15-gc.out) line(s) of reasons"
 [ -f "$area/t15-a-$$/g0002/manifest.json.mac" ] || fail "generation g0002 has no MAC"
 
 # --- the second user names what is not theirs ---
