@@ -81,14 +81,37 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<Frame>> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(Error::Protocol(e.to_string())),
     }
+    let mut payload = vec![0u8; payload_len(&hdr)?];
+    r.read_exact(&mut payload)
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    Frame::decode(hdr[0], payload).map(Some)
+}
+
+/// The same as `read_frame`, for the supervisor's async side of the socket: one decoder, one limit.
+pub async fn read_frame_async(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<Option<Frame>> {
+    use tokio::io::AsyncReadExt;
+    let mut hdr = [0u8; 5];
+    match r.read_exact(&mut hdr).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(Error::Protocol(e.to_string())),
+    }
+    let mut payload = vec![0u8; payload_len(&hdr)?];
+    r.read_exact(&mut payload)
+        .await
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    Frame::decode(hdr[0], payload).map(Some)
+}
+
+/// Payload length from a frame header, refused above `MAX_PAYLOAD`.
+fn payload_len(hdr: &[u8; 5]) -> Result<usize> {
     let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
     if len > MAX_PAYLOAD {
         return Err(Error::Protocol(format!("frame of {len} bytes")));
     }
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)
-        .map_err(|e| Error::Protocol(e.to_string()))?;
-    Frame::decode(hdr[0], payload).map(Some)
+    Ok(len)
 }
 
 pub fn write_frame(w: &mut impl Write, f: &Frame) -> std::io::Result<()> {
@@ -122,6 +145,19 @@ mod tests {
             assert_eq!(read_frame(&mut r).unwrap().as_ref(), Some(f));
         }
         assert_eq!(read_frame(&mut r).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn async_reader_decodes_the_same() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Frame::Exit(7)).unwrap();
+        write_frame(&mut buf, &Frame::Suspend).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame_async(&mut r).await.unwrap(), Some(Frame::Exit(7)));
+        assert_eq!(read_frame_async(&mut r).await.unwrap(), Some(Frame::Suspend));
+        assert_eq!(read_frame_async(&mut r).await.unwrap(), None);
+        let big = [1u8, 0xff, 0xff, 0xff, 0xff];
+        assert!(read_frame_async(&mut &big[..]).await.is_err());
     }
 
     #[test]

@@ -3,13 +3,10 @@
 //!
 //! Pure Rust: the SPANK glue in `dispatch` feeds it what Slurm hands to the option callbacks.
 
-use std::fmt;
-
 pub use slurm_ckpt_site::{normalize_path, parse_image, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LEN};
 /// Largest `--container-ckpt-interval` in minutes (one year): anything above is a typo.
 pub const INTERVAL_MAX_MIN: u32 = 525_600;
-/// Container paths the runtime owns: a user mount there would hide or break it.
-pub const RESERVED_DESTINATIONS: [&str; 4] = ["/.slurm-ckpt", "/proc", "/sys", "/dev"];
+pub use slurm_ckpt_site::job_paths::{path_within, Mount, RESERVED_DESTINATIONS};
 /// The plugin's name as Slurm sees it (`plugin_name`); Slurm derives option env names from it.
 pub const PLUGIN_NAME: &str = "container-ckpt";
 
@@ -174,27 +171,6 @@ pub enum CkptDir {
     Default,
     /// Normalized relative path (under the site root) or absolute path (checked against it).
     Path(String),
-}
-
-/// One `SRC:DST[:ro|rw]` bind mount, paths normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    pub src: String,
-    pub dst: String,
-    pub readonly: bool,
-}
-
-impl fmt::Display for Mount {
-    /// The helper's `--mount` spec: always with an explicit mode.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}",
-            self.src,
-            self.dst,
-            if self.readonly { "ro" } else { "rw" }
-        )
-    }
 }
 
 /// The job's container settings after validation. `Default` = container mode off.
@@ -475,6 +451,10 @@ pub fn parse_ckpt_dir(arg: Option<&str>) -> Result<CkptDir, String> {
     if norm == "/" || norm.is_empty() {
         return Err(format!("does not name a directory; {VALID}"));
     }
+    // An absolute DIR is checked against the site root (policy::check_job), where it is known.
+    if !norm.starts_with('/') {
+        slurm_ckpt_site::job_paths::check_ckpt_subdir(&norm)?;
+    }
     Ok(CkptDir::Path(norm))
 }
 
@@ -487,57 +467,20 @@ fn parse_ckpt_env(s: &str) -> Result<Option<CkptDir>, String> {
     }
 }
 
-/// `SRC:DST[:ro|rw],...`
+/// `SRC:DST[:ro|rw],...` (each entry by the shared rules of `job_paths::parse_mount`).
 pub fn parse_mounts(s: &str) -> Result<Vec<Mount>, String> {
-    const VALID: &str = "expected SRC:DST[:ro|rw] entries separated by commas, absolute paths without '..', ',' or ':'";
     let mut mounts: Vec<Mount> = Vec::new();
     for entry in s.split(',') {
-        if entry.is_empty() {
-            return Err(format!("empty mount entry; {VALID}"));
-        }
-        let parts: Vec<&str> = entry.split(':').collect();
-        let (src, dst, readonly) = match parts.as_slice() {
-            [src, dst] => (*src, *dst, false),
-            [src, dst, "ro"] => (*src, *dst, true),
-            [src, dst, "rw"] => (*src, *dst, false),
-            [_, _, mode] => {
-                return Err(format!(
-                    "mount '{entry}': mode '{mode}' is not ro or rw; {VALID}"
-                ))
-            }
-            _ => return Err(format!("mount '{entry}' is not SRC:DST[:ro|rw]; {VALID}")),
-        };
-        let src = mount_path(entry, "source", src)?;
-        let dst = mount_path(entry, "destination", dst)?;
-        if dst == "/" {
+        let m = slurm_ckpt_site::job_paths::parse_mount(entry)?;
+        if mounts.iter().any(|o| o.dst == m.dst) {
             return Err(format!(
-                "mount '{entry}': destination '/' would hide the image; {VALID}"
+                "mount '{entry}': destination {} is used twice; each SRC:DST entry needs its own absolute DST",
+                m.dst
             ));
         }
-        if let Some(r) = RESERVED_DESTINATIONS.iter().find(|r| path_within(&dst, r)) {
-            return Err(format!(
-                "mount '{entry}': destination is inside {r}, which is reserved ({}); {VALID}",
-                RESERVED_DESTINATIONS.join(", ")
-            ));
-        }
-        if mounts.iter().any(|m| m.dst == dst) {
-            return Err(format!(
-                "mount '{entry}': destination {dst} is used twice; {VALID}"
-            ));
-        }
-        mounts.push(Mount { src, dst, readonly });
+        mounts.push(m);
     }
     Ok(mounts)
-}
-
-fn mount_path(entry: &str, what: &str, p: &str) -> Result<String, String> {
-    const VALID: &str = "mount paths are absolute, without '..', ',' or ':'";
-    if !p.starts_with('/') {
-        return Err(format!(
-            "mount '{entry}': {what} '{p}' is not an absolute path; {VALID}"
-        ));
-    }
-    normalize_path(p).map_err(|why| format!("mount '{entry}': {what} '{p}' {why}; {VALID}"))
 }
 
 /// Variables the containers' launcher and the product rely on: not the user's to change.
@@ -600,15 +543,6 @@ pub fn parse_interval(s: &str) -> Result<u32, String> {
     }
 }
 
-/// Whether normalized absolute `path` is `root` or below it (component-wise, so /devx is not in /dev).
-pub fn path_within(path: &str, root: &str) -> bool {
-    let root = root.trim_end_matches('/');
-    path == root
-        || root.is_empty()
-        || path
-            .strip_prefix(root)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
 
 #[cfg(test)]
 mod tests {
@@ -820,7 +754,7 @@ mod tests {
 
     #[test]
     fn invalid_ckpt_dirs() {
-        for bad in ["../x", "a/../../b", "-x", "./-x", "/", ".", "a\nb"] {
+        for bad in ["../x", "a/../../b", "-x", "./-x", "/", ".", "a\nb", ".hidden", "a/.b"] {
             let e = parse_value(OptId::Ckpt, Some(bad), Source::CommandLine)
                 .unwrap_err()
                 .to_string();

@@ -4,6 +4,7 @@
 
 use crate::config::{image_allowed, SiteConfig};
 use crate::options::{path_within, CkptDir, JobOptions};
+use slurm_ckpt_site::job_paths::check_ckpt_subdir;
 
 /// A job's container request that the site refuses. Display text has no plugin prefix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,11 +37,20 @@ pub fn check_job(site: &SiteConfig, opts: &JobOptions) -> Result<(), PolicyError
         });
     }
     if let Some(CkptDir::Path(dir)) = &opts.ckpt {
-        if dir.starts_with('/') && !path_within(dir, &site.ckpt_root.to_string_lossy()) {
-            return Err(PolicyError::CkptOutsideRoot {
-                dir: dir.clone(),
-                root: site.ckpt_root.to_string_lossy().into_owned(),
-            });
+        let root = site.ckpt_root.to_string_lossy();
+        if dir.starts_with('/') {
+            // `<root>/<user>/<name>`: the part below the root follows the same rules as a
+            // relative DIR (the helper strips the user's area and checks the rest again).
+            let below = dir
+                .strip_prefix(root.trim_end_matches('/'))
+                .filter(|_| path_within(dir, &root))
+                .map(|rest| rest.trim_start_matches('/'));
+            if below.map_or(true, |b| check_ckpt_subdir(b).is_err()) {
+                return Err(PolicyError::CkptOutsideRoot {
+                    dir: dir.clone(),
+                    root: root.into_owned(),
+                });
+            }
         }
     }
     Ok(())
