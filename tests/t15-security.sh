@@ -5,7 +5,8 @@
 #  - a missing mount source: refused at start, and not created on the node;
 #  - a hostile PWD: refused at start by the helper (the plugin's submit check can be bypassed);
 #  - gc never removes a running job's directory, whatever its name;
-#  - a generation copied from another job: refused, the job fails cleanly (nothing to restart from);
+#  - a generation copied from another job (another job instance): never restored; the job starts
+#    fresh, saying so, and runs its own program;
 #  - a generation altered on the storage: refused, the job restarts from the previous good one.
 . "$(dirname "$0")/lib.sh"
 U2="$VC_USER2"
@@ -83,11 +84,14 @@ failed_at_start "$id3" "working directory"
 mkdir -p "$area/t15-b-$$"
 cp -a "$area/t15-a-$$/g0001" "$area/t15-b-$$/g0001"
 idb=$(submit -N2 -n2 --container-image="$VC_IMAGE" --container-ckpt="t15-b-$$" --wrap "srun $RING --seconds 5")
-st="$(wait_job "$idb" 120)" || fail "job $idb did not end"
-[ "$st" = FAILED ] || { show_job "$idb"; fail "job $idb with a foreign generation ended $st, expected FAILED"; }
-job_out "$idb" | grep -q "belongs to job $id" || { show_job "$idb"; fail "job $idb: refusal does not name job $id"; }
+expect_ok "$idb" 120
+job_out "$idb" | grep -q "generation 1 skipped: it was taken by job instance .* (job $id)" ||
+    { show_job "$idb"; fail "job $idb: the skipped generation is not named with job $id"; }
+job_out "$idb" | grep -q "starting fresh" || { show_job "$idb"; fail "job $idb did not say it starts fresh"; }
+# Only a fresh start prints the program's banner with its own arguments.
+job_out "$idb" | grep -q "^ring: 2 ranks, .* seconds 5, " || { show_job "$idb"; fail "job $idb did not run its own program"; }
 [ "$(containers_of "$idb")" = 0 ] || fail "job $idb left containers behind"
-say "foreign generation refused: $(job_out "$idb" | grep -o 'generation 1 refused.*' | head -n1 | cut -c1-100)"
+say "foreign generation skipped: $(job_out "$idb" | grep -o 'generation 1 skipped.*' | head -n1 | cut -c1-100)"
 
 # --- a generation altered on the storage between checkpoint and restore ---
 scontrol requeue "$id" || fail "scontrol requeue $id failed"

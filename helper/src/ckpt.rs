@@ -18,8 +18,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// 2: manifests and rank records carry a site-key MAC (`auth.rs`); format 1 had none.
-pub const FORMAT: u32 = 2;
+/// 3: manifests record the job instance and working directory, compared at restore; 2 added the
+/// site-key MAC of manifests and rank records (`auth.rs`); format 1 had none.
+pub const FORMAT: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileSum {
@@ -73,6 +74,13 @@ pub struct Manifest {
     pub ntasks: u32,
     pub mpi: String,
     pub argv: Vec<String>,
+    /// The job instance that took it (`SLURM_CKPT_JOB_INSTANCE`); None: the job had none (an
+    /// older plugin). Defaults only so that `list` and `gc` still read older manifests.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// The job's working directory.
+    #[serde(default)]
+    pub cwd: String,
     pub policy: String,
     pub created: u64,
     pub criu_version: String,
@@ -81,32 +89,67 @@ pub struct Manifest {
     pub ranks: Vec<RankRecord>,
 }
 
-/// What a restore must match: a manifest of another job or user, or another shape, is refused.
+/// What a restore must match: a manifest of another job instance is skipped; one of another job,
+/// user, shape or program is refused.
 #[derive(Debug, Clone)]
 pub struct Expect<'a> {
     pub job: u32,
     pub step: u32,
+    /// This job's instance: only its own generations are restored (None matches only None).
+    pub instance: Option<&'a str>,
     pub uid: u32,
     pub ntasks: u32,
     pub image: &'a str,
     /// The image's id on this node now: a re-tagged image is another program.
     pub image_id: &'a str,
+    pub argv: &'a [String],
+    pub cwd: &'a str,
 }
 
 impl Manifest {
+    /// Whether this job may restore it: `check_owner`, then `check_match`.
     pub fn check(&self, e: &Expect) -> Result<()> {
+        self.check_owner(e)?;
+        self.check_match(e)
+    }
+
+    /// A manifest this helper reads, taken by this job instance. Another instance's generation is
+    /// skipped, not refused: it is not this job's computation at all (a new job that got a
+    /// recycled id, or a directory reused by a new job).
+    pub fn check_owner(&self, e: &Expect) -> Result<()> {
+        if self.format != FORMAT {
+            return Err(Error::GenerationRefused {
+                generation: self.generation,
+                reason: format!(
+                    "manifest format {} (this helper reads {FORMAT})",
+                    self.format
+                ),
+            });
+        }
+        if self.instance.as_deref() == e.instance {
+            return Ok(());
+        }
+        Err(Error::GenerationSkipped {
+            generation: self.generation,
+            reason: format!(
+                "it was taken by job instance {} (job {}), this job {} is {} (a new job with a recycled id, or a directory reused by a new job)",
+                describe_instance(self.instance.as_deref()),
+                self.job,
+                e.job,
+                describe_instance(e.instance)
+            ),
+        })
+    }
+
+    /// The rest of what defines the computation: job and step, user, shape, image, program and
+    /// working directory.
+    pub fn check_match(&self, e: &Expect) -> Result<()> {
         let bad = |what: String| {
             Err(Error::GenerationRefused {
                 generation: self.generation,
                 reason: what,
             })
         };
-        if self.format != FORMAT {
-            return bad(format!(
-                "manifest format {} (this helper reads {FORMAT})",
-                self.format
-            ));
-        }
         if self.job != e.job || self.step != e.step {
             return bad(format!(
                 "it belongs to job {}.{}, not {}.{}",
@@ -136,7 +179,60 @@ impl Manifest {
                 short_id(e.image_id)
             ));
         }
+        if self.argv != e.argv {
+            return bad(format!(
+                "it was taken running `{}`, this job runs `{}`",
+                show_argv(&self.argv),
+                show_argv(e.argv)
+            ));
+        }
+        if self.cwd != e.cwd {
+            return bad(format!(
+                "it was taken in working directory {}, this job's is {}",
+                self.cwd, e.cwd
+            ));
+        }
         Ok(())
+    }
+}
+
+fn describe_instance(i: Option<&str>) -> String {
+    match i {
+        Some(i) => format!("{}…", slurm_ckpt_site::instance::short(i)),
+        None => "none (submitted with an older plugin)".into(),
+    }
+}
+
+/// A command line for a message: joined, at most 120 characters.
+fn show_argv(argv: &[String]) -> String {
+    let s = argv.join(" ");
+    match s.char_indices().nth(120) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+/// `closed.json` in a job directory (signed like manifests): the job instance that wrote its
+/// generations ended normally — its launcher exited without Slurm stopping the step. Those
+/// generations are no restart point for that instance any more: a requeue of the finished job
+/// starts over.
+pub const CLOSED_FILE: &str = "closed.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Closed {
+    pub instance: Option<String>,
+    pub job: u32,
+    pub step: u32,
+    /// When the job ended (seconds since the epoch).
+    pub time: u64,
+    /// Its newest generation then: later ones (a rerun's, after a requeue) are not closed.
+    pub through: u32,
+}
+
+impl Closed {
+    /// Whether it closes generation `g` of `instance`.
+    pub fn covers(&self, instance: Option<&str>, g: u32) -> bool {
+        self.instance.as_deref() == instance && g <= self.through
     }
 }
 
@@ -158,11 +254,25 @@ fn short_id(id: &str) -> &str {
 }
 
 /// Where a restart begins: the newest generation that is authentic and belongs to this job, and
-/// why each newer one was refused.
+/// why each newer one was refused (`GenerationRefused`) or skipped (`GenerationSkipped`).
 #[derive(Debug)]
 pub struct RestorePoint {
     pub manifest: Option<Manifest>,
     pub refused: Vec<Error>,
+}
+
+impl RestorePoint {
+    /// Generations exist but none is this run's to restore: every one belongs to another job
+    /// instance or to this instance's finished run. The job may start fresh; a generation of this
+    /// run that cannot be used (unauthentic, another image or program) fails it instead.
+    pub fn none_of_this_run(&self) -> bool {
+        self.manifest.is_none()
+            && !self.refused.is_empty()
+            && self
+                .refused
+                .iter()
+                .all(|e| matches!(e, Error::GenerationSkipped { .. }))
+    }
 }
 
 pub fn gen_name(g: u32) -> String {
@@ -233,14 +343,16 @@ impl Layout {
         Ok(m)
     }
 
-    /// The newest generation that is authentic and matches `expect`, newest first; refusals are
-    /// collected so the caller can say why older ones are used (or why none is).
+    /// The newest generation that is authentic, of this job instance, not closed, and matches
+    /// `expect`, newest first; refusals are collected so the caller can say why older ones are
+    /// used (or why none is).
     pub fn restore_point(&self, key: &SiteKey, expect: &Expect) -> RestorePoint {
+        let closed = self.closed_for(key, expect.instance);
         let mut refused = Vec::new();
         for g in self.generations().into_iter().rev() {
             match self
                 .load_verified(g, key)
-                .and_then(|m| m.check(expect).map(|()| m))
+                .and_then(|m| usable(m, expect, closed.as_ref()))
             {
                 Ok(m) => {
                     return RestorePoint {
@@ -248,7 +360,9 @@ impl Layout {
                         refused,
                     }
                 }
-                Err(e @ Error::GenerationRefused { .. }) => refused.push(e),
+                Err(e @ (Error::GenerationRefused { .. } | Error::GenerationSkipped { .. })) => {
+                    refused.push(e)
+                }
                 Err(e) => refused.push(Error::GenerationRefused {
                     generation: g,
                     reason: e.to_string(),
@@ -261,6 +375,56 @@ impl Layout {
         }
     }
 
+    pub fn closed_path(&self) -> PathBuf {
+        self.job_dir.join(CLOSED_FILE)
+    }
+
+    /// Close this directory's generations for `c.instance` (rank 0 of a job that ended
+    /// normally). Returns false when there is nothing to close (the job never checkpointed).
+    pub fn close(&self, c: &Closed, key: &SiteKey) -> Result<bool> {
+        if !self.job_dir.is_dir() {
+            return Ok(false);
+        }
+        let p = self.closed_path();
+        // Replace, never write through, whatever a storage writer may have put there (a link).
+        for old in [p.clone(), crate::auth::mac_path(&p)] {
+            match fs::remove_file(&old) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&old, e))
+                }
+                _ => {}
+            }
+        }
+        write_json_signed(&p, c, key)?;
+        Ok(true)
+    }
+
+    /// The directory's closed marker, only if authentic; None when there is none.
+    pub fn closed(&self, key: &SiteKey) -> Result<Option<Closed>> {
+        let p = self.closed_path();
+        if fs::symlink_metadata(&p).is_err() {
+            return Ok(None);
+        }
+        read_json_signed(&p, key).map(Some)
+    }
+
+    /// The closed marker that concerns `instance`. One that is not authentic is ignored (and
+    /// logged): whoever could forge it could as well delete the generations.
+    fn closed_for(&self, key: &SiteKey, instance: Option<&str>) -> Option<Closed> {
+        match self.closed(key) {
+            Ok(c) => c.filter(|c| c.instance.as_deref() == instance),
+            Err(e) => {
+                tracing::warn!("{e}: ignored");
+                None
+            }
+        }
+    }
+
+    /// The closed marker for display (`list`, `gc`): not authenticated.
+    pub fn closed_unverified(&self) -> Option<Closed> {
+        serde_json::from_slice(&fs::read(self.closed_path()).ok()?).ok()
+    }
+
     /// The newest complete generation that loads, if any (for display: not authenticated).
     pub fn latest(&self) -> Option<Manifest> {
         self.generations()
@@ -268,6 +432,24 @@ impl Layout {
             .rev()
             .find_map(|g| self.load_manifest(g).ok())
     }
+}
+
+/// `m` if this job may restore it: taken by this instance (else skipped), not closed for it
+/// (skipped), and matching the job (else refused).
+fn usable(m: Manifest, e: &Expect, closed: Option<&Closed>) -> Result<Manifest> {
+    m.check_owner(e)?;
+    if let Some(c) = closed.filter(|c| c.covers(e.instance, m.generation)) {
+        return Err(Error::GenerationSkipped {
+            generation: m.generation,
+            reason: format!(
+                "closed: the job ended normally at {} (job {}); a requeue of a finished job starts over",
+                crate::state::utc(c.time),
+                c.job
+            ),
+        });
+    }
+    m.check_match(e)?;
+    Ok(m)
 }
 
 /// Make a rank's images readable by the remapped container root (restore runs partly inside the
@@ -503,7 +685,9 @@ mod tests {
             image_id: "sha256:x".into(),
             ntasks: 1,
             mpi: "mpich".into(),
-            argv: vec![],
+            argv: vec!["ring".into(), "--seconds".into(), "25".into()],
+            instance: Some(MINE.into()),
+            cwd: "/home/u".into(),
             policy: "freeze-all".into(),
             created: 0,
             criu_version: "4.2.1".into(),
@@ -528,17 +712,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn manifest_must_match_job_user_and_shape() {
-        let m = manifest();
-        let ok = Expect {
+    const MINE: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+    const THEIRS: &str = "1a2b3c4d5e6f708192a3b4c5d6e7f801";
+
+    fn argv() -> Vec<String> {
+        ["ring", "--seconds", "25"].map(String::from).to_vec()
+    }
+
+    fn expect(argv: &[String]) -> Expect<'_> {
+        Expect {
             job: 7,
             step: 0,
+            instance: Some(MINE),
             uid: 1000,
             ntasks: 1,
             image: "img",
             image_id: "sha256:x",
-        };
+            argv,
+            cwd: "/home/u",
+        }
+    }
+
+    #[test]
+    fn manifest_must_match_job_user_and_shape() {
+        let m = manifest();
+        let argv = argv();
+        let ok = expect(&argv);
         assert!(m.check(&ok).is_ok());
         assert!(m
             .check(&Expect {
@@ -613,14 +812,8 @@ mod tests {
         let l = Layout::new(d.path(), "u", "7");
         l.create().unwrap();
         let key = SiteKey::derive(b"secret");
-        let expect = Expect {
-            job: 7,
-            step: 0,
-            uid: 1000,
-            ntasks: 1,
-            image: "img",
-            image_id: "sha256:x",
-        };
+        let argv = argv();
+        let expect = expect(&argv);
         let commit_gen = |g: u32, job: u32| {
             let mut m = manifest();
             m.generation = g;
@@ -648,5 +841,157 @@ mod tests {
         let other = SiteKey::derive(b"other");
         let rp = l.restore_point(&other, &expect);
         assert!(rp.manifest.is_none() && rp.refused.len() == 3);
+    }
+
+    #[test]
+    fn another_instance_is_skipped_another_program_or_directory_refused() {
+        let m = manifest();
+        let argv = argv();
+        let ok = expect(&argv);
+        let why = |e: &Expect| m.check(e).unwrap_err();
+        let theirs = Expect {
+            instance: Some(THEIRS),
+            ..ok.clone()
+        };
+        let e = why(&theirs);
+        assert!(matches!(e, Error::GenerationSkipped { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("job instance 9f8e7d6c…") && e.contains("is 1a2b3c4d…"),
+            "{e}"
+        );
+        // A job without an instance (older plugin) restores only generations without one.
+        let none = Expect {
+            instance: None,
+            ..ok.clone()
+        };
+        assert!(matches!(why(&none), Error::GenerationSkipped { .. }));
+        let mut old = m.clone();
+        old.instance = None;
+        assert!(old.check(&none).is_ok());
+        assert!(matches!(
+            old.check(&ok),
+            Err(Error::GenerationSkipped { .. })
+        ));
+        let longer = ["ring", "--seconds", "40"].map(String::from);
+        let e = why(&Expect {
+            argv: &longer,
+            ..ok.clone()
+        });
+        assert!(matches!(e, Error::GenerationRefused { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("`ring --seconds 25`, this job runs `ring --seconds 40`"),
+            "{e}"
+        );
+        let e = why(&Expect {
+            cwd: "/scratch/u",
+            ..ok.clone()
+        });
+        assert!(matches!(e, Error::GenerationRefused { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("working directory /home/u, this job's is /scratch/u"),
+            "{e}"
+        );
+        let mut v2 = m.clone();
+        v2.format = 2;
+        assert!(matches!(
+            v2.check(&ok),
+            Err(Error::GenerationRefused { .. })
+        ));
+        assert_eq!(show_argv(&["é".repeat(200)]).chars().count(), 121);
+    }
+
+    fn commit_as(l: &Layout, key: &SiteKey, g: u32, f: impl Fn(&mut Manifest)) -> Manifest {
+        let mut m = manifest();
+        m.generation = g;
+        f(&mut m);
+        fs::create_dir_all(l.tmp_dir(g)).unwrap();
+        commit(l, g, &m, key).unwrap();
+        m
+    }
+
+    #[test]
+    fn only_other_instances_generations_let_a_job_start_fresh() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path(), "u", "mine");
+        l.create().unwrap();
+        let key = SiteKey::derive(b"secret");
+        let argv = argv();
+        let e = expect(&argv);
+        // A recycled id: the directory holds another instance's generations, same job id.
+        commit_as(&l, &key, 1, |m| m.instance = Some(THEIRS.into()));
+        commit_as(&l, &key, 2, |m| m.instance = Some(THEIRS.into()));
+        let rp = l.restore_point(&key, &e);
+        assert!(rp.manifest.is_none() && rp.refused.len() == 2);
+        assert!(rp.none_of_this_run(), "{:?}", rp.refused);
+        // One generation of this instance that is not usable (another program): the job fails.
+        commit_as(&l, &key, 3, |m| m.argv = vec!["other".into()]);
+        let rp = l.restore_point(&key, &e);
+        assert!(rp.manifest.is_none() && !rp.none_of_this_run());
+        // Its own usable generation is restored past newer foreign ones.
+        let g4 = commit_as(&l, &key, 4, |_| {});
+        commit_as(&l, &key, 5, |m| m.instance = Some(THEIRS.into()));
+        let rp = l.restore_point(&key, &e);
+        assert_eq!(rp.manifest, Some(g4));
+        assert!(!rp.none_of_this_run());
+        // An unauthentic generation is never "someone else's": it may be this job's.
+        let d2 = tempfile::tempdir().unwrap();
+        let l2 = Layout::new(d2.path(), "u", "x");
+        l2.create().unwrap();
+        commit_as(&l2, &key, 1, |m| m.instance = Some(THEIRS.into()));
+        commit_as(&l2, &SiteKey::derive(b"other"), 2, |_| {});
+        assert!(!l2.restore_point(&key, &e).none_of_this_run());
+    }
+
+    #[test]
+    fn a_closed_directory_is_no_restart_point_for_its_instance() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path(), "u", "7");
+        let key = SiteKey::derive(b"secret");
+        let argv = argv();
+        let e = expect(&argv);
+        let closed = Closed {
+            instance: Some(MINE.into()),
+            job: 7,
+            step: 0,
+            time: 1_700_000_000,
+            through: 2,
+        };
+        // Nothing to close before the first checkpoint.
+        assert!(!l.close(&closed, &key).unwrap());
+        l.create().unwrap();
+        commit_as(&l, &key, 1, |_| {});
+        commit_as(&l, &key, 2, |_| {});
+        assert!(l.close(&closed, &key).unwrap());
+        assert_eq!(l.closed(&key).unwrap(), Some(closed.clone()));
+        let rp = l.restore_point(&key, &e);
+        assert!(rp.manifest.is_none() && rp.none_of_this_run());
+        let why = rp.refused[0].to_string();
+        let closed_at = "closed: the job ended normally at 2023-11-14 22:13:20 UTC";
+        assert!(
+            why.contains(&format!("generation 2 skipped: {closed_at}")),
+            "{why}"
+        );
+        // The requeued rerun's own later generation is a restart point again.
+        let g3 = commit_as(&l, &key, 3, |_| {});
+        assert_eq!(l.restore_point(&key, &e).manifest, Some(g3));
+        // A marker of another instance does not close this one's generations.
+        let theirs = Closed {
+            instance: Some(THEIRS.into()),
+            through: 9,
+            ..closed.clone()
+        };
+        l.close(&theirs, &key).unwrap();
+        let restored = |l: &Layout| l.restore_point(&key, &e).manifest.map(|m| m.generation);
+        assert_eq!(restored(&l), Some(3));
+        // A forged marker counts for nothing (deleting the generations would do as much).
+        let mut forged = closed.clone();
+        forged.through = 9;
+        write_json_signed(&l.closed_path(), &forged, &SiteKey::derive(b"other")).unwrap();
+        assert!(l.closed(&key).is_err());
+        assert_eq!(restored(&l), Some(3));
+        assert_eq!(l.closed_unverified(), Some(forged));
     }
 }

@@ -35,6 +35,10 @@ pub enum Error {
     Unauthenticated { path: PathBuf, why: &'static str },
     #[error("checkpoint generation {generation} refused: {reason}")]
     GenerationRefused { generation: u32, reason: String },
+    /// Not this run's to restore — another job instance's computation, or this instance's own after
+    /// it ended normally — rather than a generation of this run that cannot be used.
+    #[error("checkpoint generation {generation} skipped: {reason}")]
+    GenerationSkipped { generation: u32, reason: String },
     #[error(transparent)]
     CpuList(#[from] slurm_ckpt_site::CpuListError),
     #[error("cpuset {cpus} names CPUs this node does not have online ({online})")]

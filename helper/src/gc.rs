@@ -8,7 +8,7 @@
 //! directories written before markers existed, the name counts if it is a job id (the default),
 //! and the job state records (`<ckpt_root>/.state/<J>/`) guard against a user's running job whose
 //! directory is unknown. The decision (`decide`) is pure; Slurm is asked through a closure.
-use crate::ckpt::Layout;
+use crate::ckpt::{Closed, Layout, CLOSED_FILE};
 use crate::error::{Error, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -75,6 +75,21 @@ pub struct JobDir {
     pub marker_jobs: BTreeSet<u32>,
     /// Complete generations whose manifest could not be read.
     pub unreadable: usize,
+    /// Its closed marker (for display only: the rules do not depend on it).
+    pub closed: Option<Closed>,
+}
+
+impl JobDir {
+    /// ", closed: job J ended normally at T" when it has a closed marker.
+    pub fn closed_note(&self) -> String {
+        self.closed.as_ref().map_or_else(String::new, |c| {
+            format!(
+                "; closed: job {} ended normally at {}",
+                c.job,
+                crate::state::utc(c.time)
+            )
+        })
+    }
 }
 
 /// A job with state records: its supervisors ran and no epilog has removed them yet.
@@ -194,7 +209,12 @@ fn is_job_dir(dir: &Path) -> Result<bool> {
         let gen = n
             .strip_prefix('g')
             .is_some_and(|d| d.parse::<u32>().is_ok());
-        if gen || n.starts_with(".g") || n.starts_with(".restore-") || n.starts_with(OWNER_PREFIX) {
+        if gen
+            || n.starts_with(".g")
+            || n.starts_with(".restore-")
+            || n.starts_with(OWNER_PREFIX)
+            || n == CLOSED_FILE
+        {
             return Ok(true);
         }
         has_subdir |= e.file_type().map(|t| t.is_dir()).unwrap_or(false);
@@ -232,6 +252,7 @@ fn job_dir(root: &Path, user: &str, name: &str) -> Result<JobDir> {
         user: user.to_string(),
         name: name.to_string(),
         path: layout.job_dir.clone(),
+        closed: layout.closed_unverified(),
         ..JobDir::default()
     };
     for g in layout.generations() {
@@ -292,6 +313,7 @@ mod tests {
             manifest_jobs: manifests.iter().copied().collect(),
             marker_jobs: markers.iter().copied().collect(),
             unreadable: 0,
+            closed: None,
         }
     }
 
@@ -415,5 +437,36 @@ mod tests {
         assert_eq!(names, ["12", "empty", "proj/run1"]);
         assert_eq!(dirs[2].marker_jobs, [40].into());
         assert!(dirs[0].marker_jobs.is_empty() && dirs[0].manifest_jobs.is_empty());
+    }
+
+    #[test]
+    fn closed_state_is_shown_and_changes_no_rule() {
+        let closed = Closed {
+            instance: None,
+            job: 12,
+            step: 0,
+            time: 0,
+            through: 1,
+        };
+        let mut d = dir("u", "mydir", &[12], &[12]);
+        d.closed = Some(closed.clone());
+        assert!(matches!(
+            verdict(&d, &[(12, JobStatus::Known)], &[]),
+            Verdict::Live { job: 12, .. }
+        ));
+        assert!(matches!(verdict(&d, &[], &[]), Verdict::Remove(_)));
+        assert_eq!(
+            d.closed_note(),
+            "; closed: job 12 ended normally at 1970-01-01 00:00:00 UTC"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let l = Layout::new(root.path(), "u", "mydir");
+        l.create().unwrap();
+        let key = crate::auth::SiteKey::derive(b"k");
+        l.close(&closed, &key).unwrap();
+        let dirs = scan(root.path()).unwrap();
+        assert_eq!(dirs.len(), 1);
+        assert_eq!(dirs[0].closed, Some(closed));
+        assert_eq!(dir("u", "x", &[], &[]).closed_note(), "");
     }
 }

@@ -166,6 +166,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         ),
         (any::<u64>(), any::<String>(), any::<String>(), any::<u64>()),
         prop::collection::vec(rank_record(), 0..4),
+        (prop::option::of("[0-9a-f]{32}"), any::<String>()),
     )
         .prop_map(
             |(
@@ -174,6 +175,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 (mpi, argv, policy),
                 (created, criu_version, engine_version, total_bytes),
                 ranks,
+                (instance, cwd),
             )| Manifest {
                 format,
                 job,
@@ -187,6 +189,8 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 ntasks,
                 mpi,
                 argv,
+                instance,
+                cwd,
                 policy,
                 created,
                 criu_version,
@@ -327,10 +331,13 @@ proptest! {
             let e = Expect {
                 job: m.job,
                 step: m.step,
+                instance: m.instance.as_deref(),
                 uid: m.uid,
                 ntasks: m.ntasks,
                 image: &m.image,
                 image_id: &m.image_id,
+                argv: &m.argv,
+                cwd: &m.cwd,
             };
             if m.check(&e).is_ok() {
                 prop_assert_eq!(m.format, FORMAT);
@@ -355,8 +362,9 @@ proptest! {
         uid in any::<u32>(),
         img in any::<String>(),
         id in prop_oneof![any::<String>(), "sha256:[0-9a-f]{0,64}"],
+        instance in prop::option::of("[0-9a-f]{32}"),
         // Which fields the job shares with the manifest, so that every check is reached.
-        same in any::<[bool; 5]>(),
+        same in any::<[bool; 6]>(),
     ) {
         if same[0] {
             m.ntasks = m.ranks.len() as u32;
@@ -366,9 +374,21 @@ proptest! {
         let uid = if same[2] { m.uid } else { uid };
         let img = if same[3] { m.image.clone() } else { img };
         let id = if same[4] { m.image_id.clone() } else { id };
-        let e = Expect { job, step: m.step, uid, ntasks: m.ntasks, image: &img, image_id: &id };
+        let instance = if same[5] { m.instance.clone() } else { instance };
+        let e = Expect {
+            job,
+            step: m.step,
+            instance: instance.as_deref(),
+            uid,
+            ntasks: m.ntasks,
+            image: &img,
+            image_id: &id,
+            argv: &m.argv,
+            cwd: &m.cwd,
+        };
         match m.check(&e) {
             Ok(()) => {
+                prop_assert_eq!(&m.instance, &instance);
                 prop_assert_eq!(m.job, job);
                 prop_assert_eq!(m.uid, uid);
                 prop_assert_eq!(&m.image, &img);

@@ -11,8 +11,10 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 mod cpulist;
+pub mod instance;
 mod names;
 pub mod plugstack;
+pub mod job_paths;
 pub mod user_paths;
 pub use cpulist::{CpuList, CpuListError, CPU_ID_LIMIT};
 pub use names::{normalize_path, parse_image, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LEN};

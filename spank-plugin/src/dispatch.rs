@@ -3,6 +3,7 @@
 
 use std::ffi::c_int;
 
+use crate::config::instance::{InstanceError, Submitter, INSTANCE_ENV};
 use crate::config::{ConfigError, SiteConfig};
 use crate::ffi::{log_error, Context, Spank, SpankError, CALLBACK_ERROR};
 use crate::options::{OptId, OptionError};
@@ -21,6 +22,8 @@ pub enum PluginError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Spank(#[from] SpankError),
+    #[error("{0} (set by the plugin at submission in {INSTANCE_ENV}; do not change it)")]
+    Instance(#[from] InstanceError),
     #[error("cannot start the container supervisor of rank {rank}: {err}")]
     Supervisor { rank: u32, err: SpawnError },
     #[error("cannot turn rank {rank} into its relay: {err}")]
@@ -99,8 +102,11 @@ pub fn option(val: c_int, arg: Option<&str>, remote: bool) -> c_int {
 
 pub fn init_post_opt(sp: &Spank, args: &[String]) -> c_int {
     match sp.context() {
-        Context::Allocator | Context::Local => {
-            report(site(args).and_then(|site| submit::post_opt(&site)))
+        Context::Allocator => {
+            report(site(args).and_then(|site| submit::post_opt(&site, Submitter::Allocator)))
+        }
+        Context::Local => {
+            report(site(args).and_then(|site| submit::post_opt(&site, Submitter::Srun)))
         }
         _ => 0,
     }

@@ -417,6 +417,14 @@ impl Spank {
     }
 }
 
+/// Set a variable of the job's environment from sbatch/salloc/srun. `spank_setenv` works only in
+/// slurmstepd (ESPANK_NOT_REMOTE elsewhere); there the job's environment is this process's own,
+/// which sbatch/salloc/srun copy into the job after `init_post_opt` (SLURM_* names even with
+/// `--export=NONE`).
+pub fn set_submit_env(name: &str, value: &str) {
+    std::env::set_var(name, value);
+}
+
 /// CPU ids in the calling thread's affinity mask (sched_getaffinity); None if it cannot be read.
 pub fn cpu_affinity() -> Option<Vec<u32>> {
     const WORD_BITS: usize = std::mem::size_of::<libc::c_ulong>() * 8;

@@ -25,6 +25,9 @@ pub struct SuperviseArgs<'a> {
     pub gid: u32,
     /// SLURM_RESTART_COUNT: 0 on the first run, n after the n-th requeue.
     pub restart_count: u32,
+    /// The job instance from the job's environment (`SLURM_CKPT_JOB_INSTANCE`), as found: the
+    /// helper validates it. None: the job was submitted without one (an older plugin).
+    pub instance: Option<&'a str>,
     /// CPUs of the task (container CPU limit); None = no limit.
     pub cpus: Option<u32>,
     /// Memory of the task in MB (container memory limit); None = no limit.
@@ -38,7 +41,7 @@ pub struct SuperviseArgs<'a> {
 }
 
 /// `slurm-ckpt supervise --fd 3 --job J --step S --rank R --ntasks N --nnodes M --node NODE
-///  --uid U --gid G --restart-count C [--cpus N] [--mem-mb M] [--cpuset LIST] --image IMAGE --mpi MPI [--ckpt DIR] [--ckpt-interval MIN] [--mount SPEC]... [--env NAME=VALUE]...
+///  --uid U --gid G --restart-count C [--instance HEX] [--cpus N] [--mem-mb M] [--cpuset LIST] --image IMAGE --mpi MPI [--ckpt DIR] [--ckpt-interval MIN] [--mount SPEC]... [--env NAME=VALUE]...
 ///  --cwd CWD [--site key=value]... -- ARGV...`
 pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
     let mut v: Vec<String> = vec![
@@ -60,6 +63,9 @@ pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
     kv("--uid", a.uid.to_string());
     kv("--gid", a.gid.to_string());
     kv("--restart-count", a.restart_count.to_string());
+    if let Some(i) = a.instance {
+        kv("--instance", i.to_string());
+    }
     if let Some(c) = a.cpus {
         kv("--cpus", c.to_string());
     }
@@ -196,6 +202,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             restart_count: 0,
+            instance: None,
             cpus: None,
             mem_mb: None,
             cpuset: None,
@@ -275,6 +282,7 @@ mod tests {
             uid: 1,
             gid: 2,
             restart_count: 3,
+            instance: Some("0123456789abcdef0123456789abcdef"),
             cpus: Some(2),
             mem_mb: Some(512),
             cpuset: Some(&cpus),
@@ -285,8 +293,9 @@ mod tests {
         };
         let v = supervise(&a);
         let joined = v.join(" ");
-        assert!(joined
-            .contains("--gid 2 --restart-count 3 --cpus 2 --mem-mb 512 --cpuset 2-3 --image img"));
+        assert!(joined.contains(
+            "--gid 2 --restart-count 3 --instance 0123456789abcdef0123456789abcdef --cpus 2 --mem-mb 512 --cpuset 2-3 --image img"
+        ));
         assert!(joined.contains(
             "--mpi openmpi --ckpt 7 --ckpt-interval 10 --mount /a:/b:ro --mount /c:/d:rw --env UCX_TLS=tcp,self --cwd /"
         ));

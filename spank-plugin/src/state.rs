@@ -13,12 +13,16 @@ pub struct PluginState {
     pub options: OptionState,
     /// The task's end of the socket to its supervisor (task process only).
     pub relay_fd: Option<i32>,
+    /// This sbatch/salloc/srun has created the job instance (once per process: every component
+    /// of a heterogeneous job is the same job).
+    pub instance_created: bool,
 }
 
 static STATE: Mutex<PluginState> = Mutex::new(PluginState {
     site: None,
     options: OptionState::new(),
     relay_fd: None,
+    instance_created: false,
 });
 
 /// Runs `f` with the state locked. Never nest calls: the lock is not reentrant.

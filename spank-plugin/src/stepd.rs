@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::config::instance::{JobInstance, INSTANCE_ENV};
 use crate::config::{CpuList, SiteConfig};
 use crate::dispatch::PluginError;
 use crate::ffi::{self, log_debug, log_error, log_info, log_verbose, Item, Spank};
@@ -43,6 +44,11 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         .ok_or(PluginError::NoNodeName)?;
     let argv = sp.job_argv()?;
     let cwd = job_cwd(&env);
+    // Checked here too (the helper checks again), so that a bad value is named in the job's output.
+    let instance = env_lookup(&env, INSTANCE_ENV)
+        .filter(|i| !i.is_empty())
+        .map(JobInstance::parse)
+        .transpose()?;
     let cpus = sp.get_item_u32(Item::CpusPerTask).ok().filter(|c| *c > 0);
     let cpuset = task_cpuset(sp, job, rank, cpus);
     let args = helper_argv::supervise(&SuperviseArgs {
@@ -55,6 +61,7 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         uid: sp.get_item_u32(Item::JobUid)?,
         gid: sp.get_item_u32(Item::JobGid)?,
         restart_count: sp.get_item_u32(Item::RestartCount)?,
+        instance: instance.as_ref().map(JobInstance::as_str),
         // Resource limits of the rank's container: the task's CPUs and its share of the step's
         // memory on this node (unknown or unlimited: no limit).
         cpus,

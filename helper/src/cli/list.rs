@@ -1,6 +1,6 @@
 //! `slurm-ckpt list [JOBID]` and `slurm-ckpt gc`: the checkpoint generations on the shared storage
 //! (root: the per-user areas are root-only).
-use slurm_ckpt::ckpt::Layout;
+use slurm_ckpt::ckpt::{Closed, Layout, Manifest};
 use slurm_ckpt::gc;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -55,14 +55,34 @@ pub fn list(a: ListArgs) -> i32 {
     super::exit_code("list", run_list(&a))
 }
 
+/// A generation's state for its own job instance: `closed` once that job ended normally (its
+/// directory's closed marker covers it), else a `restart point` for a requeue of that job.
+fn gen_state(m: &Manifest, closed: Option<&Closed>) -> &'static str {
+    if closed.is_some_and(|c| c.covers(m.instance.as_deref(), m.generation)) {
+        "closed"
+    } else {
+        "restart point"
+    }
+}
+
+/// The instance as the table shows it: its first 8 digits, `-` for none.
+fn short_instance(m: &Manifest) -> &str {
+    m.instance
+        .as_deref()
+        .map_or("-", slurm_ckpt_site::instance::short)
+}
+
 fn run_list(a: &ListArgs) -> anyhow::Result<()> {
     let site = super::site_config(&[], &a.plugstack)?;
     let mut rows = Vec::new();
     for (_, _, l) in job_dirs(&site.ckpt_root) {
+        // For display, like the manifests: not authenticated.
+        let closed = l.closed_unverified();
         for g in l.generations() {
             if let Ok(m) = l.load_manifest(g) {
                 if a.job.is_none_or(|j| j == m.job) {
-                    rows.push((l.gen_dir(g), m));
+                    let state = gen_state(&m, closed.as_ref());
+                    rows.push((l.gen_dir(g), m, state));
                 }
             }
         }
@@ -70,24 +90,26 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
     if a.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(p, m)| serde_json::json!({"path": p, "manifest": m}))
+            .map(|(p, m, state)| serde_json::json!({"path": p, "state": state, "manifest": m}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!(
-        "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} PATH",
-        "JOB", "USER", "GEN", "RANKS", "BYTES", "POLICY"
+        "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {:<9} {:<13} PATH",
+        "JOB", "USER", "GEN", "RANKS", "BYTES", "POLICY", "INSTANCE", "STATE"
     );
-    for (p, m) in &rows {
+    for (p, m, state) in &rows {
         println!(
-            "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {}",
+            "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {:<9} {:<13} {}",
             m.job,
             m.user,
             m.generation,
             m.ntasks,
             m.total_bytes,
             m.policy,
+            short_instance(m),
+            state,
             p.display()
         );
     }
@@ -119,7 +141,7 @@ fn run_gc(a: &GcArgs) -> anyhow::Result<()> {
     for d in &dirs {
         match gc::decide(d, &marked, &active, &mut slurm) {
             gc::Verdict::Live { why, .. } => {
-                println!("keeping {}: {why}", d.path.display());
+                println!("keeping {}: {why}{}", d.path.display(), d.closed_note());
                 if let Some(keep) = a.keep {
                     let layout = Layout::new(root, &d.user, &d.name);
                     for g in gc::old_generations(&layout, keep as usize) {
@@ -128,9 +150,11 @@ fn run_gc(a: &GcArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            gc::Verdict::Unsure(why) => println!("keeping {}: {why}", d.path.display()),
+            gc::Verdict::Unsure(why) => {
+                println!("keeping {}: {why}{}", d.path.display(), d.closed_note())
+            }
             gc::Verdict::Remove(why) => {
-                println!("{verb} {}: {why}", d.path.display());
+                println!("{verb} {}: {why}{}", d.path.display(), d.closed_note());
                 remove(&d.path, a.dry_run);
             }
         }
@@ -144,5 +168,37 @@ fn remove(path: &Path, dry_run: bool) {
     }
     if let Err(e) = std::fs::remove_dir_all(path) {
         eprintln!("slurm-ckpt gc: {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_states_follow_the_closed_marker_of_their_instance() {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": 3, "job": 7, "step": 0, "generation": 2, "user": "u", "uid": 1, "gid": 1,
+            "image": "i", "image_id": "x", "ntasks": 1, "mpi": "none", "argv": [],
+            "instance": "0123456789abcdef0123456789abcdef", "cwd": "/", "policy": "freeze-all",
+            "created": 0, "criu_version": "", "engine_version": "", "total_bytes": 0, "ranks": []
+        }))
+        .unwrap();
+        assert_eq!(short_instance(&m), "01234567");
+        let closed = Closed {
+            instance: m.instance.clone(),
+            job: 7,
+            step: 0,
+            time: 0,
+            through: 2,
+        };
+        assert_eq!(gen_state(&m, None), "restart point");
+        assert_eq!(gen_state(&m, Some(&closed)), "closed");
+        m.generation = 3;
+        assert_eq!(gen_state(&m, Some(&closed)), "restart point");
+        m.generation = 1;
+        m.instance = None;
+        assert_eq!(short_instance(&m), "-");
+        assert_eq!(gen_state(&m, Some(&closed)), "restart point");
     }
 }

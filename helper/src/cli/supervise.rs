@@ -1,4 +1,5 @@
 use slurm_ckpt::supervise::{self, SuperviseArgs};
+use slurm_ckpt_site::instance::JobInstance;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,6 +33,10 @@ pub struct Args {
     /// SLURM_RESTART_COUNT of the job.
     #[arg(long, default_value_t = 0)]
     restart_count: u32,
+    /// The job instance (SLURM_CKPT_JOB_INSTANCE): 32 lowercase hex digits. Absent: the job was
+    /// submitted by an older plugin.
+    #[arg(long, value_parser = JobInstance::parse)]
+    instance: Option<JobInstance>,
     /// CPUs of the task: the container's CPU limit.
     #[arg(long)]
     cpus: Option<u32>,
@@ -85,6 +90,7 @@ pub fn main(a: Args) -> i32 {
             ckpt: a.ckpt.clone(),
             ckpt_interval: a.ckpt_interval,
             restart_count: a.restart_count,
+            instance: a.instance.clone(),
             cpus: a.cpus,
             mem_mb: a.mem_mb,
             cpuset: a.cpuset.clone(),
@@ -98,6 +104,44 @@ pub fn main(a: Args) -> i32 {
         Err(e) => {
             tracing::error!("job {} rank {}: {e:#}", a.job, a.rank);
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: Args,
+    }
+
+    fn parse(instance: Option<&str>) -> Result<Cli, clap::Error> {
+        let mut v: Vec<&str> = "slurm-ckpt --fd 3 --job 7 --step 0 --rank 0 --ntasks 1 --node n \
+             --uid 1000 --gid 1000 --image img --mpi none"
+            .split_whitespace()
+            .collect();
+        if let Some(i) = instance {
+            v.extend(["--instance", i]);
+        }
+        v.extend(["--", "ring"]);
+        Cli::try_parse_from(v)
+    }
+
+    #[test]
+    fn the_job_instance_is_optional_and_checked() {
+        assert_eq!(parse(None).unwrap().a.instance, None);
+        let i = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            parse(Some(i)).unwrap().a.instance.map(|i| i.to_string()),
+            Some(i.to_string())
+        );
+        for bad in ["", "0123", "../etc", &i.to_uppercase()] {
+            let e = parse(Some(bad)).err().expect(bad).to_string();
+            assert!(e.contains("lowercase hex"), "{bad}: {e}");
         }
     }
 }

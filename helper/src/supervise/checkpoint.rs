@@ -255,6 +255,9 @@ impl Rank<'_> {
                 ntasks: n,
                 mpi: a.mpi.clone(),
                 argv: a.argv.clone(),
+                // Compared at restore with the argv above: what defines this job's computation.
+                instance: a.instance.as_ref().map(|i| i.to_string()),
+                cwd: a.cwd.clone(),
                 policy: a.site.order_policy.to_string(),
                 created: crate::state::now(),
                 criu_version: criu_version(),

@@ -6,7 +6,7 @@ mod checkpoint;
 
 use crate::barrier::touch;
 use crate::auth::SiteKey;
-use crate::ckpt::{gen_name, Expect, Layout};
+use crate::ckpt::{gen_name, Closed, Expect, Layout};
 use crate::engine::{container_name, Bind, Engine, RankSpec};
 use crate::user_paths::{reserved_for_node, resolve_for_user, Creds, Request};
 use slurm_ckpt_site::user_paths::Access;
@@ -21,7 +21,7 @@ use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Munge's key: identical on every node, root-only; the secret the job's ssh keys derive from.
@@ -47,6 +47,9 @@ pub struct SuperviseArgs {
     pub ckpt_interval: Option<u32>,
     /// SLURM_RESTART_COUNT of the job (0 on its first run).
     pub restart_count: u32,
+    /// The job instance (plugin's `SLURM_CKPT_JOB_INSTANCE`): generations record it, and only its
+    /// own are restored. None: submitted with an older plugin.
+    pub instance: Option<slurm_ckpt_site::instance::JobInstance>,
     /// The task's CPUs and memory (MB) on this node: the container's limits.
     pub cpus: Option<u32>,
     pub mem_mb: Option<u64>,
@@ -56,44 +59,17 @@ pub struct SuperviseArgs {
     pub argv: Vec<String>,
 }
 
-/// A user mount `SRC:DST[:ro|rw]`, re-validated here (the helper runs as root and must not trust
-/// that its caller validated anything): source, destination and access. The source is only named
-/// here; `job_binds` resolves and checks it as the user.
+/// A user mount `SRC:DST[:ro|rw]`, re-validated here by the rules the plugin applies
+/// (`job_paths`): the helper runs as root and must not trust that its caller validated anything.
+/// The source is only named here; `job_binds` resolves and checks it as the user.
 pub fn parse_mount(spec: &str) -> Result<(String, String, Access)> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (src, dst, mode) = match parts.as_slice() {
-        [s, d] => (*s, *d, "rw"),
-        [s, d, m @ ("ro" | "rw")] => (*s, *d, *m),
-        _ => {
-            return Err(Error::Invalid(format!(
-                "mount '{spec}': expected SRC:DST[:ro|rw]"
-            )))
-        }
+    let m = slurm_ckpt_site::job_paths::parse_mount(spec).map_err(Error::Invalid)?;
+    let access = if m.readonly {
+        Access::Read
+    } else {
+        Access::ReadWrite
     };
-    for p in [src, dst] {
-        if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
-            return Err(Error::Invalid(format!(
-                "mount '{spec}': '{p}' must be an absolute path without '..'"
-            )));
-        }
-    }
-    if [
-        MOUNT_POINT,
-        "/proc",
-        "/sys",
-        "/dev",
-        "/etc/passwd",
-        "/etc/group",
-    ]
-    .iter()
-    .any(|r| dst == *r || dst.starts_with(&format!("{r}/")))
-    {
-        return Err(Error::Invalid(format!(
-            "mount '{spec}': destination {dst} is reserved"
-        )));
-    }
-    let access = Access::parse(mode).unwrap_or(Access::ReadWrite);
-    Ok((src.to_string(), dst.to_string(), access))
+    Ok((m.src, m.dst, access))
 }
 
 /// Whether the working directory is bound at its own path: not where the container has its own
@@ -258,26 +234,22 @@ pub async fn run(args: SuperviseArgs, sock: std::os::unix::net::UnixStream) -> i
             }
         }
     });
-    // Frames from the relay, decoded on their own task; None = the relay is gone.
+    // Frames from the relay, decoded on their own task; None = the relay is gone (or spoke
+    // garbage: the relay is ours, so a bad frame means the task is no longer what it was).
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Option<Frame>>(16);
     tokio::spawn(async move {
         loop {
-            let mut hdr = [0u8; 5];
-            if rd.read_exact(&mut hdr).await.is_err() {
-                break;
-            }
-            let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
-            let mut payload = vec![0u8; len.min(1 << 16)];
-            if len > 1 << 16 || rd.read_exact(&mut payload).await.is_err() {
-                break;
-            }
-            match Frame::decode(hdr[0], payload) {
-                Ok(f) => {
+            match crate::protocol::read_frame_async(&mut rd).await {
+                Ok(Some(f)) => {
                     if cmd_tx.send(Some(f)).await.is_err() {
                         return;
                     }
                 }
-                Err(e) => tracing::warn!("relay: {e}"),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("relay: {e}");
+                    break;
+                }
             }
         }
         let _ = cmd_tx.send(None).await;
@@ -561,6 +533,9 @@ async fn supervise(
         let _ = touch(&done_marker);
         crate::slurm::signal_step(a.job, a.step, "USR2").await;
     }
+    if a.rank == 0 && !stopped_by_slurm {
+        r.close_generations();
+    }
     r.engine.remove(&id).await?;
     Ok(code)
 }
@@ -576,10 +551,12 @@ fn output_frame(out: LogOutput) -> Option<Frame> {
     }
 }
 
-/// The generation to restore: the newest one that is authentic (site-key MAC) and belongs to this
-/// job, user, shape and image. Every rank reads the same manifests, so all choose the same one.
-/// A refused newer generation is reported (by rank 0, to the job's output) and an older good one
-/// used; if generations exist but none is usable the job fails rather than silently starting over.
+/// The generation to restore: the newest one that is authentic (site-key MAC), taken by this job
+/// instance, not closed, and of this job, user, shape, image, program and working directory.
+/// Every rank reads the same manifests, so all choose the same one. A refused or skipped newer
+/// generation is reported (by rank 0, to the job's output) and an older good one used. If every
+/// generation is skipped (other instances', or closed) the job starts fresh, saying so; if one of
+/// this run is refused and none is usable, the job fails rather than silently starting over.
 async fn restore_point(
     a: &SuperviseArgs,
     layout: &Layout,
@@ -592,17 +569,42 @@ async fn restore_point(
         &Expect {
             job: a.job,
             step: a.step,
+            instance: a.instance.as_ref().map(|i| i.as_str()),
             uid: a.uid,
             ntasks: a.ntasks,
             image: &a.image,
             image_id,
+            argv: &a.argv,
+            cwd: &a.cwd,
         },
     );
     for why in &rp.refused {
         tracing::warn!(rank = a.rank, "{why}");
         if a.rank == 0 {
-            send(tx, Frame::Stderr(format!("slurm-ckpt: {why}\n").into_bytes())).await;
+            send(
+                tx,
+                Frame::Stderr(format!("slurm-ckpt: {why}\n").into_bytes()),
+            )
+            .await;
         }
+    }
+    if rp.none_of_this_run() {
+        // Another job's computation (or this one's, finished) is never resumed; a job submitted
+        // with --container-ckpt into that directory asked to run its own program.
+        let msg = format!(
+            "starting fresh: none of the {} generation(s) in {} is this job's to restore (see above)",
+            rp.refused.len(),
+            layout.job_dir.display()
+        );
+        tracing::warn!(rank = a.rank, "{msg}");
+        if a.rank == 0 {
+            send(
+                tx,
+                Frame::Stderr(format!("slurm-ckpt: {msg}\n").into_bytes()),
+            )
+            .await;
+        }
+        return Ok(None);
     }
     match (rp.manifest, rp.refused.is_empty()) {
         (Some(m), _) => Ok(Some(m)),
@@ -636,10 +638,7 @@ fn ckpt_subdir(d: &str, job: u32, area: &Path) -> Result<String> {
             })?,
         d => d.to_string(),
     };
-    let ok = !d.is_empty() && d.split('/').all(|c| !c.is_empty() && !c.starts_with('.'));
-    if !ok {
-        return Err(Error::Invalid(format!("checkpoint directory '{d}' must be a path inside your checkpoint area, without '..' or hidden names")));
-    }
+    slurm_ckpt_site::job_paths::check_ckpt_subdir(&d).map_err(Error::Invalid)?;
     Ok(d)
 }
 
@@ -653,6 +652,32 @@ fn write_pidfile(dir: &Path, rank: u32) {
 impl Rank<'_> {
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.a.site.timeout_secs)
+    }
+
+    /// The job ended normally (its launcher exited, whatever its code, and Slurm did not stop the
+    /// step): its generations are no restart point any more (`ckpt::Closed`). Best effort: the
+    /// job's result does not depend on it.
+    fn close_generations(&mut self) {
+        let Some(l) = &self.layout else { return };
+        let closed = Closed {
+            instance: self.a.instance.as_ref().map(|i| i.to_string()),
+            job: self.a.job,
+            step: self.a.step,
+            time: crate::state::now(),
+            through: l.generations().last().copied().unwrap_or(0),
+        };
+        match l.close(&closed, &self.key) {
+            Ok(true) => {
+                tracing::info!("job ended normally: {} closed", l.job_dir.display());
+                self.st.event(format!(
+                    "ended normally: generations through {} closed",
+                    gen_name(closed.through)
+                ));
+                save(&mut self.st, &self.a.site.ckpt_root);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("closing {}: {e}", l.job_dir.display()),
+        }
     }
 
     /// Slurm's suspend (`pause`) or resume: pause or unpause the container, once.
