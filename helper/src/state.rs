@@ -12,6 +12,30 @@ pub struct Event {
     pub what: String,
 }
 
+/// What a rank's container is doing, as recorded for `slurm-ckpt status` (lowercase in JSON).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    /// Paused (cgroup freezer): suspended by Slurm, or held for a checkpoint.
+    Frozen,
+    Exited,
+    Failed,
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Frozen => "frozen",
+            ContainerState::Exited => "exited",
+            ContainerState::Failed => "failed",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RankState {
     pub job: u32,
@@ -25,8 +49,7 @@ pub struct RankState {
     pub ip: String,
     pub mac: String,
     pub image: String,
-    /// created | running | frozen | exited | failed
-    pub state: String,
+    pub state: ContainerState,
     #[serde(default)]
     pub events: Vec<Event>,
 }
@@ -152,6 +175,16 @@ pub fn remove_rank(ckpt_root: &Path, job: u32, rank: u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn container_states_keep_their_json_names() {
+        use super::ContainerState as S;
+        for (st, name) in [(S::Created, "created"), (S::Frozen, "frozen"), (S::Exited, "exited")] {
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{name}\""));
+            assert_eq!(st.to_string(), name);
+        }
+        assert!(serde_json::from_str::<S>("\"paused\"").is_err());
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");

@@ -8,6 +8,7 @@ use crate::ckpt::{
     read_json_signed, write_json_signed, Layout, Manifest, RankRecord, FORMAT,
 };
 use crate::engine::Engine;
+use crate::state::ContainerState;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, GuardArgs};
 use crate::pack::{is_packed, unpack_dir, Packed, Packing, Scratch};
@@ -51,7 +52,7 @@ impl Rank<'_> {
     pub(super) async fn checkpoint(&mut self, stop: bool) -> Result<u32> {
         let g = self.next_gen;
         self.next_gen += 1;
-        let was_frozen = self.st.state == "frozen";
+        let was_frozen = self.st.state == ContainerState::Frozen;
         // Should this supervisor die midway, the guard thaws the container and fails the checkpoint.
         let guard = match &self.layout {
             Some(l) => {
@@ -292,9 +293,9 @@ impl Rank<'_> {
     /// suspended job), thaw it. Tries both even if the first fails.
     async fn thaw(&mut self, was_frozen: bool) -> Result<()> {
         let net = self.block_network(false).await;
-        if !was_frozen && self.st.state == "frozen" {
+        if !was_frozen && self.st.state == ContainerState::Frozen {
             self.engine.set_paused(&self.id, false).await?;
-            self.st.state = "running".into();
+            self.st.state = ContainerState::Running;
         }
         net
     }
@@ -305,9 +306,9 @@ impl Rank<'_> {
     }
 
     async fn freeze(&mut self) -> Result<()> {
-        if self.st.state != "frozen" {
+        if self.st.state != ContainerState::Frozen {
             self.engine.set_paused(&self.id, true).await?;
-            self.st.state = "frozen".into();
+            self.st.state = ContainerState::Frozen;
         }
         Ok(())
     }
@@ -472,7 +473,7 @@ impl Rank<'_> {
             images.display(),
             restore_seconds
         );
-        self.st.state = "running".into();
+        self.st.state = ContainerState::Running;
         self.st
             .event(format!("restored from {name} (taken on {})", rec.node));
         self.next_gen = m.generation + 1;

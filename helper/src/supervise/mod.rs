@@ -16,7 +16,7 @@ use crate::plan::job_plan;
 use crate::plan::RankIdentity;
 use crate::protocol::Frame;
 use crate::site::SiteConfig;
-use crate::state::RankState;
+use crate::state::{ContainerState, RankState};
 use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
@@ -385,7 +385,7 @@ async fn supervise(
         ip: me.ip.to_string(),
         mac: me.mac.clone(),
         image: a.image.clone(),
-        state: "created".into(),
+        state: ContainerState::Created,
         events: vec![],
     };
     let next_gen = layout
@@ -411,7 +411,7 @@ async fn supervise(
         Some(m) => r.restore(m, &info.root_dir).await?,
         None => {
             r.engine.start(&r.id).await?;
-            r.st.state = "running".into();
+            r.st.state = ContainerState::Running;
             r.st.event("started");
         }
     }
@@ -499,7 +499,7 @@ async fn supervise(
                     // The task is gone (killed): nobody waits for this container any more.
                     tracing::info!("relay gone; removing {name}");
                     r.st.event("task gone; container removed");
-                    r.st.state = "exited".into();
+                    r.st.state = ContainerState::Exited;
                     save(&mut r.st, &a.site.ckpt_root);
                     r.engine.remove(&id).await?;
                     return Ok(137);
@@ -523,7 +523,7 @@ async fn supervise(
     } else {
         i32::try_from(code).unwrap_or(1)
     };
-    r.st.state = "exited".into();
+    r.st.state = ContainerState::Exited;
     r.st.event(format!("exited with {code}"));
     save(&mut r.st, &a.site.ckpt_root);
     if a.rank == 0 && a.ntasks > 1 && !stopped_by_slurm {
@@ -682,22 +682,27 @@ impl Rank<'_> {
 
     /// Slurm's suspend (`pause`) or resume: pause or unpause the container, once.
     async fn set_suspended(&mut self, pause: bool) {
-        if (self.st.state == "frozen") == pause {
+        if (self.st.state == ContainerState::Frozen) == pause {
             return;
         }
         let (state, done, verb, after) = if pause {
             (
-                "frozen",
+                ContainerState::Frozen,
                 "suspended (container paused)",
                 "pause",
                 ", the container keeps running",
             )
         } else {
-            ("running", "resumed (container unpaused)", "unpause", "")
+            (
+                ContainerState::Running,
+                "resumed (container unpaused)",
+                "unpause",
+                "",
+            )
         };
         match self.engine.set_paused(&self.id, pause).await {
             Ok(()) => {
-                self.st.state = state.into();
+                self.st.state = state;
                 self.st.event(done);
             }
             Err(e) => {
@@ -710,7 +715,7 @@ impl Rank<'_> {
 
     /// Stop the container for good (thawing it first if frozen: the kill must reach its processes).
     async fn end_container(&mut self) -> Result<()> {
-        if self.st.state == "frozen" {
+        if self.st.state == ContainerState::Frozen {
             let _ = self.engine.unpause(&self.id).await;
         }
         self.engine.kill(&self.id, "SIGKILL").await
