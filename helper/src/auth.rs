@@ -4,7 +4,9 @@
 //! files. A site key only root on the nodes can read — derived from munge's key, as the job ssh
 //! keys are — keys an HMAC-SHA256 over the exact bytes of each rank record and of the manifest
 //! (which lists every image file's sha256). Restore verifies it before anything else is trusted.
+//! With site `encrypt=yes` the same site key also yields each user's [`ImageKey`] (crypt.rs).
 use crate::error::{Error, Result};
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::io::Write;
@@ -29,6 +31,28 @@ impl SiteKey {
         let mut mac = new_mac(secret);
         mac.update(b"slurm-container-ckpt checkpoint records v1");
         SiteKey(mac.finalize().into_bytes().into())
+    }
+
+    /// The key that encrypts `uid`'s checkpoint images: HKDF of the site key, with the user in the
+    /// info, so one user's key never decrypts another's images (nor reveals the site key).
+    pub fn image_key(&self, uid: u32, user: &str) -> ImageKey {
+        let hk = Hkdf::<Sha256>::new(Some(b"slurm-container-ckpt image encryption v1"), &self.0);
+        let part = |what: &[u8]| {
+            let mut info = Vec::with_capacity(what.len() + 5 + user.len());
+            info.extend_from_slice(what);
+            info.extend_from_slice(&uid.to_be_bytes());
+            info.push(0);
+            info.extend_from_slice(user.as_bytes());
+            let mut out = [0u8; 32];
+            // 32 bytes is far below HKDF-SHA256's limit (8160): this cannot fail.
+            hk.expand(&info, &mut out)
+                .unwrap_or_else(|_| unreachable!());
+            out
+        };
+        ImageKey {
+            aead: part(b"aead\0"),
+            ids: part(b"chunk-ids\0"),
+        }
     }
 
     /// Hex HMAC of `bytes`.
@@ -73,6 +97,35 @@ impl SiteKey {
                 why: "its MAC does not match (altered after it was written, or written with another site key)",
             })
         }
+    }
+}
+
+/// One user's key for checkpoint images at rest; never written anywhere.
+#[derive(Clone)]
+pub struct ImageKey {
+    /// XChaCha20-Poly1305 key of the image files.
+    aead: [u8; 32],
+    /// Keys the chunk ids of incremental storage: plain hashes of the job's memory would let
+    /// anyone who reads the storage confirm a guess of a chunk's content.
+    ids: [u8; 32],
+}
+
+impl std::fmt::Debug for ImageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImageKey(..)")
+    }
+}
+
+impl ImageKey {
+    pub(crate) fn aead_key(&self) -> &[u8; 32] {
+        &self.aead
+    }
+
+    /// Hex id of a chunk's plaintext: equal for equal chunks of this user, meaningless to others.
+    pub fn chunk_id(&self, bytes: &[u8]) -> String {
+        let mut mac = new_mac(&self.ids);
+        mac.update(bytes);
+        hex(&mac.finalize().into_bytes())
     }
 }
 
@@ -123,6 +176,25 @@ mod tests {
         for bad in ["", "zz", &t[..62], "0"] {
             assert!(!k.verify(b"manifest", bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn image_keys_are_per_user_and_per_site() {
+        let k = SiteKey::derive(b"munge secret");
+        let id = |k: &ImageKey| k.chunk_id(b"chunk");
+        let a = k.image_key(1000, "alice");
+        assert_eq!(a.aead_key(), k.image_key(1000, "alice").aead_key());
+        assert_ne!(a.aead_key(), k.image_key(1001, "alice").aead_key());
+        assert_ne!(a.aead_key(), k.image_key(1000, "bob").aead_key());
+        assert_ne!(
+            a.aead_key(),
+            SiteKey::derive(b"other")
+                .image_key(1000, "alice")
+                .aead_key()
+        );
+        assert_ne!(a.aead_key(), &a.ids);
+        assert_eq!(id(&a), id(&k.image_key(1000, "alice")));
+        assert_ne!(id(&a), id(&k.image_key(1001, "alice")));
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct RankRecord {
     /// How the files are stored: `none` or `zstd:LEVEL` (files then end in `.zst`).
     #[serde(default)]
     pub compression: String,
+    /// How the files are encrypted: `none` (empty in older records) or `xchacha20poly1305` (files
+    /// then end in `.enc`; key derived per user from the site key, see crypt.rs).
+    #[serde(default)]
+    pub encryption: String,
     /// Bytes of CRIU's images before compression.
     #[serde(default)]
     pub raw_bytes: u64,
@@ -705,6 +709,7 @@ mod tests {
                 dump_seconds: 0.0,
                 held_seconds: 0.0,
                 compression: "none".into(),
+                encryption: "none".into(),
                 raw_bytes: 3,
                 reused_bytes: 0,
                 pack_seconds: 0.0,

@@ -31,6 +31,11 @@ pub enum Error {
     PathCheck(String),
     #[error("invalid node name '{0}': letters, digits, '.', '-', '_' only, at most 64, not starting with '.' or '-'")]
     BadNodeName(String),
+    #[error("{path}: encrypted image refused: {why}")]
+    Undecryptable {
+        path: PathBuf,
+        why: crate::crypt::CryptError,
+    },
     #[error("{path}: not authenticated: {why}")]
     Unauthenticated { path: PathBuf, why: &'static str },
     #[error("checkpoint generation {generation} refused: {reason}")]

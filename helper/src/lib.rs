@@ -5,6 +5,7 @@ pub mod barrier;
 pub mod cgroup;
 pub mod ckpt;
 pub mod cpus;
+pub mod crypt;
 pub mod engine;
 pub mod error;
 pub mod fdio;

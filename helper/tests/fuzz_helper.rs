@@ -136,6 +136,7 @@ fn rank_record() -> impl Strategy<Value = RankRecord> {
                 dump_seconds,
                 held_seconds,
                 compression,
+                encryption: String::new(),
                 raw_bytes,
                 reused_bytes,
                 pack_seconds,

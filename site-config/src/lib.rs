@@ -23,7 +23,7 @@ pub use names::{normalize_path, parse_image, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LE
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 19] = [
+pub const KEYS: [&str; 20] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -43,6 +43,7 @@ pub const KEYS: [&str; 19] = [
     "stage_dir",
     "incremental",
     "cpu_quota",
+    "encrypt",
 ];
 
 /// Longest helper call timeout (one day).
@@ -208,6 +209,9 @@ pub struct SiteConfig {
     /// Also cap each rank container's CPU time at its task's CPU count (CFS quota); its cpuset
     /// (the task's CPUs) applies either way.
     pub cpu_quota: bool,
+    /// Encrypt every stored image file with a per-user key derived from the site key (images then
+    /// always dump into `stage_dir` first).
+    pub encrypt: bool,
 }
 
 impl Default for SiteConfig {
@@ -235,6 +239,7 @@ impl Default for SiteConfig {
             stage_dir: "/var/tmp/slurm-ckpt-stage".into(),
             incremental: false,
             cpu_quota: false,
+            encrypt: false,
         }
     }
 }
@@ -332,6 +337,7 @@ impl SiteConfig {
             "stage_dir" => self.stage_dir = absolute_path(value)?.into(),
             "incremental" => self.incremental = boolean(value)?,
             "cpu_quota" => self.cpu_quota = boolean(value)?,
+            "encrypt" => self.encrypt = boolean(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -360,6 +366,7 @@ impl SiteConfig {
             "stage_dir" => path_text(&self.stage_dir),
             "incremental" => if self.incremental { "yes" } else { "no" }.to_string(),
             "cpu_quota" => if self.cpu_quota { "yes" } else { "no" }.to_string(),
+            "encrypt" => if self.encrypt { "yes" } else { "no" }.to_string(),
             _ => return None,
         })
     }
@@ -404,10 +411,10 @@ impl SiteConfig {
         self.runtime.is_empty() || self.data_path == DataPath::Docker
     }
 
-    /// Whether a rank packs its images into the generation after the dump (compression or
-    /// incremental storage) instead of CRIU writing them there.
+    /// Whether a rank packs its images into the generation after the dump (compression,
+    /// incremental storage or encryption) instead of CRIU writing them there.
     pub fn packs(&self) -> bool {
-        self.compress != Compression::None || self.incremental
+        self.compress != Compression::None || self.incremental || self.encrypt
     }
 
     /// The allowlist as shown to users.
@@ -750,6 +757,7 @@ mod tests {
             ("compress=gzip", "zstd:LEVEL"),
             ("stage_dir=tmp", "not an absolute path"),
             ("incremental=sometimes", "expected 1/true/yes/y"),
+            ("encrypt=maybe", "expected 1/true/yes/y"),
             ("cpu_quota=half", "expected 1/true/yes/y"),
             ("network=", "Docker network name"),
             ("network=bad name", "Docker network name"),
@@ -850,6 +858,10 @@ mod tests {
             .unwrap()
             .docker_data_path());
         assert!(SiteConfig::parse(&["incremental=yes"]).unwrap().packs());
+        let e = SiteConfig::parse(&["encrypt=yes"]).unwrap();
+        assert!(e.encrypt && e.packs());
+        assert_eq!(e.value_of("encrypt").as_deref(), Some("yes"));
+        assert!(!SiteConfig::default().encrypt);
         let c = SiteConfig::parse(&["compress=zstd"]).unwrap();
         assert_eq!(c.compress, Compression::Zstd(1));
         assert!(c.packs());

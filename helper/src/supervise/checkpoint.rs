@@ -214,6 +214,10 @@ impl Rank<'_> {
             dump_seconds,
             held_seconds,
             compression: a.site.compress.name(),
+            encryption: match a.site.encrypt {
+                true => crate::crypt::CIPHER.into(),
+                false => "none".into(),
+            },
             raw_bytes: moved.map_or(bytes, |m| m.raw),
             reused_bytes: moved.map_or(0, |m| m.reused),
             pack_seconds,
@@ -340,12 +344,19 @@ impl Rank<'_> {
             .generations()
             .last()
             .map(|g| layout.gen_dir(*g).join(format!("rank-{}", self.a.rank)));
+        let key = site.encrypt.then(|| self.image_key());
         let packing = Packing {
             compression: site.compress,
             incremental: site.incremental,
             prev: prev.as_deref(),
+            key: key.as_ref(),
         };
         crate::pack::pack_dir(src, rank_dir, packing)
+    }
+
+    /// This job's user's key for encrypted images (whether the site encrypts now or did then).
+    fn image_key(&self) -> crate::auth::ImageKey {
+        self.key.image_key(self.a.uid, &self.st.user)
     }
 
     /// Write the root-only redirect file that makes the runtime wrapper hand CRIU `dir` as its
@@ -396,7 +407,7 @@ impl Rank<'_> {
             // inside the user namespace (a 0700 directory left by our umask made CRIU fail with
             // "Unable to open tty-info.img: Permission denied").
             if packed {
-                unpack_dir(&images, &ck)?;
+                unpack_dir(&images, &ck, Some(&self.image_key()))?;
             } else {
                 copy_images(&images, &ck)?;
             }
@@ -408,7 +419,7 @@ impl Rank<'_> {
             let from = if packed {
                 // (whatever the site's packing settings are now)
                 let st = self.scratch(&format!("{}-restore-{name}", self.id))?;
-                unpack_dir(&images, st.path())?;
+                unpack_dir(&images, st.path(), Some(&self.image_key()))?;
                 crate::ckpt::open_to_container_root(st.path(), self.remap_root)?;
                 let p = st.path().to_path_buf();
                 _staged = Some(st);
