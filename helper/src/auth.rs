@@ -5,11 +5,11 @@
 //! keys are — keys an HMAC-SHA256 over the exact bytes of each rank record and of the manifest
 //! (which lists every image file's sha256). Restore verifies it before anything else is trusted.
 //! With site `encrypt=yes` the same site key also yields each user's [`ImageKey`] (crypt.rs).
+use crate::ckpt::write_durable;
 use crate::error::{Error, Result};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -59,7 +59,7 @@ impl SiteKey {
     pub fn sign(&self, bytes: &[u8]) -> String {
         let mut mac = new_mac(&self.0);
         mac.update(bytes);
-        hex(&mac.finalize().into_bytes())
+        format!("{:x}", mac.finalize().into_bytes())
     }
 
     /// Whether `tag` (hex) authenticates `bytes`; compared in constant time.
@@ -125,7 +125,7 @@ impl ImageKey {
     pub fn chunk_id(&self, bytes: &[u8]) -> String {
         let mut mac = new_mac(&self.ids);
         mac.update(bytes);
-        hex(&mac.finalize().into_bytes())
+        format!("{:x}", mac.finalize().into_bytes())
     }
 }
 
@@ -139,16 +139,6 @@ pub fn mac_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_os_string();
     s.push(".mac");
     PathBuf::from(s)
-}
-
-fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

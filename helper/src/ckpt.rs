@@ -613,8 +613,13 @@ pub fn read_json_signed<T: serde::de::DeserializeOwned>(path: &Path, key: &SiteK
 /// Write JSON to `path` durably (write, fsync).
 pub fn write_json_durable<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_durable(path, &body)
+}
+
+/// Write `bytes` to `path` and fsync it.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(&body).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
     f.sync_all().map_err(|e| Error::io(path, e))
 }
 

@@ -144,13 +144,13 @@ pub async fn check(
 /// The supervisor's check (it also fails clearly when the node lacks the image): once per node,
 /// image id and MPI family (a root-only cache file under `runtime_dir` records a pass), so only the
 /// first job on a node pays for the probe container.
-pub async fn ensure(engine: &Engine, image: &str, mpi: &str, runtime_dir: &Path) -> Result<()> {
+pub async fn ensure(engine: &Engine, image: &str, mpi: &str, runtime_dir: &Path) -> Result<String> {
     let id = engine.check_image(image).await?;
     let key = format!("{}-{mpi}", id.trim_start_matches("sha256:"));
     let cache = runtime_dir.join("image-ok");
     let mark = cache.join(&key);
     if crate::trust::read_trusted(&mark, 64).is_ok() {
-        return Ok(());
+        return Ok(id);
     }
     let report = check(engine, image, mpi, None).await?;
     if !report.ok() {
@@ -158,7 +158,7 @@ pub async fn ensure(engine: &Engine, image: &str, mpi: &str, runtime_dir: &Path)
     }
     let _ = std::fs::create_dir_all(&cache);
     let _ = std::fs::write(&mark, b"ok\n");
-    Ok(())
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -320,7 +320,8 @@ async fn supervise(
     write_pidfile(&dir, a.rank);
     let engine = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
     engine.check_network(&a.site.network).await?;
-    crate::image_check::ensure(&engine, &a.image, &a.mpi, &a.site.runtime_dir).await?;
+    let image_id =
+        crate::image_check::ensure(&engine, &a.image, &a.mpi, &a.site.runtime_dir).await?;
 
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
     // not match it.
@@ -334,10 +335,7 @@ async fn supervise(
     };
     let key = SiteKey::derive(&secret);
     let restore_from = match &layout {
-        Some(l) => {
-            let image_id = engine.check_image(&a.image).await?;
-            restore_point(a, l, &key, &image_id, tx).await?
-        }
+        Some(l) => restore_point(a, l, &key, &image_id, tx).await?,
         None => None,
     };
 
