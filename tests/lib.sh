@@ -134,6 +134,19 @@ wait_containers() {
 # once (Slurm otherwise holds a requeued job ~120 s), optionally onto other nodes.
 requeue_now() {
     local id="$1" nodes="${2:-}" end st
+    st="$(job_field "$id" JobState)"
+    case "$st" in
+    COMPLETED | FAILED | CANCELLED | TIMEOUT | OUT_OF_MEMORY | NODE_FAIL)
+        # Requeuing an ended job: slurmd revokes the old run's credential at its end, and a new
+        # launch in the same second is refused ("Job credential revoked"). Let the end settle.
+        end=$((SECONDS + 60))
+        while scontrol show job "$id" 2>/dev/null | grep -q 'COMPLETING'; do
+            [ "$SECONDS" -lt "$end" ] || break
+            sleep 0.5
+        done
+        sleep 2
+        ;;
+    esac
     scontrol requeue "$id" || fail "scontrol requeue $id failed"
     end=$((SECONDS + 120))
     while :; do
