@@ -4,6 +4,8 @@
 //! terminate) and reports the exit code. See docs/ARCHITECTURE.md.
 mod checkpoint;
 mod order;
+#[cfg(test)]
+mod tests_sequence;
 
 use crate::barrier::touch;
 use crate::auth::SiteKey;
