@@ -37,6 +37,9 @@ pub struct Call {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Fail,
+    /// Reaches the daemon this much later (recorded then, and then done): a slow node, which
+    /// makes a missing wait in the sequence show up as a wrong order.
+    Delay(std::time::Duration),
     /// Never returns (a dump stuck in CRIU, a daemon that stopped answering).
     Hang,
 }
@@ -91,7 +94,7 @@ impl FakeEngine {
         self.lock().containers.insert(id.into(), Container::default());
     }
 
-    /// Make the next `op` on `id` fail or hang (once).
+    /// Make the next `op` on `id` fail, hang or come late (once).
     pub fn plant(&self, op: Op, id: &str, fault: Fault) {
         self.lock().faults.push((op, id.into(), fault));
     }
@@ -111,6 +114,19 @@ impl FakeEngine {
 
     /// Record the call, then apply a planted fault or `effect` to the container.
     async fn call(&self, op: Op, id: &str, effect: impl FnOnce(&mut Container)) -> Result<()> {
+        let delay = {
+            let mut g = self.lock();
+            let planted = g.faults.iter().position(|(o, i, f)| {
+                *o == op && i == id && matches!(f, Fault::Delay(_))
+            });
+            match planted.map(|i| g.faults.remove(i).2) {
+                Some(Fault::Delay(d)) => Some(d),
+                _ => None,
+            }
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         let fault = {
             let mut g = self.lock();
             g.calls.push(Call {
@@ -139,6 +155,7 @@ impl FakeEngine {
                 message: "planted failure".into(),
             }),
             Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::Delay(_)) => Ok(()),
         }
     }
 }

@@ -146,10 +146,15 @@ fn all_thawed(engine: &FakeEngine, n: u32) {
     }
 }
 
-/// Checkpoint all ranks of a fresh world together; returns the world and the engine.
+/// Checkpoint all ranks of a fresh world together; returns the world and the engine. The ranks
+/// a policy makes others wait for are slowed down, so that a missing wait shows as a wrong order.
 async fn checkpointed(policy: OrderPolicy, n: u32) -> (World, FakeEngine) {
     let w = World::new(policy, n, 30);
     let engine = w.engine();
+    let late = Fault::Delay(Duration::from_millis(300));
+    engine.plant(Op::Pause, &format!("c{}", n - 1), late);
+    engine.plant(Op::Checkpoint, "c0", late);
+    engine.plant(Op::Checkpoint, "c1", late);
     let mut ranks = w.ranks(&engine, ContainerState::Running);
     let res = join_all(ranks.iter_mut().map(|r| r.checkpoint(false))).await;
     for (r, res) in res.into_iter().enumerate() {
@@ -315,6 +320,9 @@ async fn a_restore_follows_each_ordering_policy_behind_the_network_lock() {
         let m: Manifest =
             read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
         let engine = w.engine();
+        let late = Fault::Delay(Duration::from_millis(300));
+        engine.plant(Op::StartFromCheckpoint, "c0", late);
+        engine.plant(Op::StartFromCheckpoint, "c1", late);
         let mut ranks = w.ranks(&engine, ContainerState::Created);
         let root = w.docker_root();
         let res = join_all(ranks.iter_mut().map(|r| r.restore(&m, &root))).await;
