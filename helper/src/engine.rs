@@ -301,7 +301,9 @@ impl Engine {
             // bollard reports a non-zero exit as an error carrying the code.
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(e)) => Err(self.err(e)),
-            None => Err(Error::WaitEnded { container: id.into() }),
+            None => Err(Error::WaitEnded {
+                container: id.into(),
+            }),
         }
     }
 
@@ -330,10 +332,13 @@ impl Engine {
         };
         match &e {
             bollard::errors::Error::DockerResponseServerError { message, .. }
-                if message.contains(already) => Error::AlreadyInState {
-                container: id.into(),
-                paused: pause,
-            },
+                if message.contains(already) =>
+            {
+                Error::AlreadyInState {
+                    container: id.into(),
+                    paused: pause,
+                }
+            }
             _ => self.err(e),
         }
     }

@@ -91,7 +91,9 @@ impl FakeEngine {
 
     /// A created, not yet started container `id` (a restore target).
     pub fn add_created(&self, id: &str) {
-        self.lock().containers.insert(id.into(), Container::default());
+        self.lock()
+            .containers
+            .insert(id.into(), Container::default());
     }
 
     /// Make the next `op` on `id` fail, hang or come late (once).
@@ -116,9 +118,10 @@ impl FakeEngine {
     async fn call(&self, op: Op, id: &str, effect: impl FnOnce(&mut Container)) -> Result<()> {
         let delay = {
             let mut g = self.lock();
-            let planted = g.faults.iter().position(|(o, i, f)| {
-                *o == op && i == id && matches!(f, Fault::Delay(_))
-            });
+            let planted = g
+                .faults
+                .iter()
+                .position(|(o, i, f)| *o == op && i == id && matches!(f, Fault::Delay(_)));
             match planted.map(|i| g.faults.remove(i).2) {
                 Some(Fault::Delay(d)) => Some(d),
                 _ => None,

@@ -182,7 +182,10 @@ async fn a_checkpoint_follows_each_ordering_policy() {
             let thawed = at(&calls, Op::Unpause, &id);
             let released = at(&calls, Op::DropTraffic(false), &id);
             assert!(cut < frozen && frozen < dumped, "{policy} {id}: {calls:#?}");
-            assert!(thawed > last_dump && released > last_dump, "{policy} {id}: {calls:#?}");
+            assert!(
+                thawed > last_dump && released > last_dump,
+                "{policy} {id}: {calls:#?}"
+            );
         }
         match policy {
             // A consistent cut: nobody dumps before everybody is frozen.
@@ -305,7 +308,10 @@ async fn a_rank_gives_up_on_a_hung_peer_at_the_timeout_and_thaws() {
         res = r0[0].checkpoint(false) => res,
         _ = r1[0].checkpoint(false) => panic!("rank 1's dump hangs"),
     };
-    assert!(res.is_err() && !matches!(res, Err(Error::Peer(_))), "{res:?}");
+    assert!(
+        res.is_err() && !matches!(res, Err(Error::Peer(_))),
+        "{res:?}"
+    );
     let c = engine.container("c0");
     assert!(!c.paused && !c.net_dropped, "{c:?}");
     assert!(marker(&w.layout().tmp_dir(1), "failed", 0).exists());
@@ -317,8 +323,8 @@ async fn a_restore_follows_each_ordering_policy_behind_the_network_lock() {
     const N: u32 = 3;
     for policy in ALL {
         let (w, _) = checkpointed(policy, N).await;
-        let m: Manifest =
-            read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+        let m: Manifest = read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key())
+            .expect("manifest");
         let engine = w.engine();
         let late = Fault::Delay(Duration::from_millis(300));
         engine.plant(Op::StartFromCheckpoint, "c0", late);
@@ -340,7 +346,10 @@ async fn a_restore_follows_each_ordering_policy_behind_the_network_lock() {
         // The network comes back only once every rank's sockets exist again.
         let last_start = (0..N).map(started).max().unwrap_or(0);
         for id in ids(N) {
-            assert!(at(&calls, Op::DropTraffic(false), &id) > last_start, "{policy}");
+            assert!(
+                at(&calls, Op::DropTraffic(false), &id) > last_start,
+                "{policy}"
+            );
             let c = engine.container(&id);
             assert!(c.running && !c.net_dropped, "{policy} {id}: {c:?}");
             assert!(pointer(&root, &id).exists(), "{policy} {id}");
