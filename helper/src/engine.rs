@@ -1,6 +1,7 @@
 //! The Docker engine of one node, through bollard. Everything the helper asks of Docker is here.
 use crate::error::{Error, Result};
 use crate::plan::RankIdentity;
+use crate::state::ContainerState;
 use bollard::container::{
     AttachContainerOptions, AttachContainerResults, Config, CreateContainerOptions,
     KillContainerOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
@@ -300,9 +301,9 @@ impl Engine {
             // bollard reports a non-zero exit as an error carrying the code.
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(e)) => Err(self.err(e)),
-            None => Err(Error::Invalid(format!(
-                "wait on container {id} ended without a status"
-            ))),
+            None => Err(Error::WaitEnded {
+                container: id.into(),
+            }),
         }
     }
 
@@ -310,45 +311,41 @@ impl Engine {
         self.docker
             .pause_container(id)
             .await
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.pause_err(id, true, e))
     }
 
     pub async fn unpause(&self, id: &str) -> Result<()> {
         self.docker
             .unpause_container(id)
             .await
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.pause_err(id, false, e))
     }
 
-    /// Pause (or unpause) a container, retrying: runc gives up freezing a cgroup v1 whose tasks do
-    /// not all stop within its short polling window, which happens on loaded nodes. A container
-    /// already in the wanted state (e.g. a request repeated by Slurm) counts as success.
-    pub async fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
-        let (what, already) = if pause {
-            ("pause", "is already paused")
+    /// Docker's status code does not tell "already (not) paused" from other refusals (409 for both,
+    /// or 500 for unpause on some versions); only its message does, so it is read here, once, and
+    /// callers match the variant.
+    fn pause_err(&self, id: &str, pause: bool, e: bollard::errors::Error) -> Error {
+        let already = if pause {
+            "is already paused"
         } else {
-            ("unpause", "is not paused")
+            "is not paused"
         };
-        let mut last = None;
-        for attempt in 0..6u64 {
-            if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-            }
-            let res = if pause {
-                self.pause(id).await
-            } else {
-                self.unpause(id).await
-            };
-            match res {
-                Ok(()) => return Ok(()),
-                Err(e) if e.to_string().contains(already) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!("{what} attempt {}: {e}", attempt + 1);
-                    last = Some(e);
+        match &e {
+            bollard::errors::Error::DockerResponseServerError { message, .. }
+                if message.contains(already) =>
+            {
+                Error::AlreadyInState {
+                    container: id.into(),
+                    paused: pause,
                 }
             }
+            _ => self.err(e),
         }
-        Err(last.unwrap_or_else(|| Error::Invalid("no attempt made".into())))
+    }
+
+    /// See [`ContainerEngine::set_paused`].
+    pub async fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
+        ContainerEngine::set_paused(self, id, pause).await
     }
 
     pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
@@ -432,7 +429,9 @@ impl Engine {
     pub async fn spawn_in_netns(&self, id: &str, cmd: &[&str]) -> Result<tokio::process::Child> {
         let pid = self.pid(id).await?;
         if pid <= 0 {
-            return Err(Error::Invalid(format!("container {id} is not running")));
+            return Err(Error::NotRunning {
+                container: id.into(),
+            });
         }
         tokio::process::Command::new("nsenter")
             .arg(format!("--net=/proc/{pid}/ns/net"))
@@ -453,24 +452,54 @@ impl Engine {
                 .in_netns(id, &crate::runtime_wrapper::drop_rule(op, chain))
                 .await?;
             if !status.success() && on {
-                return Err(Error::Invalid(format!(
-                    "could not block the network of container {id} ({chain}: {status})"
-                )));
+                return Err(Error::NetworkLock {
+                    container: id.into(),
+                    chain,
+                    status: status.to_string(),
+                });
             }
         }
         Ok(())
     }
 
-    pub async fn state(&self, id: &str) -> Result<String> {
+    /// What Docker says the container is doing; None when it does not say.
+    pub async fn state(&self, id: &str) -> Result<Option<ContainerState>> {
+        use bollard::models::ContainerStateStatusEnum as S;
         let c = self
             .docker
             .inspect_container(id, None)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(c.state
-            .and_then(|s| s.status)
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "unknown".into()))
+        Ok(c.state.and_then(|s| s.status).and_then(|s| match s {
+            S::CREATED => Some(ContainerState::Created),
+            S::RUNNING | S::RESTARTING => Some(ContainerState::Running),
+            S::PAUSED => Some(ContainerState::Frozen),
+            S::EXITED | S::REMOVING => Some(ContainerState::Exited),
+            S::DEAD => Some(ContainerState::Failed),
+            S::EMPTY => None,
+        }))
+    }
+
+    /// Gratuitous ARP from the container's interface (run from the host in the container's network
+    /// namespace: the container itself has no capabilities). The frame leaves as soon as arping
+    /// starts; arping then idles a second for replies that never come, so it is not waited for
+    /// (that second used to delay every restore). Best effort: failure only costs time until the
+    /// container sends something itself.
+    pub async fn announce(&self, id: &str, ip: &str) {
+        let cmd = ["arping", "-U", "-c", "1", "-I", "eth0", ip];
+        match self.spawn_in_netns(id, &cmd).await {
+            Ok(mut child) => {
+                let ip = ip.to_string();
+                tokio::spawn(async move {
+                    let wait = child.wait();
+                    match tokio::time::timeout(std::time::Duration::from_secs(10), wait).await {
+                        Ok(Ok(s)) if s.success() => {}
+                        other => tracing::warn!("gratuitous ARP for {ip}: {other:?}"),
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("gratuitous ARP for {ip}: {e}"),
+        }
     }
 }
 
@@ -556,9 +585,104 @@ impl Engine {
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            Err(Error::Invalid(format!(
-                "docker {method} {path}: HTTP {status}: {msg}"
-            )))
+            Err(Error::DockerApi {
+                method: method.into(),
+                path: path.into(),
+                status,
+                message: msg,
+            })
         }
     }
 }
+
+/// What a rank's supervisor asks of the container engine, narrow enough for an in-memory fake
+/// (`engine::fake`) to stand in for Docker in unit tests of the checkpoint and restore sequences.
+/// Output streaming (`Engine::attach`) and node checks stay on `Engine`: only the supervisor's
+/// setup uses them, with the real engine.
+// The supervisor runs on a current-thread runtime and never sends these futures across threads:
+// no `Send` bound is needed, so plain `async fn` is enough.
+#[allow(async_fn_in_trait)]
+pub trait ContainerEngine {
+    async fn start(&self, id: &str) -> Result<()>;
+    async fn pause(&self, id: &str) -> Result<()>;
+    async fn unpause(&self, id: &str) -> Result<()>;
+    async fn kill(&self, id: &str, signal: &str) -> Result<()>;
+    /// Force-remove by name or id; absent is fine.
+    async fn remove(&self, name: &str) -> Result<()>;
+    /// Drop (`on`) or stop dropping all traffic of a running container.
+    async fn drop_traffic(&self, id: &str, on: bool) -> Result<()>;
+    /// Dump the container (CRIU), leaving it running unless `exit`.
+    async fn checkpoint_create(&self, id: &str, name: &str, exit: bool) -> Result<()>;
+    async fn start_from_checkpoint(&self, id: &str, name: &str) -> Result<()>;
+    async fn daemon_info(&self) -> Result<DaemonInfo>;
+    /// The image's id on this node.
+    async fn check_image(&self, image: &str) -> Result<String>;
+    /// Tell the network the container's MAC is here now (best effort).
+    async fn announce(&self, id: &str, ip: &str);
+
+    /// Pause (or unpause) a container, retrying: runc gives up freezing a cgroup v1 whose tasks do
+    /// not all stop within its short polling window, which happens on loaded nodes. A container
+    /// already in the wanted state (e.g. a request repeated by Slurm) counts as success.
+    async fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
+        let what = if pause { "pause" } else { "unpause" };
+        let mut attempt = 0u64;
+        loop {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            let res = if pause {
+                self.pause(id).await
+            } else {
+                self.unpause(id).await
+            };
+            match res {
+                Ok(()) | Err(Error::AlreadyInState { .. }) => return Ok(()),
+                Err(e) if attempt + 1 >= PAUSE_ATTEMPTS => return Err(e),
+                Err(e) => tracing::warn!("{what} attempt {}: {e}", attempt + 1),
+            }
+            attempt += 1;
+        }
+    }
+}
+
+/// Tries of [`ContainerEngine::set_paused`] (back-off 0.1 s, 0.2 s, ... between them).
+const PAUSE_ATTEMPTS: u64 = 6;
+
+impl ContainerEngine for Engine {
+    async fn start(&self, id: &str) -> Result<()> {
+        Engine::start(self, id).await
+    }
+    async fn pause(&self, id: &str) -> Result<()> {
+        Engine::pause(self, id).await
+    }
+    async fn unpause(&self, id: &str) -> Result<()> {
+        Engine::unpause(self, id).await
+    }
+    async fn kill(&self, id: &str, signal: &str) -> Result<()> {
+        Engine::kill(self, id, signal).await
+    }
+    async fn remove(&self, name: &str) -> Result<()> {
+        Engine::remove(self, name).await
+    }
+    async fn drop_traffic(&self, id: &str, on: bool) -> Result<()> {
+        Engine::drop_traffic(self, id, on).await
+    }
+    async fn checkpoint_create(&self, id: &str, name: &str, exit: bool) -> Result<()> {
+        Engine::checkpoint_create(self, id, name, exit).await
+    }
+    async fn start_from_checkpoint(&self, id: &str, name: &str) -> Result<()> {
+        Engine::start_from_checkpoint(self, id, name).await
+    }
+    async fn daemon_info(&self) -> Result<DaemonInfo> {
+        Engine::daemon_info(self).await
+    }
+    async fn check_image(&self, image: &str) -> Result<String> {
+        Engine::check_image(self, image).await
+    }
+    async fn announce(&self, id: &str, ip: &str) {
+        Engine::announce(self, id, ip).await
+    }
+}
+
+#[cfg(test)]
+pub mod fake;

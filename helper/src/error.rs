@@ -55,6 +55,50 @@ pub enum Error {
     Peer(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("rank {rank} is out of range for a job of {ntasks} ranks")]
+    RankOutOfRange { rank: u32, ntasks: u32 },
+    #[error("{0}")]
+    BadMount(String),
+    #[error("{0}")]
+    BadCkptDir(String),
+    #[error("encoding {what}: {source}")]
+    Encode {
+        what: String,
+        source: serde_json::Error,
+    },
+    #[error("wait on container {container} ended without a status")]
+    WaitEnded { container: String },
+    /// Docker refused to pause a paused container or unpause a running one: the wanted state holds.
+    #[error("container {container} is already {}", if *paused { "paused" } else { "not paused" })]
+    AlreadyInState { container: String, paused: bool },
+    #[error("container {container} is not running")]
+    NotRunning { container: String },
+    #[error("could not block the network of container {container} ({chain}: {status})")]
+    NetworkLock {
+        container: String,
+        chain: &'static str,
+        status: String,
+    },
+    /// A Docker endpoint bollard lacks (checkpoints) answered with an error.
+    #[error("docker {method} {path}: HTTP {status}: {message}")]
+    DockerApi {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    /// A checkpoint or restore failed and CRIU's log said why (its log is gone with the container).
+    // `failed` is not a `source`: its text is already part of this message.
+    #[error("{failed}\nCRIU errors:\n{errors}")]
+    Criu { failed: Box<Error>, errors: String },
+    #[error("checkpointing is not enabled")]
+    CkptDisabled,
+    #[error("generation {generation} has no rank {rank}")]
+    RankNotInGeneration { generation: u32, rank: u32 },
+    #[error("no CRIU images in {} (is the container's runtime the slurm-ckpt wrapper?)", dir.display())]
+    NoImages { dir: PathBuf },
+    #[error("no usable checkpoint generation in {} ({refused} refused, see above); remove them or submit a new job without --container-ckpt to start over", dir.display())]
+    NoUsableGeneration { dir: PathBuf, refused: usize },
 }
 
 impl Error {

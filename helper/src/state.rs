@@ -102,7 +102,10 @@ impl RankState {
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("rank-{}.json", self.rank));
         let tmp = dir.join(format!(".rank-{}.json.{}", self.rank, std::process::id()));
-        let body = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(self).map_err(|source| Error::Encode {
+            what: path.display().to_string(),
+            source,
+        })?;
         let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         f.write_all(&body).map_err(|e| Error::io(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))

@@ -1,19 +1,18 @@
 //! A rank's part in checkpoints and restores: the ordering policies, freeze, dump straight to the
 //! shared storage, seal, commit (rank 0); restore in order behind the network lock. The protocol is
 //! described in docs/ARCHITECTURE.md ("Checkpoint and restore").
-use super::{log_path, save, Rank};
+use super::{log_path, order, save, Rank};
 use crate::barrier::{barrier, marker, touch, wait_ranks, Heartbeat};
 use crate::ckpt::{
     commit, copy_images, criu_version, gen_name, prune, seal_rank_dir, verify_rank_dir,
     read_json_signed, write_json_signed, Layout, Manifest, RankRecord, FORMAT,
 };
-use crate::engine::Engine;
+use crate::engine::ContainerEngine;
 use crate::state::ContainerState;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, GuardArgs};
 use crate::pack::{is_packed, unpack_dir, Packed, Packing, Scratch};
 use crate::runtime_wrapper::POINTER;
-use crate::site::OrderPolicy;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,29 +20,13 @@ use std::time::Duration;
 /// How long after a checkpoint begins every rank must have joined it (see barrier.rs).
 const JOIN_GRACE: Duration = Duration::from_secs(60);
 
-impl Rank<'_> {
-    /// Ranks whose dumps this rank must see before it may dump, per ordering policy.
+impl<E: ContainerEngine> Rank<'_, E> {
     fn dump_after(&self) -> Vec<u32> {
-        let n = self.a.ntasks;
-        match (self.a.site.order_policy, self.a.rank) {
-            (OrderPolicy::CfRl | OrderPolicy::CfRf, 0) => vec![],
-            (OrderPolicy::CfRl | OrderPolicy::CfRf, _) => vec![0],
-            (OrderPolicy::ClRl | OrderPolicy::ClRf, 0) => (1..n).collect(),
-            _ => vec![],
-        }
+        order::dump_after(self.a.site.order_policy, self.a.rank, self.a.ntasks)
     }
 
-    /// Ranks whose restores this rank must see before it restores.
     fn restore_after(&self) -> Vec<u32> {
-        let n = self.a.ntasks;
-        match (self.a.site.order_policy, self.a.rank) {
-            (OrderPolicy::CfRf | OrderPolicy::ClRf, 0) => vec![],
-            (OrderPolicy::CfRf | OrderPolicy::ClRf, _) => vec![0],
-            // freeze-all and *-rl: the launcher's container is restored last (the study's only
-            // robust order across nodes).
-            (_, 0) => (1..n).collect(),
-            _ => vec![],
-        }
+        order::restore_after(self.a.site.order_policy, self.a.rank, self.a.ntasks)
     }
 
     /// One generation: freeze (all ranks first for freeze-all), dump straight to shared storage,
@@ -55,7 +38,7 @@ impl Rank<'_> {
         let was_frozen = self.st.state == ContainerState::Frozen;
         // Should this supervisor die midway, the guard thaws the container and fails the checkpoint.
         let guard = match &self.layout {
-            Some(l) => {
+            Some(l) if self.guarded => {
                 let ga = GuardArgs {
                     socket: self.a.site.socket_for(&self.a.node),
                     node: self.a.node.clone(),
@@ -71,7 +54,7 @@ impl Rank<'_> {
                     }
                 }
             }
-            None => None,
+            _ => None,
         };
         let res = self.checkpoint_inner(g, stop, was_frozen).await;
         if res.as_ref().is_err_and(|e| !matches!(e, Error::Peer(_))) {
@@ -104,7 +87,7 @@ impl Rank<'_> {
 
     async fn checkpoint_inner(&mut self, g: u32, stop: bool, was_frozen: bool) -> Result<()> {
         let Some(layout) = self.layout.clone() else {
-            return Err(Error::Invalid("checkpointing is not enabled".into()));
+            return Err(Error::CkptDisabled);
         };
         let (a, n, t) = (self.a, self.a.ntasks, self.timeout());
         layout.create()?;
@@ -122,8 +105,7 @@ impl Rank<'_> {
         // retransmitted later by TCP).
         self.block_network(true).await?;
         let held = std::time::Instant::now();
-        let freeze_all = a.site.order_policy == OrderPolicy::FreezeAll;
-        if freeze_all {
+        if order::freeze_all_first(a.site.order_policy) {
             self.freeze().await?;
             touch(&marker(&tmp, "frozen", a.rank))?;
             barrier(&tmp, "frozen", 0..n, t, absent).await?;
@@ -195,10 +177,7 @@ impl Rank<'_> {
         drop(stage);
         let (bytes, files) = seal_rank_dir(&rank_dir, self.remap_root)?;
         if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
-            return Err(Error::Invalid(format!(
-                "no CRIU images in {} (is the container's runtime the slurm-ckpt wrapper?)",
-                rank_dir.display()
-            )));
+            return Err(Error::NoImages { dir: rank_dir });
         }
         let me = &self.ranks[a.rank as usize];
         let order = if after.is_empty() { 0 } else { 1 };
@@ -376,14 +355,16 @@ impl Rank<'_> {
     pub(super) async fn restore(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
         let (a, t) = (self.a, self.timeout());
         let Some(layout) = self.layout.clone() else {
-            return Err(Error::Invalid("checkpointing is not enabled".into()));
+            return Err(Error::CkptDisabled);
         };
-        let rec = m.ranks.iter().find(|r| r.rank == a.rank).ok_or_else(|| {
-            Error::Invalid(format!(
-                "generation {} has no rank {}",
-                m.generation, a.rank
-            ))
-        })?;
+        let rec = m
+            .ranks
+            .iter()
+            .find(|r| r.rank == a.rank)
+            .ok_or(Error::RankNotInGeneration {
+                generation: m.generation,
+                rank: a.rank,
+            })?;
         let images = layout
             .gen_dir(m.generation)
             .join(format!("rank-{}", a.rank));
@@ -460,12 +441,9 @@ impl Rank<'_> {
         // The container may now sit behind another switch port than when it was checkpointed:
         // announce its MAC (gratuitous ARP, as after a VM migration) before peers talk to it, or
         // switches keep sending its frames to the old node.
-        announce(
-            &self.engine,
-            &self.id,
-            &self.ranks[a.rank as usize].ip.to_string(),
-        )
-        .await;
+        self.engine
+            .announce(&self.id, &self.ranks[a.rank as usize].ip.to_string())
+            .await;
         touch(&marker(&attempt, "restored", a.rank))?;
         let restore_seconds = t0.elapsed().as_secs_f64();
         // The runtime wrapper restored the container with its network dropped: lift that only when
@@ -492,14 +470,17 @@ impl Rank<'_> {
     }
 }
 
-/// CRIU's own log is deleted with the container: put its errors into the error we report.
+/// CRIU's own log is deleted with the container: put its errors into the error we report. The
+/// log's path, if any, is in the message Docker sent back.
 fn with_criu_log(e: Error, id: &str, op: &str) -> Error {
-    let msg = e.to_string();
-    let named = msg
-        .split_whitespace()
-        .map(|w| w.trim_end_matches([':', '"', ',']))
-        .find(|w| w.ends_with(".log") && w.starts_with('/'))
-        .map(PathBuf::from);
+    let named = match &e {
+        Error::DockerApi { message, .. } => message
+            .split_whitespace()
+            .map(|w| w.trim_end_matches([':', '"', ',']))
+            .find(|w| w.ends_with(".log") && w.starts_with('/'))
+            .map(PathBuf::from),
+        _ => None,
+    };
     // Containerd deletes its copy with the failed container; the runtime wrapper keeps one.
     let kept = crate::runtime_wrapper::kept_criu_log(id, op);
     let Some((path, text)) = named
@@ -515,26 +496,8 @@ fn with_criu_log(e: Error, id: &str, op: &str) -> Error {
         .take(12)
         .collect();
     tracing::error!("CRIU log {path}:\n{}", errors.join("\n"));
-    Error::Invalid(format!("{msg}\nCRIU errors:\n{}", errors.join("\n")))
-}
-
-/// Gratuitous ARP from the container's interface (run from the host in the container's network
-/// namespace: the container itself has no capabilities). The frame leaves as soon as arping starts;
-/// arping then idles a second for replies that never come, so it is not waited for (that second
-/// used to delay every restore). Best effort: failure only costs time until the container sends
-/// something itself.
-async fn announce(engine: &Engine, id: &str, ip: &str) {
-    let cmd = ["arping", "-U", "-c", "1", "-I", "eth0", ip];
-    match engine.spawn_in_netns(id, &cmd).await {
-        Ok(mut child) => {
-            let ip = ip.to_string();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
-                    Ok(Ok(s)) if s.success() => {}
-                    other => tracing::warn!("gratuitous ARP for {ip}: {other:?}"),
-                }
-            });
-        }
-        Err(e) => tracing::warn!("gratuitous ARP for {ip}: {e}"),
+    Error::Criu {
+        failed: Box::new(e),
+        errors: errors.join("\n"),
     }
 }

@@ -3,11 +3,14 @@
 //! Slurm sends the task into container actions (pause on suspend, unpause on resume, stop on
 //! terminate) and reports the exit code. See docs/ARCHITECTURE.md.
 mod checkpoint;
+mod order;
+#[cfg(test)]
+mod tests_sequence;
 
 use crate::barrier::touch;
 use crate::auth::SiteKey;
 use crate::ckpt::{gen_name, Closed, Expect, Layout};
-use crate::engine::{container_name, Bind, Engine, RankSpec};
+use crate::engine::{container_name, Bind, ContainerEngine, Engine, RankSpec};
 use crate::user_paths::{reserved_for_node, resolve_for_user, Creds, Request};
 use slurm_ckpt_site::user_paths::Access;
 use crate::error::{Error, Result};
@@ -63,7 +66,7 @@ pub struct SuperviseArgs {
 /// (`job_paths`): the helper runs as root and must not trust that its caller validated anything.
 /// The source is only named here; `job_binds` resolves and checks it as the user.
 pub fn parse_mount(spec: &str) -> Result<(String, String, Access)> {
-    let m = slurm_ckpt_site::job_paths::parse_mount(spec).map_err(Error::Invalid)?;
+    let m = slurm_ckpt_site::job_paths::parse_mount(spec).map_err(Error::BadMount)?;
     let access = if m.readonly {
         Access::Read
     } else {
@@ -276,10 +279,11 @@ pub async fn run(args: SuperviseArgs, sock: std::os::unix::net::UnixStream) -> i
     code
 }
 
-/// Everything one rank's supervisor works with once its container exists.
-struct Rank<'a> {
+/// Everything one rank's supervisor works with once its container exists. Generic over the engine
+/// so the checkpoint and restore sequences run against `engine::fake` in unit tests.
+struct Rank<'a, E = Engine> {
     a: &'a SuperviseArgs,
-    engine: Engine,
+    engine: E,
     id: String,
     st: RankState,
     layout: Option<Layout>,
@@ -290,6 +294,8 @@ struct Rank<'a> {
     ranks: Vec<RankIdentity>,
     /// Authenticates the rank records and manifests this job writes and restores.
     key: SiteKey,
+    /// Start a `slurm-ckpt guard` process for each checkpoint (off in unit tests: no binary).
+    guarded: bool,
 }
 
 async fn supervise(
@@ -300,11 +306,9 @@ async fn supervise(
     let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
     let me = ranks
         .get(a.rank as usize)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "rank {} out of range (ntasks {})",
-                a.rank, a.ntasks
-            ))
+        .ok_or(Error::RankOutOfRange {
+            rank: a.rank,
+            ntasks: a.ntasks,
         })?
         .clone();
     let user = JobUser::lookup(a.uid, a.gid)?;
@@ -401,6 +405,7 @@ async fn supervise(
         remap_root: info.remap_root,
         ranks,
         key,
+        guarded: true,
     };
     r.st.event("created");
     save(&mut r.st, &a.site.ckpt_root);
@@ -607,11 +612,10 @@ async fn restore_point(
     match (rp.manifest, rp.refused.is_empty()) {
         (Some(m), _) => Ok(Some(m)),
         (None, true) => Ok(None),
-        (None, false) => Err(Error::Invalid(format!(
-            "no usable checkpoint generation in {} ({} refused, see above); remove them or submit a new job without --container-ckpt to start over",
-            layout.job_dir.display(),
-            rp.refused.len()
-        ))),
+        (None, false) => Err(Error::NoUsableGeneration {
+            dir: layout.job_dir.clone(),
+            refused: rp.refused.len(),
+        }),
     }
 }
 
@@ -629,14 +633,14 @@ fn ckpt_subdir(d: &str, job: u32, area: &Path) -> Result<String> {
             .strip_prefix(area)
             .map(|p| p.to_string_lossy().into_owned())
             .map_err(|_| {
-                Error::Invalid(format!(
+                Error::BadCkptDir(format!(
                     "checkpoint directory '{d}' is outside your checkpoint area {}",
                     area.display()
                 ))
             })?,
         d => d.to_string(),
     };
-    slurm_ckpt_site::job_paths::check_ckpt_subdir(&d).map_err(Error::Invalid)?;
+    slurm_ckpt_site::job_paths::check_ckpt_subdir(&d).map_err(Error::BadCkptDir)?;
     Ok(d)
 }
 
@@ -647,7 +651,7 @@ fn write_pidfile(dir: &Path, rank: u32) {
     );
 }
 
-impl Rank<'_> {
+impl<E: ContainerEngine> Rank<'_, E> {
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.a.site.timeout_secs)
     }

@@ -1,0 +1,387 @@
+//! The checkpoint and restore sequences of several ranks, run together in one process against the
+//! fake engine (`engine::fake`) and a temporary "shared storage": the real barriers, markers,
+//! sealing and commit, without Docker, root or a cluster.
+use super::{Rank, SuperviseArgs};
+use crate::auth::SiteKey;
+use crate::barrier::{marker, touch};
+use crate::ckpt::{read_json_signed, Layout, Manifest};
+use crate::engine::fake::{Call, FakeEngine, Fault, Op};
+use crate::engine::ContainerEngine;
+use crate::error::Error;
+use crate::site::{OrderPolicy, SiteConfig};
+use crate::state::{ContainerState, RankState};
+use futures_util::future::join_all;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const JOB: u32 = 42;
+const ALL: [OrderPolicy; 5] = OrderPolicy::ALL;
+
+struct World {
+    tmp: tempfile::TempDir,
+    args: Vec<SuperviseArgs>,
+}
+
+impl World {
+    fn new(policy: OrderPolicy, ntasks: u32, timeout_secs: u64) -> World {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let site = SiteConfig {
+            ckpt_root: tmp.path().join("ckpt"),
+            runtime_dir: tmp.path().join("run"),
+            stage_dir: tmp.path().join("stage"),
+            order_policy: policy,
+            timeout_secs,
+            ..SiteConfig::default()
+        };
+        let args = (0..ntasks)
+            .map(|rank| SuperviseArgs {
+                job: JOB,
+                step: 0,
+                rank,
+                ntasks,
+                node: format!("n{rank}"),
+                uid: 1000,
+                gid: 1000,
+                image: "img".into(),
+                mpi: "mpich".into(),
+                mounts: vec![],
+                env: vec![],
+                cwd: "/work".into(),
+                ckpt: Some(String::new()),
+                ckpt_interval: None,
+                restart_count: 0,
+                instance: None,
+                cpus: None,
+                mem_mb: None,
+                cpuset: None,
+                site: site.clone(),
+                argv: vec!["prog".into()],
+            })
+            .collect();
+        World { tmp, args }
+    }
+
+    fn engine(&self) -> FakeEngine {
+        FakeEngine::new(&self.args[0].site.runtime_dir, &self.docker_root())
+    }
+
+    fn docker_root(&self) -> PathBuf {
+        self.tmp.path().join("docker")
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::new(&self.args[0].site.ckpt_root, "alice", &JOB.to_string())
+    }
+
+    /// One supervisor per rank, each with a running container `c<rank>` on `engine`.
+    fn ranks(&self, engine: &FakeEngine, state: ContainerState) -> Vec<Rank<'_, FakeEngine>> {
+        self.args
+            .iter()
+            .map(|a| {
+                let id = format!("c{}", a.rank);
+                match state {
+                    ContainerState::Created => engine.add_created(&id),
+                    _ => engine.add_running(&id),
+                }
+                let ranks = crate::plan::job_plan(a.job, a.ntasks, &a.site.subnet).expect("plan");
+                let me = &ranks[a.rank as usize];
+                let st = RankState {
+                    job: a.job,
+                    step: a.step,
+                    rank: a.rank,
+                    user: "alice".into(),
+                    node: a.node.clone(),
+                    container: id.clone(),
+                    container_id: id.clone(),
+                    hostname: me.hostname.clone(),
+                    ip: me.ip.to_string(),
+                    mac: me.mac.clone(),
+                    image: a.image.clone(),
+                    state,
+                    events: vec![],
+                };
+                Rank {
+                    a,
+                    engine: engine.clone(),
+                    id,
+                    st,
+                    layout: Some(self.layout()),
+                    next_gen: 1,
+                    remap_root: None,
+                    ranks,
+                    key: key(),
+                    guarded: false,
+                }
+            })
+            .collect()
+    }
+}
+
+fn key() -> SiteKey {
+    SiteKey::derive(b"unit-test site secret")
+}
+
+/// Position of the first call `op` on container `id` (panics when there is none).
+fn at(calls: &[Call], op: Op, id: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.op == op && c.id == id)
+        .unwrap_or_else(|| panic!("no {op:?} on {id} in {calls:#?}"))
+}
+
+fn has(calls: &[Call], op: Op, id: &str) -> bool {
+    calls.iter().any(|c| c.op == op && c.id == id)
+}
+
+fn ids(n: u32) -> Vec<String> {
+    (0..n).map(|r| format!("c{r}")).collect()
+}
+
+/// Every container runs again with its network back.
+fn all_thawed(engine: &FakeEngine, n: u32) {
+    for id in ids(n) {
+        let c = engine.container(&id);
+        assert!(!c.paused, "{id} left frozen");
+        assert!(!c.net_dropped, "{id} left cut off");
+    }
+}
+
+/// Checkpoint all ranks of a fresh world together; returns the world and the engine. The ranks
+/// a policy makes others wait for are slowed down, so that a missing wait shows as a wrong order.
+async fn checkpointed(policy: OrderPolicy, n: u32) -> (World, FakeEngine) {
+    let w = World::new(policy, n, 30);
+    let engine = w.engine();
+    let late = Fault::Delay(Duration::from_millis(300));
+    engine.plant(Op::Pause, &format!("c{}", n - 1), late);
+    engine.plant(Op::Checkpoint, "c0", late);
+    engine.plant(Op::Checkpoint, "c1", late);
+    let mut ranks = w.ranks(&engine, ContainerState::Running);
+    let res = join_all(ranks.iter_mut().map(|r| r.checkpoint(false))).await;
+    for (r, res) in res.into_iter().enumerate() {
+        assert_eq!(res.expect("checkpoint"), 1, "rank {r} ({policy})");
+    }
+    drop(ranks);
+    (w, engine)
+}
+
+#[tokio::test]
+async fn a_checkpoint_follows_each_ordering_policy() {
+    const N: u32 = 3;
+    for policy in ALL {
+        let (w, engine) = checkpointed(policy, N).await;
+        let calls = engine.calls();
+        let dump = |r: u32| at(&calls, Op::Checkpoint, &format!("c{r}"));
+        let freeze = |r: u32| at(&calls, Op::Pause, &format!("c{r}"));
+        let last_dump = (0..N).map(dump).max().unwrap_or(0);
+        for id in ids(N) {
+            // Network cut before the freeze (CRIU thaws at the end of its dump), then dump;
+            // thawed only once every rank has dumped.
+            let cut = at(&calls, Op::DropTraffic(true), &id);
+            let frozen = at(&calls, Op::Pause, &id);
+            let dumped = at(&calls, Op::Checkpoint, &id);
+            let thawed = at(&calls, Op::Unpause, &id);
+            let released = at(&calls, Op::DropTraffic(false), &id);
+            assert!(cut < frozen && frozen < dumped, "{policy} {id}: {calls:#?}");
+            assert!(
+                thawed > last_dump && released > last_dump,
+                "{policy} {id}: {calls:#?}"
+            );
+        }
+        match policy {
+            // A consistent cut: nobody dumps before everybody is frozen.
+            OrderPolicy::FreezeAll => {
+                let last_freeze = (0..N).map(freeze).max().unwrap_or(0);
+                let first_dump = (0..N).map(dump).min().unwrap_or(0);
+                assert!(last_freeze < first_dump, "{policy}: {calls:#?}");
+            }
+            // Launcher first: the others freeze only after its dump.
+            OrderPolicy::CfRl | OrderPolicy::CfRf => {
+                for r in 1..N {
+                    assert!(dump(0) < freeze(r), "{policy} rank {r}: {calls:#?}");
+                }
+            }
+            // Launcher last: it freezes only after every other rank has dumped.
+            OrderPolicy::ClRl | OrderPolicy::ClRf => {
+                for r in 1..N {
+                    assert!(dump(r) < freeze(0), "{policy} rank {r}: {calls:#?}");
+                }
+            }
+        }
+        all_thawed(&engine, N);
+        let l = w.layout();
+        assert_eq!(l.generations(), vec![1], "{policy}");
+        assert!(!l.tmp_dir(1).exists(), "{policy}");
+        let m: Manifest = read_json_signed(&l.gen_dir(1).join("manifest.json"), &key())
+            .expect("authentic manifest");
+        assert_eq!((m.ntasks, m.ranks.len()), (N, N as usize));
+        assert_eq!(m.policy, policy.to_string());
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_before_termination_leaves_the_containers_frozen_and_cut_off() {
+    let w = World::new(OrderPolicy::FreezeAll, 2, 30);
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Running);
+    let res = join_all(ranks.iter_mut().map(|r| r.checkpoint(true))).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    for id in ids(2) {
+        let c = engine.container(&id);
+        assert!(c.paused && c.net_dropped, "{id}: {c:?}");
+        assert!(!has(&engine.calls(), Op::Unpause, &id));
+    }
+    assert_eq!(w.layout().generations(), vec![1]);
+}
+
+#[tokio::test]
+async fn a_failed_dump_thaws_every_rank_and_commits_nothing() {
+    for policy in ALL {
+        const N: u32 = 3;
+        let w = World::new(policy, N, 30);
+        let engine = w.engine();
+        engine.plant(Op::Checkpoint, "c1", Fault::Fail);
+        let mut ranks = w.ranks(&engine, ContainerState::Running);
+        let res = join_all(ranks.iter_mut().map(|r| r.checkpoint(false))).await;
+        // Rank 1 names the cause; the others only stopped because of it.
+        assert!(
+            matches!(res[1], Err(Error::DockerApi { .. })),
+            "{policy}: {:?}",
+            res[1]
+        );
+        for r in [0, 2] {
+            assert!(
+                matches!(res[r], Err(Error::Peer(_))),
+                "{policy} rank {r}: {:?}",
+                res[r]
+            );
+        }
+        all_thawed(&engine, N);
+        let l = w.layout();
+        assert!(l.generations().is_empty(), "{policy}");
+        assert!(marker(&l.tmp_dir(1), "failed", 1).exists(), "{policy}");
+        for r in [0, 2] {
+            assert!(!marker(&l.tmp_dir(1), "failed", r).exists(), "{policy}");
+        }
+        // The job's states are recorded as running again.
+        for r in &ranks {
+            assert_eq!(r.st.state, ContainerState::Running, "{policy}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rank_stops_waiting_and_thaws_when_a_peer_fails() {
+    let w = World::new(OrderPolicy::FreezeAll, 2, 30);
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Running);
+    let tmp = w.layout().tmp_dir(1);
+    // Rank 1 fails while rank 0 waits for it to be frozen.
+    let peer = async {
+        while !marker(&tmp, "frozen", 0).exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        touch(&marker(&tmp, "failed", 1)).expect("failed marker");
+    };
+    let (res, ()) = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::future::join(ranks[0].checkpoint(false), peer),
+    )
+    .await
+    .expect("rank 0 stops waiting at once, not at the timeout");
+    assert!(matches!(res, Err(Error::Peer(_))), "{res:?}");
+    let calls = engine.calls();
+    assert!(!has(&calls, Op::Checkpoint, "c0"), "{calls:#?}");
+    let c = engine.container("c0");
+    assert!(!c.paused && !c.net_dropped, "{c:?}");
+    assert!(!marker(&tmp, "failed", 0).exists());
+    assert!(w.layout().generations().is_empty());
+}
+
+#[tokio::test]
+async fn a_rank_gives_up_on_a_hung_peer_at_the_timeout_and_thaws() {
+    let w = World::new(OrderPolicy::FreezeAll, 2, 2);
+    let engine = w.engine();
+    engine.plant(Op::Checkpoint, "c1", Fault::Hang);
+    let mut ranks = w.ranks(&engine, ContainerState::Running);
+    let (r0, r1) = ranks.split_at_mut(1);
+    let res = tokio::select! {
+        res = r0[0].checkpoint(false) => res,
+        _ = r1[0].checkpoint(false) => panic!("rank 1's dump hangs"),
+    };
+    assert!(
+        res.is_err() && !matches!(res, Err(Error::Peer(_))),
+        "{res:?}"
+    );
+    let c = engine.container("c0");
+    assert!(!c.paused && !c.net_dropped, "{c:?}");
+    assert!(marker(&w.layout().tmp_dir(1), "failed", 0).exists());
+    assert!(w.layout().generations().is_empty());
+}
+
+#[tokio::test]
+async fn a_restore_follows_each_ordering_policy_behind_the_network_lock() {
+    const N: u32 = 3;
+    for policy in ALL {
+        let (w, _) = checkpointed(policy, N).await;
+        let m: Manifest = read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key())
+            .expect("manifest");
+        let engine = w.engine();
+        let late = Fault::Delay(Duration::from_millis(300));
+        engine.plant(Op::StartFromCheckpoint, "c0", late);
+        engine.plant(Op::StartFromCheckpoint, "c1", late);
+        let mut ranks = w.ranks(&engine, ContainerState::Created);
+        let root = w.docker_root();
+        let res = join_all(ranks.iter_mut().map(|r| r.restore(&m, &root))).await;
+        assert!(res.iter().all(Result::is_ok), "{policy}: {res:?}");
+        let calls = engine.calls();
+        let started = |r: u32| at(&calls, Op::StartFromCheckpoint, &format!("c{r}"));
+        for r in 1..N {
+            match policy {
+                OrderPolicy::CfRf | OrderPolicy::ClRf => {
+                    assert!(started(0) < started(r), "{policy}: {calls:#?}")
+                }
+                _ => assert!(started(r) < started(0), "{policy}: {calls:#?}"),
+            }
+        }
+        // The network comes back only once every rank's sockets exist again.
+        let last_start = (0..N).map(started).max().unwrap_or(0);
+        for id in ids(N) {
+            assert!(
+                at(&calls, Op::DropTraffic(false), &id) > last_start,
+                "{policy}"
+            );
+            let c = engine.container(&id);
+            assert!(c.running && !c.net_dropped, "{policy} {id}: {c:?}");
+            assert!(pointer(&root, &id).exists(), "{policy} {id}");
+        }
+        for r in &ranks {
+            assert_eq!(r.st.state, ContainerState::Running);
+            assert_eq!(r.next_gen, 2);
+        }
+    }
+}
+
+/// The runtime wrapper's pointer to the images, in Docker's checkpoint directory.
+fn pointer(root: &Path, id: &str) -> PathBuf {
+    root.join("containers")
+        .join(id)
+        .join("checkpoints")
+        .join("g0001")
+        .join(crate::runtime_wrapper::POINTER)
+}
+
+#[tokio::test]
+async fn pausing_retries_and_accepts_the_state_already_there() {
+    let engine = FakeEngine::default();
+    engine.add_running("c");
+    engine.plant(Op::Pause, "c", Fault::Fail);
+    engine.set_paused("c", true).await.expect("second attempt");
+    // Already paused: Docker refuses, which counts as done.
+    engine.set_paused("c", true).await.expect("already paused");
+    assert!(engine.container("c").paused);
+    for _ in 0..6 {
+        engine.plant(Op::Unpause, "c", Fault::Fail);
+    }
+    assert!(engine.set_paused("c", false).await.is_err());
+    assert!(engine.container("c").paused);
+}
