@@ -123,7 +123,14 @@ pub async fn wait_ranks(
     };
     loop {
         if let Some(r) = failed_rank(dir) {
-            return Err(Error::Peer(format!("rank {r} failed (waiting for {what})")));
+            // A rank may say why in its marker (a restore's refusal, say): pass it on.
+            let why = fs::read_to_string(marker(dir, "failed", r)).unwrap_or_default();
+            let why = why.trim();
+            return Err(Error::Peer(if why.is_empty() {
+                format!("rank {r} failed (waiting for {what})")
+            } else {
+                format!("rank {r} failed (waiting for {what}): {why}")
+            }));
         }
         let mut pending = ranks.clone().filter(|r| !done(*r)).peekable();
         if pending.peek().is_none() {

@@ -838,13 +838,18 @@ mod tests {
         commit_gen(3, 7);
         // g3 edited after the commit (as a storage writer could).
         let p = l.gen_dir(3).join("manifest.json");
-        let text = fs::read_to_string(&p).unwrap().replace("freeze-all", "cf-rf     ");
+        let text = fs::read_to_string(&p)
+            .unwrap()
+            .replace("freeze-all", "cf-rf     ");
         fs::write(&p, text).unwrap();
         let rp = l.restore_point(&key, &expect);
         assert_eq!(rp.manifest, Some(g1));
         let why: Vec<String> = rp.refused.iter().map(|e| e.to_string()).collect();
         assert_eq!(why.len(), 2, "{why:?}");
-        assert!(why[0].contains("g0003") || why[0].contains("generation 3"), "{why:?}");
+        assert!(
+            why[0].contains("g0003") || why[0].contains("generation 3"),
+            "{why:?}"
+        );
         assert!(why[0].contains("MAC does not match"), "{why:?}");
         assert!(why[1].contains("job 9.0"), "{why:?}");
         // With another site key nothing is authentic.

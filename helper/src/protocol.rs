@@ -153,8 +153,14 @@ mod tests {
         write_frame(&mut buf, &Frame::Exit(7)).unwrap();
         write_frame(&mut buf, &Frame::Suspend).unwrap();
         let mut r = &buf[..];
-        assert_eq!(read_frame_async(&mut r).await.unwrap(), Some(Frame::Exit(7)));
-        assert_eq!(read_frame_async(&mut r).await.unwrap(), Some(Frame::Suspend));
+        assert_eq!(
+            read_frame_async(&mut r).await.unwrap(),
+            Some(Frame::Exit(7))
+        );
+        assert_eq!(
+            read_frame_async(&mut r).await.unwrap(),
+            Some(Frame::Suspend)
+        );
         assert_eq!(read_frame_async(&mut r).await.unwrap(), None);
         let big = [1u8, 0xff, 0xff, 0xff, 0xff];
         assert!(read_frame_async(&mut &big[..]).await.is_err());

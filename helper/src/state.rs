@@ -181,7 +181,11 @@ mod tests {
     #[test]
     fn container_states_keep_their_json_names() {
         use super::ContainerState as S;
-        for (st, name) in [(S::Created, "created"), (S::Frozen, "frozen"), (S::Exited, "exited")] {
+        for (st, name) in [
+            (S::Created, "created"),
+            (S::Frozen, "frozen"),
+            (S::Exited, "exited"),
+        ] {
             assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{name}\""));
             assert_eq!(st.to_string(), name);
         }

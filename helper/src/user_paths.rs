@@ -47,8 +47,8 @@ pub struct Creds {
 impl Creds {
     /// The user's supplementary groups as the system knows them (initgroups semantics).
     fn groups(&self) -> Result<Vec<u32>> {
-        let name = std::ffi::CString::new(self.name.as_str())
-            .map_err(|_| Error::NoUser(self.uid))?;
+        let name =
+            std::ffi::CString::new(self.name.as_str()).map_err(|_| Error::NoUser(self.uid))?;
         nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(self.gid))
             .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
             .map_err(|e| Error::io("getgrouplist", e.into()))
@@ -224,7 +224,10 @@ mod tests {
             &reserved,
         )
         .unwrap();
-        assert_eq!(ok, vec![PathBuf::from("/data"), PathBuf::from("/scratch/real")]);
+        assert_eq!(
+            ok,
+            vec![PathBuf::from("/data"), PathBuf::from("/scratch/real")]
+        );
         // A symlink the user owns that points into the checkpoint root is judged by its target.
         let e = judge(
             &reqs,
@@ -233,7 +236,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("mount /l:/x") && e.contains("/ckpt/bob/1"), "{e}");
+        assert!(
+            e.contains("mount /l:/x") && e.contains("/ckpt/bob/1"),
+            "{e}"
+        );
         let e = judge(
             &reqs[..1],
             vec![Answer::Refused("no such thing".into())],
@@ -241,7 +247,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("mount /data:/x") && e.contains("no such thing"), "{e}");
+        assert!(
+            e.contains("mount /data:/x") && e.contains("no such thing"),
+            "{e}"
+        );
         assert!(judge(&reqs, vec![], &reserved).is_err());
     }
 
@@ -257,7 +266,16 @@ mod tests {
         for ok in ["node1", "cn-001.cluster", "a_b"] {
             assert!(valid_node_name(ok), "{ok}");
         }
-        for bad in ["", "-x", ".x", "a/b", "../x", "n 1", "n;rm", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "a/b",
+            "../x",
+            "n 1",
+            "n;rm",
+            &"x".repeat(65),
+        ] {
             assert!(!valid_node_name(bad), "{bad}");
         }
     }

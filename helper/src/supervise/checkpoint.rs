@@ -4,15 +4,15 @@
 use super::{log_path, order, save, Rank};
 use crate::barrier::{barrier, marker, touch, wait_ranks, Heartbeat};
 use crate::ckpt::{
-    commit, copy_images, criu_version, gen_name, prune, seal_rank_dir, verify_rank_dir,
-    read_json_signed, write_json_signed, Layout, Manifest, RankRecord, FORMAT,
+    commit, copy_images, criu_version, gen_name, prune, read_json_signed, seal_rank_dir,
+    verify_rank_dir, write_json_signed, Layout, Manifest, RankRecord, FORMAT,
 };
 use crate::engine::ContainerEngine;
-use crate::state::ContainerState;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, GuardArgs};
 use crate::pack::{is_packed, unpack_dir, Packed, Packing, Scratch};
 use crate::runtime_wrapper::POINTER;
+use crate::state::ContainerState;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -352,7 +352,18 @@ impl<E: ContainerEngine> Rank<'_, E> {
     }
 
     /// Restore this rank's container from generation `m`, in the policy's order.
+    /// Restore this rank's container from generation `m`; a failure is published to the other ranks
+    /// of the attempt at once.
     pub(super) async fn restore(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
+        let res = self.restore_steps(m, daemon_root).await;
+        if let (Err(e), Some(l)) = (&res, &self.layout) {
+            let attempt = restore_attempt_dir(l, m.generation, self.a.restart_count);
+            publish_restore_failure(&attempt, self.a.rank, e);
+        }
+        res
+    }
+
+    async fn restore_steps(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
         let (a, t) = (self.a, self.timeout());
         let Some(layout) = self.layout.clone() else {
             return Err(Error::CkptDisabled);
@@ -419,10 +430,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 t_unpack.elapsed().as_secs_f64()
             );
         }
-        // Markers of this restore attempt: one directory per generation and Slurm restart.
-        let attempt = layout
-            .job_dir
-            .join(format!(".restore-{name}-{}", a.restart_count));
+        let attempt = restore_attempt_dir(&layout, m.generation, a.restart_count);
         std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
         let _alive = Heartbeat::start(&attempt, a.rank);
         // Ranks of a restarted job start minutes apart at worst: only the timeout bounds joining.
@@ -467,6 +475,32 @@ impl<E: ContainerEngine> Rank<'_, E> {
             .event(format!("restored from {name} (taken on {})", rec.node));
         self.next_gen = m.generation + 1;
         Ok(())
+    }
+}
+
+/// Where the ranks of one restore attempt meet: one directory per generation and Slurm restart.
+pub(super) fn restore_attempt_dir(layout: &Layout, generation: u32, restart_count: u32) -> PathBuf {
+    layout
+        .job_dir
+        .join(format!(".restore-{}-{restart_count}", gen_name(generation)))
+}
+
+/// This rank cannot restore: say so in the attempt's directory, with why, so that every other rank
+/// stops at once instead of waiting out the site timeout for it (barrier.rs reads the reason). A
+/// peer's failure is not published again: the rank that caused it already did.
+pub(super) fn publish_restore_failure(attempt: &Path, rank: u32, e: &Error) {
+    if matches!(e, Error::Peer(_)) {
+        return;
+    }
+    let mark = marker(attempt, "failed", rank);
+    let written = std::fs::create_dir_all(attempt)
+        .and_then(|()| std::fs::write(&mark, format!("{e}").as_bytes()));
+    if let Err(w) = written {
+        tracing::error!(
+            rank,
+            "cannot tell the other ranks that this restore failed ({}): {w}",
+            mark.display()
+        );
     }
 }
 

@@ -7,12 +7,10 @@ mod order;
 #[cfg(test)]
 mod tests_sequence;
 
-use crate::barrier::touch;
 use crate::auth::SiteKey;
+use crate::barrier::touch;
 use crate::ckpt::{gen_name, Closed, Expect, Layout};
 use crate::engine::{container_name, Bind, ContainerEngine, Engine, RankSpec};
-use crate::user_paths::{reserved_for_node, resolve_for_user, Creds, Request};
-use slurm_ckpt_site::user_paths::Access;
 use crate::error::{Error, Result};
 use crate::jobdir::{self, JobDirSpec, JobUser, MOUNT_POINT};
 use crate::plan::job_plan;
@@ -20,8 +18,10 @@ use crate::plan::RankIdentity;
 use crate::protocol::Frame;
 use crate::site::SiteConfig;
 use crate::state::{ContainerState, RankState};
+use crate::user_paths::{reserved_for_node, resolve_for_user, Creds, Request};
 use bollard::container::LogOutput;
 use futures_util::StreamExt;
+use slurm_ckpt_site::user_paths::Access;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -258,10 +258,14 @@ pub async fn run(args: SuperviseArgs, sock: std::os::unix::net::UnixStream) -> i
         let _ = cmd_tx.send(None).await;
     });
 
-    let code = match supervise(&args, &tx, &mut cmd_rx).await {
+    let mut restoring = None;
+    let code = match supervise(&args, &tx, &mut cmd_rx, &mut restoring).await {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("rank {}: {e}", args.rank);
+            if let Some(attempt) = &restoring {
+                checkpoint::publish_restore_failure(attempt, args.rank, &e);
+            }
             send(
                 &tx,
                 Frame::Fatal(format!(
@@ -298,10 +302,13 @@ struct Rank<'a, E = Engine> {
     guarded: bool,
 }
 
+/// `restoring` is set to the restore attempt's directory from the moment this rank knows it
+/// restores until it has: a failure in between is then published to the other ranks (see `run`).
 async fn supervise(
     a: &SuperviseArgs,
     tx: &mpsc::Sender<Frame>,
     cmds: &mut mpsc::Receiver<Option<Frame>>,
+    restoring: &mut Option<PathBuf>,
 ) -> Result<i32> {
     let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
     let me = ranks
@@ -342,6 +349,13 @@ async fn supervise(
         Some(l) => restore_point(a, l, &key, &image_id, tx).await?,
         None => None,
     };
+    if let (Some(l), Some(m)) = (&layout, &restore_from) {
+        *restoring = Some(checkpoint::restore_attempt_dir(
+            l,
+            m.generation,
+            a.restart_count,
+        ));
+    }
 
     let info = engine.daemon_info().await?;
     let binds = job_binds(a, &dir, &user, &info.root_dir).await?;
@@ -418,6 +432,7 @@ async fn supervise(
             r.st.event("started");
         }
     }
+    *restoring = None;
     save(&mut r.st, &a.site.ckpt_root);
     tracing::info!(
         "rank {} container {name} ({}) running as {} {}",

@@ -385,3 +385,56 @@ async fn pausing_retries_and_accepts_the_state_already_there() {
     assert!(engine.set_paused("c", false).await.is_err());
     assert!(engine.container("c").paused);
 }
+
+#[tokio::test]
+async fn a_restore_refused_on_one_rank_ends_every_rank_at_once() {
+    const N: u32 = 3;
+    let (w, _) = checkpointed(OrderPolicy::FreezeAll, N).await;
+    let m: Manifest =
+        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    // Rank 2's images no longer match the manifest: only rank 2 can see that.
+    let rank2 = w.layout().gen_dir(1).join("rank-2");
+    let img = std::fs::read_dir(&rank2)
+        .expect("rank-2 images")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_file())
+        .expect("an image file");
+    std::fs::write(&img, b"altered").expect("alter image");
+    let engine = w.engine();
+    // Rank 2 is slow to start: the others are already waiting for it when it refuses.
+    engine.plant(
+        Op::StartFromCheckpoint,
+        "c0",
+        Fault::Delay(Duration::from_millis(10)),
+    );
+    let mut ranks = w.ranks(&engine, ContainerState::Created);
+    let root = w.docker_root();
+    let t0 = std::time::Instant::now();
+    // The site timeout is 30 s: the others must not wait it out.
+    let res = join_all(ranks.iter_mut().map(|r| r.restore(&m, &root))).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        matches!(&res[2], Err(e) if !matches!(e, Error::Peer(_))),
+        "{:?}",
+        res[2]
+    );
+    for r in 0..2 {
+        match &res[r] {
+            Err(Error::Peer(why)) => assert!(
+                why.contains("rank 2 failed") && why.contains("checksum"),
+                "{why}"
+            ),
+            other => panic!("rank {r}: {other:?}"),
+        }
+    }
+    // Nobody's network is released into a world that will not exist.
+    assert!(!engine
+        .calls()
+        .iter()
+        .any(|c| c.op == Op::StartFromCheckpoint && c.id == "c2"));
+}
