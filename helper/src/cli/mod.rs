@@ -4,6 +4,7 @@ pub mod cleanup;
 pub mod guard;
 pub mod image;
 pub mod list;
+pub mod man;
 pub mod relay;
 pub mod status;
 pub mod supervise;
