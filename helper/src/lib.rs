@@ -13,6 +13,7 @@ pub mod gc;
 pub mod guard;
 pub mod image_check;
 pub mod jobdir;
+pub mod node_check;
 pub mod pack;
 pub mod plan;
 pub mod protocol;

@@ -2,7 +2,7 @@
 //! (status). Thin: the work is in the library; one module per subcommand under cli/.
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,11 @@ enum Cmd {
     /// Check container images against the rank-container requirements.
     #[command(subcommand)]
     Image(cli::image::ImageCmd),
+    /// Check what this node lacks for rank containers (--check).
+    NodeSetup(cli::node_setup::Args),
+    /// Write the manual pages (scripts/package).
+    #[command(hide = true)]
+    Man(cli::man::Args),
 }
 
 fn main() {
@@ -59,6 +64,8 @@ fn main() {
         Cmd::List(a) => cli::list::list(a),
         Cmd::Gc(a) => cli::list::gc(a),
         Cmd::Image(c) => cli::image::main(c),
+        Cmd::NodeSetup(a) => cli::node_setup::main(a),
+        Cmd::Man(a) => cli::man::main(Cli::command(), a),
         Cmd::CheckPaths(a) => cli::check_paths::main(a),
         Cmd::Guard { args, log } => cli::guard::main(args, log),
     };

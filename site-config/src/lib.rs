@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 mod cpulist;
 pub mod instance;
+pub mod keydoc;
 mod names;
 pub mod plugstack;
 pub mod job_paths;

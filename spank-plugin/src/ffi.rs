@@ -25,6 +25,9 @@ pub const SLURM_BATCH_SCRIPT: u32 = sys::SLURM_BATCH_SCRIPT;
 pub const SLURM_EXTERN_CONT: u32 = sys::SLURM_EXTERN_CONT;
 pub const SLURM_INTERACTIVE_STEP: u32 = sys::SLURM_INTERACTIVE_STEP;
 
+/// The Slurm release the plugin is built for (its headers); also shown in container_ckpt(8).
+pub const SLURM_VERSION_NUMBER: u32 = sys::SLURM_VERSION_NUMBER;
+
 /// Return value of a failed callback: Slurm treats any negative value as failure.
 pub const CALLBACK_ERROR: c_int = -1;
 

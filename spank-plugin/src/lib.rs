@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod helper_argv;
+pub mod manpage;
 pub mod options;
 pub mod placement;
 pub mod policy;

@@ -118,7 +118,8 @@ impl OptId {
                  transport settings (env SLURM_CKPT_CONTAINER_ENV)"
             }
             OptId::CkptCompress => {
-                "[container-ckpt] compress this job's checkpoint images (needs --container-ckpt);                  default set by the site (env SLURM_CKPT_CONTAINER_CKPT_COMPRESS)"
+                "[container-ckpt] compress this job's checkpoint images (needs --container-ckpt); \
+                 default set by the site (env SLURM_CKPT_CONTAINER_CKPT_COMPRESS)"
             }
         }
     }

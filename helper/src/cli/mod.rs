@@ -4,6 +4,8 @@ pub mod cleanup;
 pub mod guard;
 pub mod image;
 pub mod list;
+pub mod man;
+pub mod node_setup;
 pub mod relay;
 pub mod status;
 pub mod supervise;

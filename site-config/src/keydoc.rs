@@ -1,0 +1,80 @@
+//! One documentation line per site setting, in the order of [`crate::KEYS`]: the source of the
+//! container_ckpt(8) manual page, so the page and the parser cannot drift (defaults come from
+//! [`crate::SiteConfig::default`], never written twice).
+
+use crate::{SiteConfig, KEYS};
+
+/// A site setting as documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDoc {
+    pub key: &'static str,
+    /// What the value looks like (for the manual page: `key=VALUE`).
+    pub value: &'static str,
+    pub doc: &'static str,
+}
+
+const fn d(key: &'static str, value: &'static str, doc: &'static str) -> KeyDoc {
+    KeyDoc { key, value, doc }
+}
+
+/// Every key of [`KEYS`], same order.
+pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
+    d("helper", "PATH", "Absolute path of the slurm-ckpt helper binary the plugin runs (root-owned, not writable by others). The Debian package installs it as /usr/bin/slurm-ckpt."),
+    d("ckpt_root", "DIR", "Checkpoint root on storage shared by all nodes; also holds the rank status records (.state/)."),
+    d("runtime_dir", "DIR", "Node-local directory for the runtime files of running jobs."),
+    d("docker_socket", "URL", "Docker endpoint of the node's daemon; %n is replaced by the node name."),
+    d("network", "NAME", "Docker network (e.g. macvlan) spanning the nodes, created by the admin."),
+    d("subnet", "CIDR", "That network's IPv4 subnet; rank addresses are derived from it."),
+    d("image_allowlist", "PATTERN,...", "Comma-separated glob patterns (* ?) of images jobs may use; empty allows every image."),
+    d("mpi_default", "mpich|openmpi|none", "In-container MPI launcher when a job gives no --container-mpi."),
+    d("order_policy", "freeze-all|cf-rl|cl-rl|cf-rf|cl-rf", "Order in which ranks are frozen and resumed around a checkpoint/restore."),
+    d("timeout", "SECONDS", "Longest any helper call from the plugin may take (1..86400)."),
+    d("enabled", "yes|no", "no: the plugin registers its options but refuses container jobs."),
+    d("runtime", "NAME", "Docker runtime of the rank containers: the slurm-ckpt-runc wrapper registered with dockerd under this name; empty = plain runc (Docker's path)."),
+    d("keep_generations", "N", "Complete checkpoint generations kept per job (1..100)."),
+    d("dump_parallel", "N", "Rank dumps running at once per node (0 = no limit)."),
+    d("data_path", "direct|docker", "How CRIU images travel: direct (runtime wrapper to storage) or docker (Docker's own, slower path)."),
+    d("compress", "none|zstd|zstd:LEVEL", "Compression of stored images (LEVEL 1..19); anything but none dumps to stage_dir first. Jobs may override it with --container-ckpt-compress."),
+    d("stage_dir", "DIR", "Node-local directory where CRIU dumps before images are packed (needs room for the node's ranks)."),
+    d("incremental", "yes|no", "yes: page images are stored in 4 MiB chunks, unchanged ones linked from the previous generation."),
+    d("cpu_quota", "yes|no", "yes: also cap each rank container's CPU time at its task's CPUs (CFS quota); the cpuset applies either way."),
+    d("encrypt", "yes|no", "yes: stored images are encrypted (XChaCha20-Poly1305, per-user key derived from munge's key); dumps to stage_dir first."),
+];
+
+impl KeyDoc {
+    /// The key's default as written in plugstack.conf (empty when the default is empty).
+    pub fn default_value(&self) -> String {
+        SiteConfig::default().value_of(self.key).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_the_parser_accepts_is_documented_in_order() {
+        let documented: Vec<&str> = KEY_DOCS.iter().map(|k| k.key).collect();
+        assert_eq!(documented, KEYS.to_vec());
+        for k in &KEY_DOCS {
+            assert!(!k.doc.is_empty() && !k.value.is_empty(), "{}", k.key);
+            // The documented default is one the parser accepts and reproduces.
+            let arg = format!("{}={}", k.key, k.default_value());
+            let cfg = SiteConfig::parse(&[arg.as_str()])
+                .unwrap_or_else(|e| panic!("default of {} not accepted: {e}", k.key));
+            assert_eq!(cfg, SiteConfig::default(), "{}", k.key);
+        }
+        assert!(SiteConfig::parse(&["not_a_key=1"]).is_err());
+    }
+
+    #[test]
+    fn example_plugstack_conf_shows_every_key() {
+        let example = include_str!("../../slurm-conf/plugstack.conf");
+        for key in KEYS {
+            assert!(
+                example.contains(&format!("#   {key}=")),
+                "slurm-conf/plugstack.conf does not document {key}"
+            );
+        }
+    }
+}
