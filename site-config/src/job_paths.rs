@@ -88,6 +88,22 @@ pub fn parse_mount(entry: &str) -> Result<Mount, String> {
     Ok(Mount { src, dst, readonly })
 }
 
+/// `SRC:DST[:ro|rw],...`: each entry by [`parse_mount`], no destination twice.
+pub fn parse_mounts(s: &str) -> Result<Vec<Mount>, String> {
+    let mut mounts: Vec<Mount> = Vec::new();
+    for entry in s.split(',') {
+        let m = parse_mount(entry)?;
+        if mounts.iter().any(|o| o.dst == m.dst) {
+            return Err(format!(
+                "mount '{entry}': destination {} is used twice; each SRC:DST entry needs its own absolute DST",
+                m.dst
+            ));
+        }
+        mounts.push(m);
+    }
+    Ok(mounts)
+}
+
 fn mount_path(entry: &str, what: &str, p: &str) -> Result<String, String> {
     const VALID: &str = "mount paths are absolute, without '..', ',' or ':'";
     if !p.starts_with('/') {
