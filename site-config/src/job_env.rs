@@ -4,7 +4,8 @@
 /// Largest `--container-ckpt-interval` in minutes (one year): anything above is a typo.
 pub const INTERVAL_MAX_MIN: u32 = 525_600;
 
-const ENV_RULES: &str = "expected NAME=VALUE entries separated by commas, NAME a shell identifier, \
+const ENV_RULES: &str =
+    "expected NAME=VALUE entries separated by commas, NAME a shell identifier, \
                          e.g. --container-env=UCX_TLS=tcp,self,OMPI_MCA_btl_tcp_if_include=eth0";
 
 /// Variables the containers' launcher and the product rely on: not the user's to change.

@@ -20,7 +20,9 @@ pub const ARGV0: &str = "slurm-ckpt";
 /// A helper command line that is not a valid request. Display text has no program prefix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    #[error("unexpected argument '{arg}' (the plugin and the helper are from different versions?)")]
+    #[error(
+        "unexpected argument '{arg}' (the plugin and the helper are from different versions?)"
+    )]
     Unknown { arg: String },
     #[error("{flag} given more than once")]
     Duplicate { flag: &'static str },
@@ -169,14 +171,7 @@ impl SuperviseRequest {
         if argv.is_empty() {
             return Err(RequestError::NoProgram);
         }
-        let node = f.required("--node")?;
-        if !valid_node_name(node) {
-            return Err(invalid(
-                "--node",
-                node,
-                "letters, digits, '.', '-', '_' only, at most 64, not starting with '.' or '-'",
-            ));
-        }
+        let node = f.node()?;
         let mut mounts: Vec<Mount> = Vec::new();
         for spec in f.all("--mount") {
             let m = parse_mount(spec).map_err(|why| invalid("--mount", spec, why))?;
@@ -266,14 +261,7 @@ impl CleanupRequest {
 
     pub fn decode<S: AsRef<str>>(args: &[S]) -> Result<Self, RequestError> {
         let (f, _) = Scanned::scan(args, Self::FLAGS, false)?;
-        let node = f.required("--node")?;
-        if !valid_node_name(node) {
-            return Err(invalid(
-                "--node",
-                node,
-                "letters, digits, '.', '-', '_' only, at most 64, not starting with '.' or '-'",
-            ));
-        }
+        let node = f.node()?;
         let (site, plugstack) = f.site()?;
         Ok(CleanupRequest {
             job: f.number("--job")?,
@@ -428,6 +416,20 @@ impl<'a> Scanned<'a> {
         Ok(self.optional_number(flag)?.unwrap_or(default))
     }
 
+    /// `--node NODE`: a plain host name (it becomes part of socket paths and directories).
+    fn node(&self) -> Result<&'a str, RequestError> {
+        let node = self.required("--node")?;
+        if valid_node_name(node) {
+            Ok(node)
+        } else {
+            Err(invalid(
+                "--node",
+                node,
+                "letters, digits, '.', '-', '_' only, at most 64, not starting with '.' or '-'",
+            ))
+        }
+    }
+
     /// `--site key=value`... (all of them, or none: then plugstack.conf) and `--plugstack PATH`.
     fn site(&self) -> Result<(Option<SiteConfig>, Option<PathBuf>), RequestError> {
         let pairs = self.all("--site");
@@ -468,7 +470,10 @@ mod tests {
             mpi: MpiKind::OpenMpi,
             ckpt: Some("runs/a".into()),
             ckpt_interval: Some(10),
-            mounts: vec![parse_mount("/a:/b:ro").unwrap(), parse_mount("/c:/d").unwrap()],
+            mounts: vec![
+                parse_mount("/a:/b:ro").unwrap(),
+                parse_mount("/c:/d").unwrap(),
+            ],
             env: strings(&["UCX_TLS=tcp,self", "X="]),
             cwd: "/home/u".into(),
             site: Some(SiteConfig::parse(&["compress=zstd:5", "timeout=7"]).unwrap()),

@@ -207,10 +207,7 @@ mod tests {
         want.extend(strings(&["--", "./ring", "--n", "4"]));
         assert_eq!(v, want);
         // What the helper decodes is what was meant.
-        assert_eq!(
-            SuperviseRequest::decode(&v[2..]),
-            Ok(supervise_request(&a))
-        );
+        assert_eq!(SuperviseRequest::decode(&v[2..]), Ok(supervise_request(&a)));
     }
 
     #[test]

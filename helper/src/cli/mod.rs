@@ -10,6 +10,23 @@ pub mod supervise;
 
 use slurm_ckpt::site::SiteConfig;
 
+/// The arguments of a subcommand the plugin runs (supervise, relay, cleanup): taken as they are
+/// and decoded by the request types of `slurm_ckpt_site::request`, the one definition the plugin
+/// encodes them with.
+#[derive(clap::Args)]
+pub struct RequestArgs {
+    /// `--flag value`... as the plugin writes them (slurm_ckpt_site::request; supervise ends
+    /// with `-- PROGRAM [ARGS...]`)
+    #[arg(
+        value_name = "REQUEST",
+        num_args = 1..,
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub request: Vec<String>,
+}
+
 /// Log to stderr (or to `file` when given: the supervisor's stderr is /dev/null).
 pub fn init_tracing(file: Option<&std::path::Path>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLURM_CKPT_LOG")
@@ -42,6 +59,20 @@ pub fn site_config(pairs: &[String], plugstack: &std::path::Path) -> anyhow::Res
         Ok(SiteConfig::from_plugstack(plugstack)?)
     } else {
         Ok(SiteConfig::parse(pairs)?)
+    }
+}
+
+/// Where site settings come from when a plugin request carries none (a run by hand).
+const PLUGSTACK: &str = "/etc/slurm/plugstack.conf";
+
+/// The site settings of a plugin request, else those of `plugstack` (default: Slurm's).
+pub fn request_site(
+    site: &Option<SiteConfig>,
+    plugstack: Option<&std::path::Path>,
+) -> anyhow::Result<SiteConfig> {
+    match site {
+        Some(s) => Ok(s.clone()),
+        None => site_config(&[], plugstack.unwrap_or(PLUGSTACK.as_ref())),
     }
 }
 
