@@ -26,6 +26,10 @@ pub use names::{
     normalize_path, parse_image, valid_node_name, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LEN,
 };
 
+/// The one prefix of the messages users and admins see from the product, whichever side (plugin
+/// or helper) writes them. The plugin's Slurm name (`container-ckpt`) only tags its `--help` lines.
+pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
+
 /// File name of the plugin, by which its plugstack.conf line is found.
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 

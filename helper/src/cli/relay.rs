@@ -14,7 +14,7 @@ pub fn main(a: Args) -> i32 {
     match slurm_ckpt::fdio::inherited_socket(r.fd) {
         Ok(sock) => slurm_ckpt::relay::run(sock, r.rank),
         Err(e) => {
-            eprintln!("slurm-ckpt relay: --fd {}: {e}", r.fd);
+            eprintln!("slurm-ckpt: rank {}: relay --fd {}: {e}", r.rank, r.fd);
             1
         }
     }
