@@ -62,8 +62,13 @@ pub fn main(a: Args) -> i32 {
             0
         }
         Err(e) => {
-            tracing::error!("cleanup of job {} on {}: {e:#}", a.job, a.node);
-            eprintln!("slurm-ckpt cleanup: job {}: {e:#}", a.job);
+            tracing::error!(
+                "cleanup of job {} on {}: {}",
+                a.job,
+                a.node,
+                super::report(&e)
+            );
+            eprintln!("slurm-ckpt cleanup: job {}: {}", a.job, super::report(&e));
             1
         }
     }

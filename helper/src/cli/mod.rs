@@ -81,14 +81,53 @@ pub fn exit_code(cmd: &str, res: anyhow::Result<()>) -> i32 {
     match res {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("slurm-ckpt {cmd}: {e:#}");
+            eprintln!("slurm-ckpt {cmd}: {}", report(&e));
             1
         }
     }
+}
+
+/// An error and its causes on one line, like anyhow's `{:#}`, but a cause that the message
+/// before it already ends with is not printed again (an error that both says its cause and
+/// returns it as `source()`).
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        // Cause in the message only (the helper's Io).
+        let e = anyhow::Error::from(slurm_ckpt::Error::io("/x", io())).context("reading");
+        assert_eq!(report(&e), "reading: /x: gone");
+        // Cause in the message and as source().
+        #[derive(Debug, thiserror::Error)]
+        #[error("docker (sock): {source}")]
+        struct Both {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::from(Both { source: io() });
+        assert_eq!(format!("{e:#}"), "docker (sock): gone: gone");
+        assert_eq!(report(&e), "docker (sock): gone");
+    }
 }

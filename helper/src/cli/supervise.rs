@@ -61,7 +61,7 @@ pub fn main(a: Args) -> i32 {
     match run() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("job {job} rank {rank}: {e:#}");
+            tracing::error!("job {job} rank {rank}: {}", super::report(&e));
             1
         }
     }
