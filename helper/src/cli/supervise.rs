@@ -100,7 +100,7 @@ mod tests {
             Some(i.to_string())
         );
         for bad in ["", "0123", "../etc", &i.to_uppercase()] {
-            let e = parse(Some(bad)).err().expect(bad);
+            let e = parse(Some(bad)).expect_err(bad);
             assert!(e.contains("lowercase hex"), "{bad}: {e}");
         }
     }
