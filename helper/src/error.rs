@@ -30,8 +30,6 @@ pub enum Error {
     PathRefused { what: String, reason: String },
     #[error("checking the job's paths as its user failed: {0}")]
     PathCheck(String),
-    #[error("invalid node name '{0}': letters, digits, '.', '-', '_' only, at most 64, not starting with '.' or '-'")]
-    BadNodeName(String),
     #[error("{path}: encrypted image refused: {why}")]
     Undecryptable {
         path: PathBuf,
