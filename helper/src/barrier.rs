@@ -144,10 +144,10 @@ pub async fn wait_ranks(
             }
         }
         if tokio::time::Instant::now() >= end {
-            return Err(Error::Invalid(format!(
-                "timed out after {}s waiting for {what}",
-                timeout.as_secs()
-            )));
+            return Err(Error::Timeout {
+                what: what.to_string(),
+                secs: timeout.as_secs(),
+            });
         }
         tokio::time::sleep(POLL).await;
     }

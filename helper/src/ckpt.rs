@@ -328,16 +328,22 @@ impl Layout {
     pub fn load_manifest(&self, g: u32) -> Result<Manifest> {
         let p = self.gen_dir(g).join("manifest.json");
         let text = fs::read(&p).map_err(|e| Error::io(&p, e))?;
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::Invalid(format!("{}: bad manifest: {e}", p.display())))
+        serde_json::from_slice(&text).map_err(|why| Error::BadJson {
+            path: p,
+            what: "manifest",
+            why,
+        })
     }
 
     /// A generation's manifest, only if its MAC verifies with the site key.
     pub fn load_verified(&self, g: u32, key: &SiteKey) -> Result<Manifest> {
         let p = self.gen_dir(g).join("manifest.json");
         let text = key.read_signed(&p)?;
-        let m: Manifest = serde_json::from_slice(&text)
-            .map_err(|e| Error::Invalid(format!("{}: bad manifest: {e}", p.display())))?;
+        let m: Manifest = serde_json::from_slice(&text).map_err(|why| Error::BadJson {
+            path: p.clone(),
+            what: "manifest",
+            why,
+        })?;
         if m.generation != g {
             return Err(Error::GenerationRefused {
                 generation: g,
@@ -487,7 +493,11 @@ pub fn seal_rank_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(u64, Vec<
             .collect();
         let synced = flusher
             .join()
-            .unwrap_or_else(|_| Err(Error::Invalid("flushing images: thread panicked".into())));
+            .unwrap_or_else(|_| {
+                Err(Error::ThreadPanicked {
+                    what: "flushing images",
+                })
+            });
         (synced, sums)
     });
     synced?;
@@ -554,26 +564,19 @@ pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
         let name = e.file_name().to_string_lossy().into_owned();
         if !rec.files.iter().any(|f| f.name == name) && !RESTORE_LEFTOVERS.contains(&name.as_str())
         {
-            return Err(Error::Invalid(format!(
-                "{}: not listed in the manifest (images altered)",
-                e.path().display()
-            )));
+            return Err(Error::ImageNotListed { path: e.path() });
         }
     }
     for f in &rec.files {
         if f.name.contains('/') || f.name.starts_with('.') {
-            return Err(Error::Invalid(format!(
-                "manifest lists a bad image name '{}'",
-                f.name
-            )));
+            return Err(Error::BadImageName {
+                name: f.name.clone(),
+            });
         }
         let p = dir.join(&f.name);
         let (bytes, sum) = sha256_file(&p)?;
         if bytes != f.bytes || sum != f.sha256 {
-            return Err(Error::Invalid(format!(
-                "{}: checksum mismatch (images altered or incomplete)",
-                p.display()
-            )));
+            return Err(Error::ChecksumMismatch { path: p });
         }
     }
     Ok(())
@@ -600,20 +603,33 @@ pub fn copy_images(src: &Path, dst: &Path) -> Result<u64> {
 
 /// Write JSON to `path` with its site-key MAC beside it, durably.
 pub fn write_json_signed<T: Serialize>(path: &Path, v: &T, key: &SiteKey) -> Result<()> {
-    let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    let body = encode_json(path, v)?;
     key.write_signed(path, &body)
 }
 
 /// Read JSON written by `write_json_signed`, refusing it unless its MAC verifies.
 pub fn read_json_signed<T: serde::de::DeserializeOwned>(path: &Path, key: &SiteKey) -> Result<T> {
     let body = key.read_signed(path)?;
-    serde_json::from_slice(&body).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&body).map_err(|why| Error::BadJson {
+        path: path.to_path_buf(),
+        what: "record",
+        why,
+    })
 }
 
 /// Write JSON to `path` durably (write, fsync).
 pub fn write_json_durable<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    let body = encode_json(path, v)?;
     write_durable(path, &body)
+}
+
+/// The JSON text of a record bound for `path`.
+fn encode_json<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(v).map_err(|why| Error::EncodeJson {
+        path: path.to_path_buf(),
+        what: "record",
+        why,
+    })
 }
 
 /// Write `bytes` to `path` and fsync it.

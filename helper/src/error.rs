@@ -9,11 +9,12 @@ pub enum Error {
     TooManyRanks { job: u32, ntasks: u32, max: u32 },
     #[error("subnet {0} is too small for per-job address slots")]
     SubnetTooSmall(String),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The cause is in the message and not also a `source()`: printed with `{e}` (logs, the job's
+    /// output) or as an anyhow chain (`{e:#}`), it then appears once either way.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    /// Still also a `source()` (engine.rs names the field `source`): to be renamed like `Io`'s
+    /// when engine.rs is free; until then the CLI's `cli::report` prints the cause once.
     #[error("docker ({socket}): {source}")]
     Docker {
         socket: String,
@@ -29,8 +30,6 @@ pub enum Error {
     PathRefused { what: String, reason: String },
     #[error("checking the job's paths as its user failed: {0}")]
     PathCheck(String),
-    #[error("invalid node name '{0}': letters, digits, '.', '-', '_' only, at most 64, not starting with '.' or '-'")]
-    BadNodeName(String),
     #[error("{path}: encrypted image refused: {why}")]
     Undecryptable {
         path: PathBuf,
@@ -99,15 +98,107 @@ pub enum Error {
     NoImages { dir: PathBuf },
     #[error("no usable checkpoint generation in {} ({refused} refused, see above); remove them or submit a new job without --container-ckpt to start over", dir.display())]
     NoUsableGeneration { dir: PathBuf, refused: usize },
+    #[error("timed out after {secs}s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+    #[error("cannot encode the job's ssh {what} key: {why}")]
+    SshKey {
+        what: &'static str,
+        why: ssh_key::Error,
+    },
+    #[error("{path}: bad {what}: {why}")]
+    BadJson {
+        path: PathBuf,
+        what: &'static str,
+        why: serde_json::Error,
+    },
+    #[error("{path}: cannot encode {what}: {why}")]
+    EncodeJson {
+        path: PathBuf,
+        what: &'static str,
+        why: serde_json::Error,
+    },
+    #[error("{path}: chunk {chunk} of {file} out of sequence (expected {expected})")]
+    ChunkOutOfSequence {
+        path: PathBuf,
+        file: String,
+        chunk: u32,
+        expected: u32,
+    },
+    #[error("{path}: damaged compressed image: {why}")]
+    DamagedImage { path: PathBuf, why: std::io::Error },
+    #[error("{path}: unexpected directory among CRIU images")]
+    UnexpectedDirectory { path: PathBuf },
+    #[error("{path}: not listed in the manifest (images altered)")]
+    ImageNotListed { path: PathBuf },
+    #[error("manifest lists a bad image name '{name}'")]
+    BadImageName { name: String },
+    #[error("{path}: checksum mismatch (images altered or incomplete)")]
+    ChecksumMismatch { path: PathBuf },
+    #[error("{what}: thread panicked")]
+    ThreadPanicked { what: &'static str },
+    #[error("unknown MPI family '{family}' (mpich, openmpi, none)")]
+    UnknownMpi { family: String },
+    #[error("program path '{program}' has unexpected characters (letters, digits and /._-+ only)")]
+    BadProgramPath { program: String },
+    #[error("image '{image}' cannot run {mpi} rank containers: missing {} (see docs/IMAGES.md)", missing.join("; "))]
+    ImageUnfit {
+        image: String,
+        mpi: String,
+        missing: Vec<String>,
+    },
 }
 
 impl Error {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn io_says_its_cause_once() {
+        let e = Error::io("/x/y", std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(e.to_string(), "/x/y: entity not found");
+        assert!(e.source().is_none());
+    }
+
+    #[test]
+    fn typed_variants_name_what_and_where() {
+        let e = Error::Timeout {
+            what: "one of 2 dump slots on this node".into(),
+            secs: 5,
+        };
+        assert_eq!(
+            e.to_string(),
+            "timed out after 5s waiting for one of 2 dump slots on this node"
+        );
+        let e = Error::ImageUnfit {
+            image: "img".into(),
+            mpi: "mpich".into(),
+            missing: vec!["ssh".into(), "mpiexec".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "image 'img' cannot run mpich rank containers: missing ssh; mpiexec (see docs/IMAGES.md)"
+        );
+        let e = Error::ChunkOutOfSequence {
+            path: "/s".into(),
+            file: "pages-1.img".into(),
+            chunk: 3,
+            expected: 2,
+        };
+        assert_eq!(
+            e.to_string(),
+            "/s: chunk 3 of pages-1.img out of sequence (expected 2)"
+        );
+    }
+}

@@ -57,9 +57,9 @@ fn needs(mpi: &str) -> Result<Vec<&'static Need>> {
         "openmpi" => OPENMPI,
         "none" => &[],
         other => {
-            return Err(Error::Invalid(format!(
-                "unknown MPI family '{other}' (mpich, openmpi, none)"
-            )))
+            return Err(Error::UnknownMpi {
+                family: other.to_string(),
+            })
         }
     };
     let common: &[Need] = if mpi == "none" { &[] } else { COMMON };
@@ -80,9 +80,9 @@ pub fn script(mpi: &str, program: Option<&str>) -> Result<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
         {
-            return Err(Error::Invalid(format!(
-                "program path '{p}' has unexpected characters"
-            )));
+            return Err(Error::BadProgramPath {
+                program: p.to_string(),
+            });
         }
         s.push_str(&format!(
             "( [ -x '{p}' ] || command -v '{p}' ) >/dev/null 2>&1 || {{ echo 'missing: the program {p}'; ok=1; }}\n"
@@ -105,12 +105,11 @@ impl Report {
         self.missing.is_empty()
     }
     pub fn error(&self) -> Error {
-        Error::Invalid(format!(
-            "image '{}' cannot run {} rank containers: missing {} (see docs/IMAGES.md)",
-            self.image,
-            self.mpi,
-            self.missing.join("; ")
-        ))
+        Error::ImageUnfit {
+            image: self.image.clone(),
+            mpi: self.mpi.clone(),
+            missing: self.missing.clone(),
+        }
     }
 }
 

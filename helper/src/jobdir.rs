@@ -58,11 +58,14 @@ fn keypair(secret: &[u8], job_id: u32, purpose: &str) -> Result<(String, String)
     )));
     let private = key
         .to_openssh(LineEnding::LF)
-        .map_err(|e| Error::Invalid(format!("ssh key: {e}")))?;
-    let public = key
-        .public_key()
-        .to_openssh()
-        .map_err(|e| Error::Invalid(format!("ssh key: {e}")))?;
+        .map_err(|why| Error::SshKey {
+            what: "private",
+            why,
+        })?;
+    let public = key.public_key().to_openssh().map_err(|why| Error::SshKey {
+        what: "public",
+        why,
+    })?;
     Ok((private.to_string(), public))
 }
 

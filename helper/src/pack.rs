@@ -93,8 +93,12 @@ pub fn pack_dir(src: &Path, dst: &Path, p: Packing) -> Result<Packed> {
         }
     }
     if p.incremental {
-        let body = serde_json::to_vec(&index).map_err(|e| Error::Invalid(e.to_string()))?;
         let to = dst.join(INDEX);
+        let body = serde_json::to_vec(&index).map_err(|why| Error::EncodeJson {
+            path: to.clone(),
+            what: "the chunk index",
+            why,
+        })?;
         fs::write(&to, body).map_err(|e| Error::io(&to, e))?;
     }
     Ok(done)
@@ -273,10 +277,12 @@ pub fn unpack_dir(src: &Path, dst: &Path, key: Option<&ImageKey>) -> Result<u64>
                 continue;
             };
             if idx != *next {
-                return Err(Error::Invalid(format!(
-                    "{}: chunk {idx} of {base} out of sequence (expected {next})",
-                    src.display()
-                )));
+                return Err(Error::ChunkOutOfSequence {
+                    path: src.to_path_buf(),
+                    file: base.to_string(),
+                    chunk: idx,
+                    expected: *next,
+                });
             }
             *next += 1;
             written += copy_out(&from, &name, w, key)?;
@@ -323,7 +329,10 @@ fn copy_out(from: &Path, name: &str, w: &mut impl Write, key: Option<&ImageKey>)
             why,
         },
         // A compressed stream that does not decode is damage, not an I/O failure.
-        None if compressed(name) => Error::Invalid(format!("{}: {e}", from.display())),
+        None if compressed(name) => Error::DamagedImage {
+            path: from.to_path_buf(),
+            why: e,
+        },
         None => Error::io(from, e),
     })?;
     Ok(counted.n)
@@ -361,10 +370,7 @@ fn files_of(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let ty = e.file_type().map_err(|x| Error::io(e.path(), x))?;
         if ty.is_dir() {
-            return Err(Error::Invalid(format!(
-                "{}: unexpected directory among CRIU images",
-                e.path().display()
-            )));
+            return Err(Error::UnexpectedDirectory { path: e.path() });
         }
         if ty.is_file() {
             out.push((e.path(), e.file_name().to_string_lossy().into_owned()));

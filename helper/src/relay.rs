@@ -13,14 +13,14 @@ pub fn run(sock: UnixStream, rank: u32) -> i32 {
         match Signals::new([SIGTSTP, SIGCONT, SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("slurm-ckpt relay: signal handlers: {e}");
+                eprintln!("slurm-ckpt: rank {rank}: relay signal handlers: {e}");
                 return 1;
             }
         };
     let mut to_sup = match sock.try_clone() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("slurm-ckpt relay: {e}");
+            eprintln!("slurm-ckpt: rank {rank}: relay socket: {e}");
             return 1;
         }
     };
@@ -58,7 +58,9 @@ pub fn run(sock: UnixStream, rank: u32) -> i32 {
             }
             Ok(Some(Frame::Fatal(msg))) => eprintln!("{msg}"),
             Ok(Some(Frame::Exit(code))) => return code,
-            Ok(Some(other)) => eprintln!("slurm-ckpt relay: unexpected frame {other:?}"),
+            Ok(Some(other)) => eprintln!(
+                "slurm-ckpt: rank {rank}: unexpected frame from the supervisor: {other:?}"
+            ),
             Ok(None) if rank != 0 => return orphaned(rank, &sig_rx),
             Ok(None) => {
                 eprintln!("slurm-ckpt: rank {rank}: the container supervisor ended without an exit code (see /var/log/slurm-ckpt on the node)");

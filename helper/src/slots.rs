@@ -27,10 +27,10 @@ pub async fn acquire(dir: &Path, limit: u32, timeout: Duration) -> Result<Option
             }
         }
         if tokio::time::Instant::now() >= end {
-            return Err(Error::Invalid(format!(
-                "timed out after {}s waiting for one of {limit} dump slots on this node",
-                timeout.as_secs()
-            )));
+            return Err(Error::Timeout {
+                what: format!("one of {limit} dump slots on this node"),
+                secs: timeout.as_secs(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

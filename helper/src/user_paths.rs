@@ -164,14 +164,9 @@ pub fn child(uid: u32, gid: u32, groups: &[u32], specs: &[String]) -> Result<Vec
         .collect()
 }
 
-/// A node name as it may appear in socket templates and directory names.
-pub fn valid_node_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && !n.starts_with(['.', '-'])
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-}
+/// A node name as it may appear in socket templates and directory names (one rule for the
+/// plugin and the helper).
+pub use slurm_ckpt_site::valid_node_name;
 
 /// Directories a job may never mount: the site's and the daemons' (`reserved_roots`), plus this
 /// node's Docker data root and socket (a site may have moved them).

@@ -88,6 +88,22 @@ pub fn parse_mount(entry: &str) -> Result<Mount, String> {
     Ok(Mount { src, dst, readonly })
 }
 
+/// `SRC:DST[:ro|rw],...`: each entry by [`parse_mount`], no destination twice.
+pub fn parse_mounts(s: &str) -> Result<Vec<Mount>, String> {
+    let mut mounts: Vec<Mount> = Vec::new();
+    for entry in s.split(',') {
+        let m = parse_mount(entry)?;
+        if mounts.iter().any(|o| o.dst == m.dst) {
+            return Err(format!(
+                "mount '{entry}': destination {} is used twice; each SRC:DST entry needs its own absolute DST",
+                m.dst
+            ));
+        }
+        mounts.push(m);
+    }
+    Ok(mounts)
+}
+
 fn mount_path(entry: &str, what: &str, p: &str) -> Result<String, String> {
     const VALID: &str = "mount paths are absolute, without '..', ',' or ':'";
     if !p.starts_with('/') {
@@ -104,14 +120,31 @@ fn mount_path(entry: &str, what: &str, p: &str) -> Result<String, String> {
 pub fn check_ckpt_subdir(rel: &str) -> Result<(), String> {
     let ok = !rel.is_empty()
         && !rel.starts_with('-')
-        && rel
-            .split('/')
-            .all(|c| !c.is_empty() && !c.starts_with('.'));
+        && rel.split('/').all(|c| !c.is_empty() && !c.starts_with('.'));
     if ok {
         Ok(())
     } else {
         Err(format!("checkpoint directory '{rel}' must be a path inside your checkpoint area, without '..', hidden names or a leading '-'"))
     }
+}
+
+/// The checkpoint directory `dir` names inside the user's area `area` (`<ckpt_root>/<user>`):
+/// a relative path as given, or an absolute one inside the area, by [`check_ckpt_subdir`].
+pub fn ckpt_subdir_in(dir: &str, area: &str) -> Result<String, String> {
+    let rel = if dir.starts_with('/') {
+        match dir.strip_prefix(area.trim_end_matches('/')) {
+            Some(rest) if path_within(dir, area) => rest.trim_start_matches('/'),
+            _ => {
+                return Err(format!(
+                    "checkpoint directory '{dir}' is outside your checkpoint area {area}"
+                ))
+            }
+        }
+    } else {
+        dir
+    };
+    check_ckpt_subdir(rel)?;
+    Ok(rel.to_string())
 }
 
 #[cfg(test)]
@@ -154,6 +187,22 @@ mod tests {
         }
         for bad in ["", ".hidden", "a/.b", "a//b", "-x", "a/"] {
             assert!(check_ckpt_subdir(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ckpt_dirs_in_the_area() {
+        let area = "/ckpt/alice";
+        assert_eq!(ckpt_subdir_in("runs/a", area).as_deref(), Ok("runs/a"));
+        assert_eq!(ckpt_subdir_in("/ckpt/alice/r", area).as_deref(), Ok("r"));
+        for bad in [
+            "/ckpt/alice",
+            "/ckpt/alicex/r",
+            "/ckpt/bob/r",
+            "/ckpt/alice/.r",
+            ".r",
+        ] {
+            assert!(ckpt_subdir_in(bad, area).is_err(), "{bad}");
         }
     }
 

@@ -13,12 +13,23 @@ use std::path::{Path, PathBuf};
 mod cpulist;
 pub mod instance;
 pub mod keydoc;
+mod job_env;
 mod names;
 pub mod plugstack;
+pub mod request;
 pub mod job_paths;
 pub mod user_paths;
 pub use cpulist::{CpuList, CpuListError, CPU_ID_LIMIT};
-pub use names::{normalize_path, parse_image, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LEN};
+pub use job_env::{
+    check_env, parse_env, parse_interval, INTERVAL_MAX_MIN, RESERVED_ENV_PREFIXES,
+};
+pub use names::{
+    normalize_path, parse_image, valid_node_name, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LEN,
+};
+
+/// The one prefix of the messages users and admins see from the product, whichever side (plugin
+/// or helper) writes them. The plugin's Slurm name (`container-ckpt`) only tags its `--help` lines.
+pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 
 /// File name of the plugin, by which its plugstack.conf line is found.
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";

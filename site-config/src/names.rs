@@ -71,6 +71,16 @@ pub fn parse_image(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// A node name as it may appear in socket templates and directory names: a plain host name, so
+/// that neither a job's environment nor a caller can smuggle a path or a URL in through it.
+pub fn valid_node_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && !n.starts_with(['.', '-'])
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
 /// Collapses `//`, `/./` and a trailing `/`; refuses `..` and control characters, which would
 /// let a path escape the directory it is checked against.
 pub fn normalize_path(p: &str) -> Result<String, &'static str> {

@@ -133,9 +133,16 @@ fn output_tail(out: &mut std::fs::File) -> String {
         .rev()
         .nth(OUTPUT_TAIL)
         .map_or(0, |(i, _)| i);
+    let helper_prefix = format!(
+        "{} {}: ",
+        helper_argv::ARGV0,
+        crate::config::request::CleanupRequest::SUBCOMMAND
+    );
     let tail: Vec<&str> = text[start..]
         .lines()
         .map(str::trim)
+        // The helper's own prefix: this message already has the plugin's (one per message).
+        .map(|l| l.strip_prefix(helper_prefix.as_str()).unwrap_or(l))
         .filter(|l| !l.is_empty())
         .collect();
     format!(": {}", tail.join(" | "))
@@ -168,8 +175,13 @@ mod tests {
 
     #[test]
     fn failure_reports_status_and_output() {
-        let err = run_with_timeout(&site(), 7, "n1", &sh("echo first; echo second >&2; exit 3"))
-            .unwrap_err();
+        let err = run_with_timeout(
+            &site(),
+            7,
+            "n1",
+            &sh("echo first; echo slurm-ckpt cleanup: second >&2; exit 3"),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "helper cleanup of job 7 failed (exit status: 3): first | second"

@@ -504,7 +504,7 @@ enum Level {
 /// Logs through Slurm (slurmd/slurmstepd log, or stderr in sbatch/srun), always with a "%s"
 /// format so that user text is never interpreted as a format string.
 fn log(level: Level, msg: &str) {
-    let text = format!("container-ckpt: {msg}").replace('\0', "\\0");
+    let text = format!("{}: {msg}", crate::config::MESSAGE_PREFIX).replace('\0', "\\0");
     let Ok(text) = CString::new(text) else { return };
     let fmt = c"%s".as_ptr();
     // SAFETY: "%s" consumes exactly the one NUL-terminated string argument passed.

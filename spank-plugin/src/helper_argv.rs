@@ -1,18 +1,21 @@
-//! The command lines the plugin runs the `slurm-ckpt` helper with: the contract between the two
-//! crates. Pure, so it is unit tested; `stepd` and `epilog` only fill in the values.
+//! The command lines the plugin runs the `slurm-ckpt` helper with. The requests themselves are
+//! defined once, in the shared crate (`slurm_ckpt_site::request`), which the helper decodes them
+//! with; here the job's options and the site's defaults are turned into them. Pure, so it is unit
+//! tested; `stepd` and `epilog` only fill in the values.
 
+use crate::config::instance::JobInstance;
+use crate::config::request::{CleanupRequest, RelayRequest, SuperviseRequest};
 use crate::config::{CpuList, SiteConfig};
 use crate::options::{CkptDir, JobOptions};
 
-/// argv[0] of every helper invocation (the binary itself is `SiteConfig::helper`).
-pub const ARGV0: &str = "slurm-ckpt";
+pub use crate::config::request::ARGV0;
 /// The supervisor's end of the socket pair is always this descriptor.
 pub const SUPERVISOR_FD: i32 = 3;
 /// PATH of the supervisor (root) and cleanup processes: never the user's. /usr/local is included:
 /// setup installs CRIU (recorded in every checkpoint manifest) as /usr/local/sbin/criu.
 pub const ROOT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// What the supervisor of one task needs to know.
+/// What the supervisor of one task needs to know, as slurmstepd finds it.
 #[derive(Debug, Clone)]
 pub struct SuperviseArgs<'a> {
     pub job: u32,
@@ -25,9 +28,9 @@ pub struct SuperviseArgs<'a> {
     pub gid: u32,
     /// SLURM_RESTART_COUNT: 0 on the first run, n after the n-th requeue.
     pub restart_count: u32,
-    /// The job instance from the job's environment (`SLURM_CKPT_JOB_INSTANCE`), as found: the
-    /// helper validates it. None: the job was submitted without one (an older plugin).
-    pub instance: Option<&'a str>,
+    /// The job instance from the job's environment (`SLURM_CKPT_JOB_INSTANCE`). None: the job was
+    /// submitted without one (an older plugin).
+    pub instance: Option<&'a JobInstance>,
     /// CPUs of the task (container CPU limit); None = no limit.
     pub cpus: Option<u32>,
     /// Memory of the task in MB (container memory limit); None = no limit.
@@ -40,101 +43,65 @@ pub struct SuperviseArgs<'a> {
     pub argv: &'a [String],
 }
 
-/// `slurm-ckpt supervise --fd 3 --job J --step S --rank R --ntasks N --nnodes M --node NODE
-///  --uid U --gid G --restart-count C [--instance HEX] [--cpus N] [--mem-mb M] [--cpuset LIST] --image IMAGE --mpi MPI [--ckpt DIR] [--ckpt-interval MIN] [--mount SPEC]... [--env NAME=VALUE]...
-///  --cwd CWD [--site key=value]... -- ARGV...`
-pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        ARGV0.into(),
-        "supervise".into(),
-        "--fd".into(),
-        SUPERVISOR_FD.to_string(),
-    ];
-    let mut kv = |k: &str, val: String| {
-        v.push(k.to_string());
-        v.push(val);
-    };
-    kv("--job", a.job.to_string());
-    kv("--step", a.step.to_string());
-    kv("--rank", a.rank.to_string());
-    kv("--ntasks", a.ntasks.to_string());
-    kv("--nnodes", a.nnodes.to_string());
-    kv("--node", a.node.to_string());
-    kv("--uid", a.uid.to_string());
-    kv("--gid", a.gid.to_string());
-    kv("--restart-count", a.restart_count.to_string());
-    if let Some(i) = a.instance {
-        kv("--instance", i.to_string());
-    }
-    if let Some(c) = a.cpus {
-        kv("--cpus", c.to_string());
-    }
-    if let Some(m) = a.mem_mb {
-        kv("--mem-mb", m.to_string());
-    }
-    if let Some(c) = a.cpuset {
-        kv("--cpuset", c.to_string());
-    }
-    kv("--image", a.opts.image.clone().unwrap_or_default());
-    kv(
-        "--mpi",
-        a.opts.mpi.unwrap_or(a.site.mpi_default).to_string(),
-    );
-    match &a.opts.ckpt {
-        // Default directory: named after the job id, so every rank on every node and a requeued
-        // run of the same job agree on it without talking to each other.
-        Some(CkptDir::Default) => kv("--ckpt", a.job.to_string()),
-        Some(CkptDir::Path(p)) => kv("--ckpt", p.clone()),
-        None => {}
-    }
-    if let Some(min) = a.opts.ckpt_interval {
-        kv("--ckpt-interval", min.to_string());
-    }
-    for m in &a.opts.mounts {
-        kv("--mount", m.to_string());
-    }
-    for e in &a.opts.env {
-        kv("--env", e.clone());
-    }
-    kv("--cwd", a.cwd.to_string());
+/// The supervisor's request: the job's options with the site's defaults filled in.
+pub fn supervise_request(a: &SuperviseArgs<'_>) -> SuperviseRequest {
     // The job's own compression choice overrides the site's for its checkpoints.
-    match &a.opts.ckpt_compress {
-        Some(c) => {
-            let mut site = a.site.clone();
-            site.compress = *c;
-            v.extend(site.to_helper_args());
-        }
-        None => v.extend(a.site.to_helper_args()),
+    let mut site = a.site.clone();
+    if let Some(c) = a.opts.ckpt_compress {
+        site.compress = c;
     }
-    v.push("--".into());
-    v.extend(a.argv.iter().cloned());
-    v
+    SuperviseRequest {
+        fd: SUPERVISOR_FD,
+        job: a.job,
+        step: a.step,
+        rank: a.rank,
+        ntasks: a.ntasks,
+        nnodes: a.nnodes,
+        node: a.node.to_string(),
+        uid: a.uid,
+        gid: a.gid,
+        restart_count: a.restart_count,
+        instance: a.instance.cloned(),
+        cpus: a.cpus,
+        mem_mb: a.mem_mb,
+        cpuset: a.cpuset.cloned(),
+        image: a.opts.image.clone().unwrap_or_default(),
+        mpi: a.opts.mpi.unwrap_or(a.site.mpi_default),
+        ckpt: a.opts.ckpt.as_ref().map(|c| match c {
+            // Default directory: named after the job id, so every rank on every node and a
+            // requeued run of the same job agree on it without talking to each other.
+            CkptDir::Default => a.job.to_string(),
+            CkptDir::Path(p) => p.clone(),
+        }),
+        ckpt_interval: a.opts.ckpt_interval,
+        mounts: a.opts.mounts.clone(),
+        env: a.opts.env.clone(),
+        cwd: a.cwd.to_string(),
+        site: Some(site),
+        plugstack: None,
+        argv: a.argv.to_vec(),
+    }
+}
+
+/// `slurm-ckpt supervise --fd 3 --job J ... -- ARGV...` (see `SuperviseRequest::to_argv`).
+pub fn supervise(a: &SuperviseArgs<'_>) -> Vec<String> {
+    supervise_request(a).to_argv()
 }
 
 /// `slurm-ckpt relay --fd FD --rank R`: what the task itself becomes, as the job user.
 pub fn relay(fd: i32, rank: u32) -> Vec<String> {
-    vec![
-        ARGV0.into(),
-        "relay".into(),
-        "--fd".into(),
-        fd.to_string(),
-        "--rank".into(),
-        rank.to_string(),
-    ]
+    RelayRequest { fd, rank }.to_argv()
 }
 
 /// `slurm-ckpt cleanup --job J --node NODE [--site key=value]...`: run as root by the epilog.
 pub fn cleanup(job: u32, node: &str, site: &SiteConfig) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        ARGV0.into(),
-        "cleanup".into(),
-        "--job".into(),
-        job.to_string(),
-        "--node".into(),
-        node.into(),
-    ];
-    v.extend(site.to_helper_args());
-    v
+    CleanupRequest {
+        job,
+        node: node.to_string(),
+        site: Some(site.clone()),
+        plugstack: None,
+    }
+    .to_argv()
 }
 
 /// Value of `name` in a `KEY=VALUE` list (the job environment).
@@ -158,13 +125,7 @@ pub fn node_name(
     hostname: Option<String>,
 ) -> Option<String> {
     // It becomes part of the Docker socket path and the job directory: a plain host name only.
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && !s.starts_with(['-', '.'])
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    };
+    let valid = |s: &str| crate::config::valid_node_name(s);
     process_env
         .filter(|s| valid(s))
         .or_else(|| {
@@ -245,6 +206,8 @@ mod tests {
         want.extend(site.to_helper_args());
         want.extend(strings(&["--", "./ring", "--n", "4"]));
         assert_eq!(v, want);
+        // What the helper decodes is what was meant.
+        assert_eq!(SuperviseRequest::decode(&v[2..]), Ok(supervise_request(&a)));
     }
 
     #[test]
@@ -272,6 +235,7 @@ mod tests {
         };
         let argv: Vec<String> = Vec::new();
         let cpus = CpuList::parse("2-3").unwrap();
+        let instance = JobInstance::parse("0123456789abcdef0123456789abcdef").unwrap();
         let a = SuperviseArgs {
             job: 7,
             step: 1,
@@ -282,7 +246,7 @@ mod tests {
             uid: 1,
             gid: 2,
             restart_count: 3,
-            instance: Some("0123456789abcdef0123456789abcdef"),
+            instance: Some(&instance),
             cpus: Some(2),
             mem_mb: Some(512),
             cpuset: Some(&cpus),

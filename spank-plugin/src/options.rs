@@ -3,10 +3,11 @@
 //!
 //! Pure Rust: the SPANK glue in `dispatch` feeds it what Slurm hands to the option callbacks.
 
-pub use slurm_ckpt_site::{normalize_path, parse_image, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LEN};
-/// Largest `--container-ckpt-interval` in minutes (one year): anything above is a typo.
-pub const INTERVAL_MAX_MIN: u32 = 525_600;
-pub use slurm_ckpt_site::job_paths::{path_within, Mount, RESERVED_DESTINATIONS};
+pub use slurm_ckpt_site::job_paths::{parse_mounts, path_within, Mount, RESERVED_DESTINATIONS};
+pub use slurm_ckpt_site::{
+    normalize_path, parse_env, parse_image, parse_interval, MpiKind, IMAGE_MAX_LEN,
+    INTERVAL_MAX_MIN, PATH_MAX_LEN, RESERVED_ENV_PREFIXES,
+};
 /// The plugin's name as Slurm sees it (`plugin_name`); Slurm derives option env names from it.
 pub const PLUGIN_NAME: &str = "container-ckpt";
 
@@ -465,82 +466,6 @@ fn parse_ckpt_env(s: &str) -> Result<Option<CkptDir>, String> {
         "1" | "yes" | "true" | "y" => Ok(Some(CkptDir::Default)),
         "0" | "no" | "false" | "n" => Ok(None),
         _ => parse_ckpt_dir(Some(s)).map(Some),
-    }
-}
-
-/// `SRC:DST[:ro|rw],...` (each entry by the shared rules of `job_paths::parse_mount`).
-pub fn parse_mounts(s: &str) -> Result<Vec<Mount>, String> {
-    let mut mounts: Vec<Mount> = Vec::new();
-    for entry in s.split(',') {
-        let m = slurm_ckpt_site::job_paths::parse_mount(entry)?;
-        if mounts.iter().any(|o| o.dst == m.dst) {
-            return Err(format!(
-                "mount '{entry}': destination {} is used twice; each SRC:DST entry needs its own absolute DST",
-                m.dst
-            ));
-        }
-        mounts.push(m);
-    }
-    Ok(mounts)
-}
-
-/// Variables the containers' launcher and the product rely on: not the user's to change.
-pub const RESERVED_ENV_PREFIXES: [&str; 2] = ["SLURM_", "OMPI_MCA_plm_rsh_agent"];
-
-/// `NAME=VALUE,...`: names are shell identifiers; values have no control characters. A comma
-/// followed by text without '=' continues the previous value, so `UCX_TLS=tcp,self,X=1` is two
-/// variables, `UCX_TLS=tcp,self` and `X=1`.
-pub fn parse_env(s: &str) -> Result<Vec<String>, String> {
-    const VALID: &str =
-        "expected NAME=VALUE entries separated by commas, NAME a shell identifier, \
-                         e.g. --container-env=UCX_TLS=tcp,self,OMPI_MCA_btl_tcp_if_include=eth0";
-    let mut out: Vec<String> = Vec::new();
-    for part in s.split(',') {
-        match (part.split_once('='), out.last_mut()) {
-            (None, Some(prev)) if !part.is_empty() => {
-                prev.push(',');
-                prev.push_str(part);
-            }
-            (None, _) => return Err(format!("'{part}' has no '='; {VALID}")),
-            (Some(_), _) => out.push(part.to_string()),
-        }
-    }
-    let mut names: Vec<&str> = Vec::new();
-    for entry in &out {
-        let (name, value) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
-        let ident = !name.is_empty()
-            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ident {
-            return Err(format!("'{name}' is not a variable name; {VALID}"));
-        }
-        if value.chars().any(char::is_control) {
-            return Err(format!(
-                "the value of {name} contains control characters; {VALID}"
-            ));
-        }
-        if let Some(p) = RESERVED_ENV_PREFIXES.iter().find(|p| name.starts_with(*p)) {
-            return Err(format!(
-                "{name} is reserved (names starting with {p} are set by Slurm and the product)"
-            ));
-        }
-        if names.contains(&name) {
-            return Err(format!("{name} is given twice; {VALID}"));
-        }
-        names.push(name);
-    }
-    Ok(out)
-}
-
-/// Positive number of minutes.
-pub fn parse_interval(s: &str) -> Result<u32, String> {
-    let valid = format!("expected a whole number of minutes from 1 to {INTERVAL_MAX_MIN}");
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(valid);
-    }
-    match s.parse::<u32>() {
-        Ok(n) if (1..=INTERVAL_MAX_MIN).contains(&n) => Ok(n),
-        _ => Err(valid),
     }
 }
 

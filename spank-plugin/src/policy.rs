@@ -4,7 +4,7 @@
 
 use crate::config::{image_allowed, SiteConfig};
 use crate::options::{path_within, CkptDir, JobOptions};
-use slurm_ckpt_site::job_paths::check_ckpt_subdir;
+use slurm_ckpt_site::job_paths::ckpt_subdir_in;
 
 /// A job's container request that the site refuses. Display text has no plugin prefix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,8 +14,9 @@ pub enum PolicyError {
     #[error("image '{image}' is not allowed on this cluster (allowed: {allowed})")]
     ImageNotAllowed { image: String, allowed: String },
     #[error(
-        "--container-ckpt directory '{dir}' is outside the site checkpoint root {root}; \
-         give a relative DIR or a path under {root}"
+        "--container-ckpt directory '{dir}' is outside the site checkpoint root {root} \
+         (or names no directory inside a user's area {root}/USER); give a relative DIR or a \
+         path under {root}/USER"
     )]
     CkptOutsideRoot { dir: String, root: String },
     #[error("--container-mounts {spec}: {reason}")]
@@ -39,13 +40,15 @@ pub fn check_job(site: &SiteConfig, opts: &JobOptions) -> Result<(), PolicyError
     if let Some(CkptDir::Path(dir)) = &opts.ckpt {
         let root = site.ckpt_root.to_string_lossy();
         if dir.starts_with('/') {
-            // `<root>/<user>/<name>`: the part below the root follows the same rules as a
-            // relative DIR (the helper strips the user's area and checks the rest again).
-            let below = dir
+            // `<root>/<user>/<name>`, by the helper's rule for the user's area (which user the
+            // area is for is the helper's to check: it knows the job's user).
+            let user = dir
                 .strip_prefix(root.trim_end_matches('/'))
                 .filter(|_| path_within(dir, &root))
-                .map(|rest| rest.trim_start_matches('/'));
-            if below.map_or(true, |b| check_ckpt_subdir(b).is_err()) {
+                .and_then(|rest| rest.trim_start_matches('/').split('/').next());
+            let area = user.map(|u| format!("{}/{u}", root.trim_end_matches('/')));
+            let inside = area.is_some_and(|a| ckpt_subdir_in(dir, &a).is_ok());
+            if !inside {
                 return Err(PolicyError::CkptOutsideRoot {
                     dir: dir.clone(),
                     root: root.into_owned(),
@@ -162,6 +165,11 @@ mod tests {
             "{err}"
         );
         assert!(check_job(&site, &job("i", Some(CkptDir::Path("/etc".into())))).is_err());
+        // The area itself, or a hidden name in it, is no directory the helper would accept.
+        for dir in ["/var/lib/slurm-ckpt/u", "/var/lib/slurm-ckpt/u/.x"] {
+            let opts = job("i", Some(CkptDir::Path(dir.into())));
+            assert!(check_job(&site, &opts).is_err(), "{dir}");
+        }
     }
 
     #[test]

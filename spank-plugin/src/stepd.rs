@@ -61,7 +61,7 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         uid: sp.get_item_u32(Item::JobUid)?,
         gid: sp.get_item_u32(Item::JobGid)?,
         restart_count: sp.get_item_u32(Item::RestartCount)?,
-        instance: instance.as_ref().map(JobInstance::as_str),
+        instance: instance.as_ref(),
         // Resource limits of the rank's container: the task's CPUs and its share of the step's
         // memory on this node (unknown or unlimited: no limit).
         cpus,

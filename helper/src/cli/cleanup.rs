@@ -1,23 +1,21 @@
 use slurm_ckpt::engine::Engine;
 use slurm_ckpt::{jobdir, state};
+use slurm_ckpt_site::request::CleanupRequest;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[arg(long)]
-    job: u32,
-    /// This node's name (for the Docker socket template).
-    #[arg(long)]
-    node: String,
-    #[arg(long = "site")]
-    site: Vec<String>,
-    #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
-    plugstack: std::path::PathBuf,
-}
+/// `--job J --node NODE [--plugstack PATH] [--site key=value]...`
+pub type Args = super::RequestArgs;
 
 pub fn main(a: Args) -> i32 {
+    let a = match CleanupRequest::decode(&a.request) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("slurm-ckpt cleanup: {e}");
+            return 2;
+        }
+    };
     super::init_tracing(Some(&slurm_ckpt::supervise::log_path(a.job)));
     let run = || -> anyhow::Result<usize> {
-        let site = super::site_config(&a.site, &a.plugstack)?;
+        let site = super::request_site(&a.site, a.plugstack.as_deref())?;
         // A supervisor may still be checkpointing its rank (SIGTERM at preemption): let it finish
         // before its container is removed.
         wait_for_supervisors(
@@ -64,8 +62,13 @@ pub fn main(a: Args) -> i32 {
             0
         }
         Err(e) => {
-            tracing::error!("cleanup of job {} on {}: {e:#}", a.job, a.node);
-            eprintln!("slurm-ckpt cleanup: job {}: {e:#}", a.job);
+            tracing::error!(
+                "cleanup of job {} on {}: {}",
+                a.job,
+                a.node,
+                super::report(&e)
+            );
+            eprintln!("slurm-ckpt cleanup: job {}: {}", a.job, super::report(&e));
             1
         }
     }

@@ -12,6 +12,23 @@ pub mod supervise;
 
 use slurm_ckpt::site::SiteConfig;
 
+/// The arguments of a subcommand the plugin runs (supervise, relay, cleanup): taken as they are
+/// and decoded by the request types of `slurm_ckpt_site::request`, the one definition the plugin
+/// encodes them with.
+#[derive(clap::Args)]
+pub struct RequestArgs {
+    /// `--flag value`... as the plugin writes them (slurm_ckpt_site::request; supervise ends
+    /// with `-- PROGRAM [ARGS...]`)
+    #[arg(
+        value_name = "REQUEST",
+        num_args = 1..,
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub request: Vec<String>,
+}
+
 /// Log to stderr (or to `file` when given: the supervisor's stderr is /dev/null).
 pub fn init_tracing(file: Option<&std::path::Path>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLURM_CKPT_LOG")
@@ -47,19 +64,72 @@ pub fn site_config(pairs: &[String], plugstack: &std::path::Path) -> anyhow::Res
     }
 }
 
+/// Where site settings come from when a plugin request carries none (a run by hand).
+const PLUGSTACK: &str = "/etc/slurm/plugstack.conf";
+
+/// The site settings of a plugin request, else those of `plugstack` (default: Slurm's).
+pub fn request_site(
+    site: &Option<SiteConfig>,
+    plugstack: Option<&std::path::Path>,
+) -> anyhow::Result<SiteConfig> {
+    match site {
+        Some(s) => Ok(s.clone()),
+        None => site_config(&[], plugstack.unwrap_or(PLUGSTACK.as_ref())),
+    }
+}
+
 /// Exit code of a user-facing subcommand: errors go to stderr, prefixed with the subcommand.
 pub fn exit_code(cmd: &str, res: anyhow::Result<()>) -> i32 {
     match res {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("slurm-ckpt {cmd}: {e:#}");
+            eprintln!("slurm-ckpt {cmd}: {}", report(&e));
             1
         }
     }
+}
+
+/// An error and its causes on one line, like anyhow's `{:#}`, but a cause that the message
+/// before it already ends with is not printed again (an error that both says its cause and
+/// returns it as `source()`).
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        // Cause in the message only (the helper's Io).
+        let e = anyhow::Error::from(slurm_ckpt::Error::io("/x", io())).context("reading");
+        assert_eq!(report(&e), "reading: /x: gone");
+        // Cause in the message and as source().
+        #[derive(Debug, thiserror::Error)]
+        #[error("docker (sock): {source}")]
+        struct Both {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::from(Both { source: io() });
+        assert_eq!(format!("{e:#}"), "docker (sock): gone: gone");
+        assert_eq!(report(&e), "docker (sock): gone");
+    }
 }

@@ -1,17 +1,20 @@
-#[derive(clap::Args)]
-pub struct Args {
-    /// Inherited socket to the supervisor.
-    #[arg(long)]
-    fd: i32,
-    #[arg(long)]
-    rank: u32,
-}
+use slurm_ckpt_site::request::RelayRequest;
+
+/// `--fd FD --rank R`
+pub type Args = super::RequestArgs;
 
 pub fn main(a: Args) -> i32 {
-    match slurm_ckpt::fdio::inherited_socket(a.fd) {
-        Ok(sock) => slurm_ckpt::relay::run(sock, a.rank),
+    let r = match RelayRequest::decode(&a.request) {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("slurm-ckpt relay: --fd {}: {e}", a.fd);
+            eprintln!("slurm-ckpt relay: {e}");
+            return 2;
+        }
+    };
+    match slurm_ckpt::fdio::inherited_socket(r.fd) {
+        Ok(sock) => slurm_ckpt::relay::run(sock, r.rank),
+        Err(e) => {
+            eprintln!("slurm-ckpt: rank {}: relay --fd {}: {e}", r.rank, r.fd);
             1
         }
     }

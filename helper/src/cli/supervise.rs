@@ -1,108 +1,67 @@
 use slurm_ckpt::supervise::{self, SuperviseArgs};
-use slurm_ckpt_site::instance::JobInstance;
+use slurm_ckpt_site::request::SuperviseRequest;
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// Inherited socket to the relay.
-    #[arg(long)]
-    fd: i32,
-    #[arg(long)]
-    job: u32,
-    #[arg(long)]
-    step: u32,
-    #[arg(long)]
-    rank: u32,
-    #[arg(long)]
-    ntasks: u32,
-    #[arg(long, default_value_t = 1)]
-    nnodes: u32,
-    #[arg(long)]
-    node: String,
-    #[arg(long)]
-    uid: u32,
-    #[arg(long)]
-    gid: u32,
-    #[arg(long)]
-    image: String,
-    #[arg(long, value_parser = ["mpich", "openmpi", "none"])]
-    mpi: String,
-    #[arg(long)]
-    ckpt: Option<String>,
-    #[arg(long)]
-    ckpt_interval: Option<u32>,
-    /// SLURM_RESTART_COUNT of the job.
-    #[arg(long, default_value_t = 0)]
-    restart_count: u32,
-    /// The job instance (SLURM_CKPT_JOB_INSTANCE): 32 lowercase hex digits. Absent: the job was
-    /// submitted by an older plugin.
-    #[arg(long, value_parser = JobInstance::parse)]
-    instance: Option<JobInstance>,
-    /// CPUs of the task: the container's CPU limit.
-    #[arg(long)]
-    cpus: Option<u32>,
-    /// Memory of the task in MB: the container's memory limit.
-    #[arg(long)]
-    mem_mb: Option<u64>,
-    /// The task's CPUs, e.g. 0-3: the container's cpuset.
-    #[arg(long, value_parser = slurm_ckpt_site::CpuList::parse)]
-    cpuset: Option<slurm_ckpt_site::CpuList>,
-    #[arg(long = "mount")]
-    mounts: Vec<String>,
-    /// NAME=VALUE set in the container after the defaults (the job's --container-env).
-    #[arg(long = "env")]
-    env: Vec<String>,
-    #[arg(long, default_value = "/")]
-    cwd: String,
-    #[arg(long = "site")]
-    site: Vec<String>,
-    #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
-    plugstack: std::path::PathBuf,
-    /// The job's program and arguments (run by MPI inside the containers).
-    #[arg(last = true, required = true)]
-    argv: Vec<String>,
+/// `--fd FD --job J --step S --rank R --ntasks N --nnodes M --node NODE --uid U --gid G
+/// --restart-count C [--instance HEX] [--cpus N] [--mem-mb M] [--cpuset LIST] --image IMAGE
+/// --mpi mpich|openmpi|none [--ckpt DIR] [--ckpt-interval MIN] [--mount SPEC]...
+/// [--env NAME=VALUE]... --cwd CWD [--plugstack PATH] [--site key=value]... -- ARGV...`
+pub type Args = super::RequestArgs;
+
+/// The supervisor's view of the request.
+fn supervise_args(r: SuperviseRequest, site: slurm_ckpt::site::SiteConfig) -> SuperviseArgs {
+    SuperviseArgs {
+        job: r.job,
+        step: r.step,
+        rank: r.rank,
+        ntasks: r.ntasks,
+        node: r.node,
+        uid: r.uid,
+        gid: r.gid,
+        image: r.image,
+        mpi: r.mpi.to_string(),
+        mounts: r.mounts.iter().map(ToString::to_string).collect(),
+        env: r.env,
+        cwd: r.cwd,
+        ckpt: r.ckpt,
+        ckpt_interval: r.ckpt_interval,
+        restart_count: r.restart_count,
+        instance: r.instance,
+        cpus: r.cpus,
+        mem_mb: r.mem_mb,
+        cpuset: r.cpuset,
+        site,
+        argv: r.argv,
+    }
 }
 
 pub fn main(a: Args) -> i32 {
-    super::init_tracing(Some(&supervise::log_path(a.job)));
+    let r = match SuperviseRequest::decode(&a.request) {
+        Ok(r) => r,
+        Err(e) => {
+            // The supervisor's stderr is /dev/null: say it in the job's log when the job is known.
+            let job = a.request.windows(2).find(|w| w[0] == "--job");
+            if let Some(job) = job.and_then(|w| w[1].parse::<u32>().ok()) {
+                super::init_tracing(Some(&supervise::log_path(job)));
+                tracing::error!("job {job}: bad request from the plugin: {e}");
+            }
+            eprintln!("slurm-ckpt supervise: {e}");
+            return 2;
+        }
+    };
+    super::init_tracing(Some(&supervise::log_path(r.job)));
+    let (job, rank) = (r.job, r.rank);
     let run = || -> anyhow::Result<i32> {
-        if a.uid == 0 {
+        if r.uid == 0 {
             anyhow::bail!("refusing to run a rank container as root");
         }
-        // It becomes part of the Docker socket path and the job directory.
-        if !slurm_ckpt::user_paths::valid_node_name(&a.node) {
-            return Err(slurm_ckpt::Error::BadNodeName(a.node.clone()).into());
-        }
-        let sock = slurm_ckpt::fdio::inherited_socket(a.fd)?;
-        let site = super::site_config(&a.site, &a.plugstack)?;
-        let args = SuperviseArgs {
-            job: a.job,
-            step: a.step,
-            rank: a.rank,
-            ntasks: a.ntasks,
-            node: a.node.clone(),
-            uid: a.uid,
-            gid: a.gid,
-            image: a.image.clone(),
-            mpi: a.mpi.clone(),
-            mounts: a.mounts.clone(),
-            env: a.env.clone(),
-            cwd: a.cwd.clone(),
-            ckpt: a.ckpt.clone(),
-            ckpt_interval: a.ckpt_interval,
-            restart_count: a.restart_count,
-            instance: a.instance.clone(),
-            cpus: a.cpus,
-            mem_mb: a.mem_mb,
-            cpuset: a.cpuset.clone(),
-            site,
-            argv: a.argv.clone(),
-        };
-        Ok(super::runtime()?.block_on(supervise::run(args, sock)))
+        let sock = slurm_ckpt::fdio::inherited_socket(r.fd)?;
+        let site = super::request_site(&r.site, r.plugstack.as_deref())?;
+        Ok(super::runtime()?.block_on(supervise::run(supervise_args(r, site), sock)))
     };
     match run() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("job {} rank {}: {e:#}", a.job, a.rank);
+            tracing::error!("job {job} rank {rank}: {}", super::report(&e));
             1
         }
     }
@@ -110,7 +69,7 @@ pub fn main(a: Args) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::Args;
+    use super::{Args, SuperviseRequest};
     use clap::Parser;
 
     #[derive(Parser)]
@@ -119,7 +78,7 @@ mod tests {
         a: Args,
     }
 
-    fn parse(instance: Option<&str>) -> Result<Cli, clap::Error> {
+    fn parse(instance: Option<&str>) -> Result<SuperviseRequest, String> {
         let mut v: Vec<&str> = "slurm-ckpt --fd 3 --job 7 --step 0 --rank 0 --ntasks 1 --node n \
              --uid 1000 --gid 1000 --image img --mpi none"
             .split_whitespace()
@@ -128,20 +87,36 @@ mod tests {
             v.extend(["--instance", i]);
         }
         v.extend(["--", "ring"]);
-        Cli::try_parse_from(v)
+        let cli = Cli::try_parse_from(v).map_err(|e| e.to_string())?;
+        SuperviseRequest::decode(&cli.a.request).map_err(|e| e.to_string())
     }
 
     #[test]
     fn the_job_instance_is_optional_and_checked() {
-        assert_eq!(parse(None).unwrap().a.instance, None);
+        assert_eq!(parse(None).unwrap().instance, None);
         let i = "0123456789abcdef0123456789abcdef";
         assert_eq!(
-            parse(Some(i)).unwrap().a.instance.map(|i| i.to_string()),
+            parse(Some(i)).unwrap().instance.map(|i| i.to_string()),
             Some(i.to_string())
         );
         for bad in ["", "0123", "../etc", &i.to_uppercase()] {
-            let e = parse(Some(bad)).err().expect(bad).to_string();
+            let e = parse(Some(bad)).expect_err(bad);
             assert!(e.contains("lowercase hex"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn what_the_plugin_encodes_reaches_the_supervisor_unchanged() {
+        let mut v = parse(None).unwrap();
+        v.argv = ["./ring", "--", "--help", "-x", "--fd"]
+            .map(String::from)
+            .to_vec();
+        v.site = Some(slurm_ckpt::site::SiteConfig::default());
+        let argv = v.to_argv();
+        let cli = Cli::try_parse_from(
+            std::iter::once("slurm-ckpt").chain(argv[2..].iter().map(String::as_str)),
+        )
+        .unwrap();
+        assert_eq!(SuperviseRequest::decode(&cli.a.request), Ok(v));
     }
 }
