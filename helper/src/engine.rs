@@ -76,9 +76,9 @@ impl Bind {
 impl Engine {
     pub async fn connect(socket: &str, node: &str) -> Result<Self> {
         let path = socket.strip_prefix("unix://").unwrap_or(socket);
-        let err = |source| Error::Docker {
+        let err = |err| Error::Docker {
             socket: socket.to_string(),
-            source,
+            err,
         };
         let docker =
             Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(err)?;
@@ -91,10 +91,10 @@ impl Engine {
         })
     }
 
-    fn err(&self, source: bollard::errors::Error) -> Error {
+    fn err(&self, err: bollard::errors::Error) -> Error {
         Error::Docker {
             socket: self.socket.clone(),
-            source,
+            err,
         }
     }
 

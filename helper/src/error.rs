@@ -13,12 +13,11 @@ pub enum Error {
     /// output) or as an anyhow chain (`{e:#}`), it then appears once either way.
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
-    /// Still also a `source()` (engine.rs names the field `source`): to be renamed like `Io`'s
-    /// when engine.rs is free; until then the CLI's `cli::report` prints the cause once.
-    #[error("docker ({socket}): {source}")]
+    /// Like `Io`: the cause in the message, not also a `source()`.
+    #[error("docker ({socket}): {err}")]
     Docker {
         socket: String,
-        source: bollard::errors::Error,
+        err: bollard::errors::Error,
     },
     #[error("docker network '{network}' does not exist on node {node}: the site must create it (see slurm-conf/README.md)")]
     NoNetwork { network: String, node: String },
@@ -52,8 +51,6 @@ pub enum Error {
     /// Another rank failed or is gone: this rank stops waiting, but is not the cause.
     #[error("{0}")]
     Peer(String),
-    #[error("{0}")]
-    Invalid(String),
     #[error("rank {rank} is out of range for a job of {ntasks} ranks")]
     RankOutOfRange { rank: u32, ntasks: u32 },
     #[error("{0}")]
