@@ -1,13 +1,21 @@
 #!/bin/bash
 # After `scripts/vcluster down`: no namespace, process, mount, link, iptables rule, hosts entry or
-# state directory of the virtual cluster may remain.
+# state directory of the virtual cluster may remain — and nothing else was touched (other Slurm or
+# Docker processes on the machine are not ours to stop).
 set -uo pipefail
 bad=0
 problem() { echo "  [check-clean] LEFT BEHIND: $*" >&2; bad=1; }
 ip netns list 2>/dev/null | grep -E '^node[0-9]+' && problem "network namespaces"
 ip -o link show 2>/dev/null | grep -E ' (vcfabric|vc-node[0-9]+)[@:]' && problem "links"
 pgrep -a -f '^(slurmd -N node|slurmctld)|/run/vc/' && problem "processes"
-pgrep -a -x slurmstepd && problem "slurmstepd processes"
+# Step daemons of our nodes: outside the host's network namespace, with a node's hostname (their
+# namespaces are gone now, so that is what identifies them). A site's own slurmstepd is not ours.
+host_net="$(readlink /proc/1/ns/net)"
+for pid in $(pgrep -x slurmstepd); do
+    [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" != "$host_net" ] &&
+        nsenter -t "$pid" -u hostname 2>/dev/null | grep -qE '^node[0-9]+$' &&
+        problem "slurmstepd $pid of a virtual node"
+done
 pgrep -a -x dockerd | grep -q -- '--data-root /var/lib/vc' && problem "dockerd"
 grep -E ' (/var/lib/vc|/run/vc)' /proc/self/mountinfo && problem "mounts"
 iptables -S FORWARD 2>/dev/null | grep -q slurm-container-ckpt-vcluster && problem "iptables rule"
