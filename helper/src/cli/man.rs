@@ -75,7 +75,12 @@ fn collect(cmd: &clap::Command, name: String, bin: String, out: &mut Vec<(String
             continue;
         }
         let sub_name = sub.get_name();
-        collect(sub, format!("{name}-{sub_name}"), format!("{bin} {sub_name}"), out);
+        collect(
+            sub,
+            format!("{name}-{sub_name}"),
+            format!("{bin} {sub_name}"),
+            out,
+        );
     }
 }
 

@@ -29,30 +29,37 @@ pub struct RequestArgs {
     pub request: Vec<String>,
 }
 
-/// Log to stderr (or to `file` when given: the supervisor's stderr is /dev/null).
-pub fn init_tracing(file: Option<&std::path::Path>) {
+/// Log to stderr (or to `file` when given: the supervisor's stderr is /dev/null). Returns why
+/// `file` could not be used, if it could not: logs then go to stderr, which the caller may need to
+/// say once where someone reads it.
+pub fn init_tracing(file: Option<&std::path::Path>) -> Option<String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLURM_CKPT_LOG")
         .unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
+    let mut problem = None;
     if let Some(path) = file {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Ok(f) = std::fs::OpenOptions::new()
+        match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
         {
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .init();
-            return;
+            Ok(f) => {
+                builder
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(f))
+                    .init();
+                return None;
+            }
+            Err(e) => problem = Some(format!("cannot open the log {}: {e}", path.display())),
         }
     }
     builder.with_writer(std::io::stderr).init();
+    problem
 }
 
 /// Site settings: explicit `--site k=v` pairs (from the plugin), else plugstack.conf.

@@ -55,7 +55,10 @@ pub fn main(a: Args) -> i32 {
     if missing.is_empty() {
         0
     } else {
-        eprintln!("slurm-ckpt node-setup: this node lacks: {}", missing.join(", "));
+        eprintln!(
+            "slurm-ckpt node-setup: this node lacks: {}",
+            missing.join(", ")
+        );
         1
     }
 }
@@ -69,7 +72,10 @@ fn check(a: &Args) -> anyhow::Result<Vec<Finding>> {
     ) {
         Ok(p) => match p.args {
             Some(args) => {
-                out.push(Finding::ok("plugstack", format!("plugin enabled in {}", a.plugstack.display())));
+                out.push(Finding::ok(
+                    "plugstack",
+                    format!("plugin enabled in {}", a.plugstack.display()),
+                ));
                 SiteConfig::parse(&args)?
             }
             None => {
@@ -94,7 +100,10 @@ fn check(a: &Args) -> anyhow::Result<Vec<Finding>> {
         Ok(t) => match DaemonJson::parse(&t) {
             Ok(d) => Some(d),
             Err(e) => {
-                out.push(Finding::missing("daemon.json", format!("{}: {e}", a.daemon_json.display())));
+                out.push(Finding::missing(
+                    "daemon.json",
+                    format!("{}: {e}", a.daemon_json.display()),
+                ));
                 None
             }
         },
@@ -107,7 +116,11 @@ fn check(a: &Args) -> anyhow::Result<Vec<Finding>> {
     let user = a
         .remap_user
         .clone()
-        .or_else(|| dj.as_ref().and_then(|d| d.userns_remap.as_deref()).map(|u| nc::remap_user(u).to_string()))
+        .or_else(|| {
+            dj.as_ref()
+                .and_then(|d| d.userns_remap.as_deref())
+                .map(|u| nc::remap_user(u).to_string())
+        })
         .unwrap_or_else(|| "slurmckpt".to_string());
     match nix::unistd::User::from_name(&user) {
         Ok(Some(_)) => out.push(Finding::ok("remap-user", format!("user {user} exists"))),
@@ -119,10 +132,16 @@ fn check(a: &Args) -> anyhow::Result<Vec<Finding>> {
     for (item, file) in [("subuid", "/etc/subuid"), ("subgid", "/etc/subgid")] {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         out.push(match nc::check_id_map(&nc::id_ranges(&text, &user)) {
-            Ok(()) => Finding::ok(item, format!("{file}: {user} maps root away, ids 1..65535 to themselves")),
+            Ok(()) => Finding::ok(
+                item,
+                format!("{file}: {user} maps root away, ids 1..65535 to themselves"),
+            ),
             Err(why) => Finding::missing(
                 item,
-                format!("{file}: {why}; {user}'s lines must be, in this order: {}", nc::id_map_lines(&user).trim_end().replace('\n', " then ")),
+                format!(
+                    "{file}: {why}; {user}'s lines must be, in this order: {}",
+                    nc::id_map_lines(&user).trim_end().replace('\n', " then ")
+                ),
             ),
         });
     }
@@ -131,10 +150,22 @@ fn check(a: &Args) -> anyhow::Result<Vec<Finding>> {
     let conf = Path::new("/etc/criu/runc.conf");
     out.push(match std::fs::read_to_string(conf) {
         Ok(t) => match nc::criu_conf_missing(&t) {
-            m if m.is_empty() => Finding::ok("criu-conf", format!("{} has tcp-established and ghost-limit", conf.display())),
-            m => Finding::missing("criu-conf", format!("{} lacks: {}", conf.display(), m.join(", "))),
+            m if m.is_empty() => Finding::ok(
+                "criu-conf",
+                format!("{} has tcp-established and ghost-limit", conf.display()),
+            ),
+            m => Finding::missing(
+                "criu-conf",
+                format!("{} lacks: {}", conf.display(), m.join(", ")),
+            ),
         },
-        Err(_) => Finding::missing("criu-conf", format!("no {}: write 'tcp-established' and 'ghost-limit 1G'", conf.display())),
+        Err(_) => Finding::missing(
+            "criu-conf",
+            format!(
+                "no {}: write 'tcp-established' and 'ghost-limit 1G'",
+                conf.display()
+            ),
+        ),
     });
 
     for tool in ["iptables", "nsenter"] {
@@ -148,17 +179,37 @@ fn check(a: &Args) -> anyhow::Result<Vec<Finding>> {
 
 fn on_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 fn criu_finding() -> Finding {
     let out = match std::process::Command::new("criu").arg("--version").output() {
         Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Err(e) => return Finding::missing("criu", format!("cannot run criu: {e} (CRIU >= {}.{} needed)", nc::CRIU_MIN.0, nc::CRIU_MIN.1)),
+        Err(e) => {
+            return Finding::missing(
+                "criu",
+                format!(
+                    "cannot run criu: {e} (CRIU >= {}.{} needed)",
+                    nc::CRIU_MIN.0,
+                    nc::CRIU_MIN.1
+                ),
+            )
+        }
     };
     match nc::criu_version(&out) {
         Ok(v) if v >= nc::CRIU_MIN => Finding::ok("criu", format!("CRIU {}.{}", v.0, v.1)),
-        Ok(v) => Finding::missing("criu", format!("CRIU {}.{} is older than {}.{} (scripts/build-criu)", v.0, v.1, nc::CRIU_MIN.0, nc::CRIU_MIN.1)),
+        Ok(v) => Finding::missing(
+            "criu",
+            format!(
+                "CRIU {}.{} is older than {}.{} (scripts/build-criu)",
+                v.0,
+                v.1,
+                nc::CRIU_MIN.0,
+                nc::CRIU_MIN.1
+            ),
+        ),
         Err(e) => Finding::missing("criu", e.to_string()),
     }
 }
@@ -169,7 +220,10 @@ fn docker_findings(site: &SiteConfig, dj: Option<&DaemonJson>) -> Vec<Finding> {
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     let socket = site.socket_for(&node);
-    let path = socket.strip_prefix("unix://").unwrap_or(&socket).to_string();
+    let path = socket
+        .strip_prefix("unix://")
+        .unwrap_or(&socket)
+        .to_string();
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => return vec![Finding::missing("dockerd", e.to_string())],

@@ -48,7 +48,7 @@ pub fn main(a: Args) -> i32 {
             return 2;
         }
     };
-    super::init_tracing(Some(&supervise::log_path(r.job)));
+    let log_problem = super::init_tracing(Some(&supervise::log_path(r.job)));
     let (job, rank) = (r.job, r.rank);
     let run = || -> anyhow::Result<i32> {
         if r.uid == 0 {
@@ -56,7 +56,7 @@ pub fn main(a: Args) -> i32 {
         }
         let sock = slurm_ckpt::fdio::inherited_socket(r.fd)?;
         let site = super::request_site(&r.site, r.plugstack.as_deref())?;
-        Ok(super::runtime()?.block_on(supervise::run(supervise_args(r, site), sock)))
+        Ok(super::runtime()?.block_on(supervise::run(supervise_args(r, site), sock, log_problem)))
     };
     match run() {
         Ok(c) => c,

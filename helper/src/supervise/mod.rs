@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Munge's key: identical on every node, root-only; the secret the job's ssh keys derive from.
 const SECRET_FILE: &str = "/etc/munge/munge.key";
@@ -206,7 +207,13 @@ async fn send(tx: &mpsc::Sender<Frame>, f: Frame) {
     let _ = tx.send(f).await;
 }
 
-pub async fn run(args: SuperviseArgs, sock: std::os::unix::net::UnixStream) -> i32 {
+/// Supervise one rank. `log_problem`: why the job's log file could not be opened (the rank's logs
+/// are then lost, since the supervisor's stderr is /dev/null): said once in the job's stderr.
+pub async fn run(
+    args: SuperviseArgs,
+    sock: std::os::unix::net::UnixStream,
+    log_problem: Option<String>,
+) -> i32 {
     if let Some(what) = crate::cgroup::leave_step_freezer(Path::new("/sys/fs/cgroup/freezer")) {
         tracing::info!("rank {}: {what}", args.rank);
     }
@@ -258,8 +265,26 @@ pub async fn run(args: SuperviseArgs, sock: std::os::unix::net::UnixStream) -> i
         let _ = cmd_tx.send(None).await;
     });
 
+    if let Some(p) = log_problem {
+        send(
+            &tx,
+            Frame::Stderr(
+                format!(
+                    "slurm-ckpt: rank {} on {}: {p}; its supervisor logs nothing\n",
+                    args.rank, args.node
+                )
+                .into_bytes(),
+            ),
+        )
+        .await;
+    }
+    // Every line this rank logs says whose it is (all ranks of a node share the job's log).
+    let span = tracing::info_span!("rank", job = args.job, rank = args.rank, node = %args.node);
     let mut restoring = None;
-    let code = match supervise(&args, &tx, &mut cmd_rx, &mut restoring).await {
+    let code = match supervise(&args, &tx, &mut cmd_rx, &mut restoring)
+        .instrument(span)
+        .await
+    {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("rank {}: {e}", args.rank);
