@@ -3,33 +3,31 @@
 //! the temp dir that containerd tars through its content store (10x slower than the disk; see
 //! docs/PERFORMANCE.md). Containers stay fully Docker-managed.
 //!
-//! Checkpoint: the supervisor (root) first writes `<runtime_dir>/redirect/<container-id>` holding
-//! the destination; the wrapper passes that as `--image-path` and leaves a pointer file in
-//! containerd's dir, so Docker stores only the pointer. Restore: the supervisor puts that pointer in
-//! the new container's checkpoint; the wrapper finds it in the `--image-path` it is given and passes
-//! the real location. No redirect (or no pointer) is Docker's own path.
+//! Checkpoint: the supervisor (root) first writes a redirect file naming the destination; the
+//! wrapper passes that as `--image-path` and leaves a pointer file in containerd's dir, so Docker
+//! stores only the pointer. Restore: the supervisor puts that pointer in the new container's
+//! checkpoint; the wrapper finds it in the `--image-path` it is given and passes the real location.
+//! No redirect (or no pointer) is Docker's own path. The files' names, places and format are in
+//! `crate::redirect`.
 //!
 //! This runs as root, so it fails closed: a redirect or pointer that is not trusted (`crate::trust`:
 //! root-owned, not writable by others, up to `/`, no links), a destination that does not resolve
 //! inside the checkpoint root or stage dir, or site settings that cannot be read or parsed make it
 //! refuse the checkpoint/restore instead of guessing. Other runc subcommands never need the site
 //! settings and pass through unchanged, so containers can still be created, killed and deleted.
+use crate::redirect;
 use crate::site::{ConfigError, SiteConfig};
 use crate::trust::{read_trusted, resolve_trusted, TrustError};
 use oci_spec::runtime::{Hook, Hooks, LinuxIdMapping};
 use std::ffi::OsString;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
-pub const POINTER: &str = "slurm-ckpt-pointer";
 /// The runc the wrapper runs: the first of these that exists. Fixed, never taken from the
 /// environment: whoever could set it would choose what runs as root.
 pub const REAL_RUNC: [&str; 2] = ["/usr/sbin/runc", "/usr/bin/runc"];
 /// Where the site settings are read (and its `include`s followed).
 pub const PLUGSTACK: &str = "/etc/slurm/plugstack.conf";
-/// Largest redirect or pointer file: one path.
-const PATH_FILE_MAX: u64 = 4096;
 /// Largest plugstack.conf (or included file).
 const PLUGSTACK_MAX: u64 = 1 << 20;
 
@@ -153,27 +151,13 @@ impl<'a> Roots<'a> {
     }
 }
 
-/// Whether a trusted file exists at `path` at all (absent: Docker's own path). Anything else that
-/// goes wrong is left to the trust check, which reports it.
-fn present(path: &Path) -> bool {
-    !matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-}
-
 /// The destination named in trusted `file` (text `text`), resolved (links, `..` of the storage)
 /// and inside one of the resolved roots.
 pub fn destination(file: &Path, text: &str, roots: &Roots) -> Result<PathBuf, WrapperError> {
-    let dest = text.trim();
-    let plain = Path::new(dest).is_absolute()
-        && !dest.contains('\n')
-        && !Path::new(dest)
-            .components()
-            .any(|c| c == Component::ParentDir);
-    if !plain {
-        return Err(WrapperError::BadDestination {
-            file: file.to_path_buf(),
-            dest: dest.to_string(),
-        });
-    }
+    let dest = redirect::parse(text).ok_or_else(|| WrapperError::BadDestination {
+        file: file.to_path_buf(),
+        dest: text.trim().to_string(),
+    })?;
     let resolved = std::fs::canonicalize(dest).map_err(|source| WrapperError::Unresolvable {
         file: file.to_path_buf(),
         dest: dest.into(),
@@ -198,42 +182,28 @@ pub fn destination(file: &Path, text: &str, roots: &Roots) -> Result<PathBuf, Wr
 
 /// The checkpoint destination the supervisor asked for container `id`, if it asked.
 pub fn redirect_for(id: &str, roots: &Roots) -> Result<Option<PathBuf>, WrapperError> {
-    let file = roots.runtime_dir.join("redirect").join(id);
-    if !present(&file) {
-        return Ok(None);
+    let file = redirect::redirect_file(roots.runtime_dir, id);
+    match redirect::read(&file).map_err(WrapperError::Redirect)? {
+        Some(text) => destination(&file, &text, roots).map(Some),
+        None => Ok(None),
     }
-    let text = read_trusted(&file, PATH_FILE_MAX).map_err(WrapperError::Redirect)?;
-    destination(&file, &text, roots).map(Some)
 }
 
 /// The real images of a restore, if the checkpoint Docker unpacked is a pointer.
 pub fn pointer_in(image_dir: &Path, roots: &Roots) -> Result<Option<PathBuf>, WrapperError> {
-    let file = image_dir.join(POINTER);
-    if !present(&file) {
-        return Ok(None);
+    let file = redirect::pointer_file(image_dir);
+    match redirect::read(&file).map_err(WrapperError::Pointer)? {
+        Some(text) => destination(&file, &text, roots).map(Some),
+        None => Ok(None),
     }
-    let text = read_trusted(&file, PATH_FILE_MAX).map_err(WrapperError::Pointer)?;
-    destination(&file, &text, roots).map(Some)
 }
 
 /// Leave the pointer to `dest` in containerd's image directory (what Docker stores).
 fn write_pointer(image_dir: &Path, dest: &Path) -> Result<(), WrapperError> {
-    let path = image_dir.join(POINTER);
-    let err = |source| WrapperError::WritePointer {
-        path: path.clone(),
+    redirect::write_pointer(image_dir, dest).map_err(|source| WrapperError::WritePointer {
+        path: redirect::pointer_file(image_dir),
         source,
-    };
-    std::fs::create_dir_all(image_dir).map_err(err)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(&path)
-        .map_err(err)?;
-    f.write_all(dest.as_os_str().as_encoded_bytes())
-        .map_err(err)
+    })
 }
 
 /// The argv for the real runc and a line for the wrapper's log.
@@ -638,7 +608,7 @@ mod tests {
         let out = run(&t, t.checkpoint_args()).unwrap();
         let real = std::fs::canonicalize(&dest).unwrap();
         assert_eq!(out.argv[4], OsString::from(&real));
-        let ptr = std::fs::read_to_string(t.p("ctrd").join(POINTER)).unwrap();
+        let ptr = std::fs::read_to_string(redirect::pointer_file(&t.p("ctrd"))).unwrap();
         assert_eq!(Path::new(&ptr), real);
     }
 
@@ -668,7 +638,7 @@ mod tests {
             run(&t, t.checkpoint_args()),
             Err(WrapperError::Redirect(TrustError::Symlink { .. }))
         ));
-        assert!(!t.p("ctrd").join(POINTER).exists());
+        assert!(!redirect::pointer_file(&t.p("ctrd")).exists());
     }
 
     #[test]
@@ -711,7 +681,10 @@ mod tests {
         assert!(out.note.is_some_and(|n| n.contains("Docker's path")));
 
         let dest = t.p("ckpt/u/1/g0001/rank-0");
-        let ptr = t.file(&format!("ctrd/{POINTER}"), &dest.display().to_string());
+        let ptr = t.file(
+            &format!("ctrd/{}", redirect::POINTER),
+            &dest.display().to_string(),
+        );
         let out = run(&t, t.restore_args()).unwrap();
         assert_eq!(
             out.argv[4],
