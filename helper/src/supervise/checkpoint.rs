@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::guard::{Guard, GuardArgs};
 use crate::pack::{is_packed, unpack_dir, Packed, Packing, Scratch};
 use crate::redirect::{self, POINTER};
-use crate::state::ContainerState;
+use crate::state::{CheckpointOutcome, ContainerState};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,14 +70,15 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 tracing::error!("could not thaw {}: {e}", self.st.container);
             }
         }
-        match &res {
-            Ok(_) => self
-                .st
-                .event(format!("checkpoint {} complete", gen_name(g))),
-            Err(e) => self
-                .st
-                .event(format!("checkpoint {} failed: {e}", gen_name(g))),
-        }
+        self.st.checkpoint_ended(
+            g,
+            match &res {
+                Ok(_) => CheckpointOutcome::Complete,
+                Err(e) => CheckpointOutcome::Failed {
+                    reason: e.to_string(),
+                },
+            },
+        );
         save(&mut self.st, &self.a.site.ckpt_root);
         if let Some(guard) = guard {
             guard.release().await;

@@ -99,6 +99,7 @@ impl World {
                     image: a.image.clone(),
                     state,
                     events: vec![],
+                    last_checkpoint: None,
                 };
                 Rank {
                     a,
