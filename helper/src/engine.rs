@@ -21,6 +21,8 @@ pub const LABEL_USER: &str = "slurm-ckpt.uid";
 
 pub struct Engine {
     docker: Docker,
+    /// The endpoints bollard lacks, at the version negotiated with `docker`.
+    extra: extra_api::ExtraApi,
     socket: String,
     pub node: String,
 }
@@ -85,6 +87,7 @@ impl Engine {
         // The daemon here speaks API 1.41: negotiate rather than assume bollard's default.
         let docker = docker.negotiate_version().await.map_err(err)?;
         Ok(Engine {
+            extra: extra_api::ExtraApi::new(socket, docker.client_version().to_string()),
             docker,
             socket: socket.to_string(),
             node: node.to_string(),
@@ -537,61 +540,16 @@ impl Engine {
 
     /// `POST /containers/{id}/checkpoints`: bollard 0.18 has no checkpoint API.
     pub async fn checkpoint_create(&self, id: &str, name: &str, exit: bool) -> Result<()> {
-        let body = serde_json::json!({ "CheckpointID": name, "Exit": exit }).to_string();
-        self.raw(
-            "POST",
-            &format!("/containers/{id}/checkpoints"),
-            Some(&body),
-        )
-        .await
+        self.extra
+            .send(&extra_api::Call::checkpoint_create(id, name, exit))
+            .await
     }
 
     /// `POST /containers/{id}/start?checkpoint=NAME`: restore from a checkpoint.
     pub async fn start_from_checkpoint(&self, id: &str, name: &str) -> Result<()> {
-        self.raw(
-            "POST",
-            &format!("/containers/{id}/start?checkpoint={name}"),
-            None,
-        )
-        .await
-    }
-
-    /// Minimal HTTP/1.1 request on the daemon's socket for the endpoints bollard lacks.
-    async fn raw(&self, method: &str, path: &str, body: Option<&str>) -> Result<()> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let sock = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
-        let io = |e: std::io::Error| Error::io(sock, e);
-        let mut s = tokio::net::UnixStream::connect(sock).await.map_err(io)?;
-        let body = body.unwrap_or("");
-        let req = format!(
-            "{method} /v1.41{path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.map_err(io)?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).await.map_err(io)?;
-        let text = String::from_utf8_lossy(&resp);
-        let status: u16 = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        if (200..300).contains(&status) {
-            Ok(())
-        } else {
-            let msg = text
-                .split("\r\n\r\n")
-                .nth(1)
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            Err(Error::DockerApi {
-                method: method.into(),
-                path: path.into(),
-                status,
-                message: msg,
-            })
-        }
+        self.extra
+            .send(&extra_api::Call::start_from_checkpoint(id, name))
+            .await
     }
 }
 
@@ -684,5 +642,6 @@ impl ContainerEngine for Engine {
     }
 }
 
+pub mod extra_api;
 #[cfg(test)]
 pub mod fake;

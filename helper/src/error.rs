@@ -143,6 +143,22 @@ pub enum Error {
         mpi: String,
         missing: Vec<String>,
     },
+    /// A request to a Docker endpoint bollard lacks could not be made or its answer not read.
+    #[error("docker {method} {path}: {why}")]
+    DockerHttp {
+        method: String,
+        path: String,
+        why: HttpFailure,
+    },
+}
+
+/// Why an HTTP exchange with the daemon failed (see `Error::DockerHttp`).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpFailure {
+    #[error("bad request: {0}")]
+    Request(hyper::http::Error),
+    #[error("{0}")]
+    Http(hyper::Error),
 }
 
 impl Error {

@@ -17,6 +17,7 @@ pub mod node_check;
 pub mod pack;
 pub mod plan;
 pub mod protocol;
+pub mod redirect;
 pub mod relay;
 pub mod runtime_wrapper;
 pub mod site;

@@ -3,32 +3,31 @@
 //! the temp dir that containerd tars through its content store (10x slower than the disk; see
 //! docs/PERFORMANCE.md). Containers stay fully Docker-managed.
 //!
-//! Checkpoint: the supervisor (root) first writes `<runtime_dir>/redirect/<container-id>` holding
-//! the destination; the wrapper passes that as `--image-path` and leaves a pointer file in
-//! containerd's dir, so Docker stores only the pointer. Restore: the supervisor puts that pointer in
-//! the new container's checkpoint; the wrapper finds it in the `--image-path` it is given and passes
-//! the real location. No redirect (or no pointer) is Docker's own path.
+//! Checkpoint: the supervisor (root) first writes a redirect file naming the destination; the
+//! wrapper passes that as `--image-path` and leaves a pointer file in containerd's dir, so Docker
+//! stores only the pointer. Restore: the supervisor puts that pointer in the new container's
+//! checkpoint; the wrapper finds it in the `--image-path` it is given and passes the real location.
+//! No redirect (or no pointer) is Docker's own path. The files' names, places and format are in
+//! `crate::redirect`.
 //!
 //! This runs as root, so it fails closed: a redirect or pointer that is not trusted (`crate::trust`:
 //! root-owned, not writable by others, up to `/`, no links), a destination that does not resolve
 //! inside the checkpoint root or stage dir, or site settings that cannot be read or parsed make it
 //! refuse the checkpoint/restore instead of guessing. Other runc subcommands never need the site
 //! settings and pass through unchanged, so containers can still be created, killed and deleted.
+use crate::redirect;
 use crate::site::{ConfigError, SiteConfig};
 use crate::trust::{read_trusted, resolve_trusted, TrustError};
+use oci_spec::runtime::{Hook, Hooks, LinuxIdMapping};
 use std::ffi::OsString;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
-pub const POINTER: &str = "slurm-ckpt-pointer";
 /// The runc the wrapper runs: the first of these that exists. Fixed, never taken from the
 /// environment: whoever could set it would choose what runs as root.
 pub const REAL_RUNC: [&str; 2] = ["/usr/sbin/runc", "/usr/bin/runc"];
 /// Where the site settings are read (and its `include`s followed).
 pub const PLUGSTACK: &str = "/etc/slurm/plugstack.conf";
-/// Largest redirect or pointer file: one path.
-const PATH_FILE_MAX: u64 = 4096;
 /// Largest plugstack.conf (or included file).
 const PLUGSTACK_MAX: u64 = 1 << 20;
 
@@ -152,27 +151,13 @@ impl<'a> Roots<'a> {
     }
 }
 
-/// Whether a trusted file exists at `path` at all (absent: Docker's own path). Anything else that
-/// goes wrong is left to the trust check, which reports it.
-fn present(path: &Path) -> bool {
-    !matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-}
-
 /// The destination named in trusted `file` (text `text`), resolved (links, `..` of the storage)
 /// and inside one of the resolved roots.
 pub fn destination(file: &Path, text: &str, roots: &Roots) -> Result<PathBuf, WrapperError> {
-    let dest = text.trim();
-    let plain = Path::new(dest).is_absolute()
-        && !dest.contains('\n')
-        && !Path::new(dest)
-            .components()
-            .any(|c| c == Component::ParentDir);
-    if !plain {
-        return Err(WrapperError::BadDestination {
-            file: file.to_path_buf(),
-            dest: dest.to_string(),
-        });
-    }
+    let dest = redirect::parse(text).ok_or_else(|| WrapperError::BadDestination {
+        file: file.to_path_buf(),
+        dest: text.trim().to_string(),
+    })?;
     let resolved = std::fs::canonicalize(dest).map_err(|source| WrapperError::Unresolvable {
         file: file.to_path_buf(),
         dest: dest.into(),
@@ -197,42 +182,28 @@ pub fn destination(file: &Path, text: &str, roots: &Roots) -> Result<PathBuf, Wr
 
 /// The checkpoint destination the supervisor asked for container `id`, if it asked.
 pub fn redirect_for(id: &str, roots: &Roots) -> Result<Option<PathBuf>, WrapperError> {
-    let file = roots.runtime_dir.join("redirect").join(id);
-    if !present(&file) {
-        return Ok(None);
+    let file = redirect::redirect_file(roots.runtime_dir, id);
+    match redirect::read(&file).map_err(WrapperError::Redirect)? {
+        Some(text) => destination(&file, &text, roots).map(Some),
+        None => Ok(None),
     }
-    let text = read_trusted(&file, PATH_FILE_MAX).map_err(WrapperError::Redirect)?;
-    destination(&file, &text, roots).map(Some)
 }
 
 /// The real images of a restore, if the checkpoint Docker unpacked is a pointer.
 pub fn pointer_in(image_dir: &Path, roots: &Roots) -> Result<Option<PathBuf>, WrapperError> {
-    let file = image_dir.join(POINTER);
-    if !present(&file) {
-        return Ok(None);
+    let file = redirect::pointer_file(image_dir);
+    match redirect::read(&file).map_err(WrapperError::Pointer)? {
+        Some(text) => destination(&file, &text, roots).map(Some),
+        None => Ok(None),
     }
-    let text = read_trusted(&file, PATH_FILE_MAX).map_err(WrapperError::Pointer)?;
-    destination(&file, &text, roots).map(Some)
 }
 
 /// Leave the pointer to `dest` in containerd's image directory (what Docker stores).
 fn write_pointer(image_dir: &Path, dest: &Path) -> Result<(), WrapperError> {
-    let path = image_dir.join(POINTER);
-    let err = |source| WrapperError::WritePointer {
-        path: path.clone(),
+    redirect::write_pointer(image_dir, dest).map_err(|source| WrapperError::WritePointer {
+        path: redirect::pointer_file(image_dir),
         source,
-    };
-    std::fs::create_dir_all(image_dir).map_err(err)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(&path)
-        .map_err(err)?;
-    f.write_all(dest.as_os_str().as_encoded_bytes())
-        .map_err(err)
+    })
 }
 
 /// The argv for the real runc and a line for the wrapper's log.
@@ -317,19 +288,58 @@ fn bundle_of(args: &[String]) -> PathBuf {
     }
 }
 
+/// A bundle's OCI `config.json`, typed (`oci-spec`) only in the parts the wrapper reads or changes.
+/// The rest stays the JSON Docker wrote: a whole `oci_spec::runtime::Spec` drops fields it does not
+/// know (a runtime-spec newer than the crate) and refuses values it does not know (e.g. a seccomp
+/// action or architecture), so a full typed round trip could silently change what runc restores.
+struct BundleConfig {
+    path: PathBuf,
+    raw: serde_json::Map<String, serde_json::Value>,
+}
+
+impl BundleConfig {
+    fn read(bundle: &Path) -> std::io::Result<Self> {
+        let path = bundle.join("config.json");
+        let raw = serde_json::from_slice(&std::fs::read(&path)?)?;
+        Ok(BundleConfig { path, raw })
+    }
+
+    /// `linux.gidMappings` (empty when there is none: no user namespace).
+    fn gid_mappings(&self) -> std::io::Result<Vec<LinuxIdMapping>> {
+        match self.raw.get("linux").and_then(|l| l.get("gidMappings")) {
+            Some(v) => Ok(serde_json::from_value(v.clone())?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn hooks(&self) -> std::io::Result<Hooks> {
+        match self.raw.get("hooks") {
+            Some(v) => Ok(serde_json::from_value(v.clone())?),
+            None => Ok(Hooks::default()),
+        }
+    }
+
+    fn set_hooks(&mut self, hooks: &Hooks) -> std::io::Result<()> {
+        self.raw
+            .insert("hooks".into(), serde_json::to_value(hooks)?);
+        Ok(())
+    }
+
+    /// Replace the file in one step (runc must never read half a config).
+    fn write(&self) -> std::io::Result<()> {
+        let tmp = self.path.with_file_name(".config.json.slurm-ckpt");
+        std::fs::write(&tmp, serde_json::to_vec(&self.raw)?)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
 /// The host gid of the container's root, from the bundle's OCI config (None: no user namespace).
 fn container_root_gid(bundle: &Path) -> std::io::Result<Option<u32>> {
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
-    let maps = spec["linux"]["gidMappings"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    Ok(maps
+    Ok(BundleConfig::read(bundle)?
+        .gid_mappings()?
         .iter()
-        .find(|m| m["containerID"].as_u64() == Some(0))
-        .and_then(|m| m["hostID"].as_u64())
-        .and_then(|g| u32::try_from(g).ok()))
+        .find(|m| m.container_id() == 0)
+        .map(|m| m.host_id()))
 }
 
 /// Let the container's root search a root-owned image directory (group = its gid, mode 0710); the
@@ -356,27 +366,23 @@ fn let_container_root_search(dir: &Path, bundle: &Path) -> std::io::Result<()> {
 /// retransmits in that window meets no socket and is answered with a RST: the MPI connection dies.
 /// The supervisor lifts the block once every rank of the job is restored.
 pub fn add_netlock_hook(bundle: &Path) -> std::io::Result<()> {
-    let cfg = bundle.join("config.json");
-    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
-    let exe = std::env::current_exe()?;
-    let hook =
-        serde_json::json!({"path": exe, "args": ["slurm-ckpt-runc", NETLOCK_HOOK], "timeout": 60});
-    let obj = spec
-        .as_object_mut()
-        .ok_or_else(|| std::io::Error::other("config.json is not an object"))?;
-    let hooks = obj.entry("hooks").or_insert_with(|| serde_json::json!({}));
-    let prestart = hooks
-        .as_object_mut()
-        .ok_or_else(|| std::io::Error::other("hooks is not an object"))?
-        .entry("prestart")
-        .or_insert_with(|| serde_json::json!([]));
-    let list = prestart
-        .as_array_mut()
-        .ok_or_else(|| std::io::Error::other("hooks.prestart is not a list"))?;
-    list.insert(0, hook);
-    let tmp = bundle.join(".config.json.slurm-ckpt");
-    std::fs::write(&tmp, serde_json::to_vec(&spec)?)?;
-    std::fs::rename(&tmp, &cfg)
+    let mut cfg = BundleConfig::read(bundle)?;
+    let mut hooks = cfg.hooks()?;
+    hooks
+        .prestart_mut()
+        .get_or_insert_with(Vec::new)
+        .insert(0, netlock_hook_entry()?);
+    cfg.set_hooks(&hooks)?;
+    cfg.write()
+}
+
+/// The prestart hook that runs this binary in its hook mode.
+fn netlock_hook_entry() -> std::io::Result<Hook> {
+    let mut hook = Hook::default();
+    hook.set_path(std::env::current_exe()?);
+    hook.set_args(Some(vec!["slurm-ckpt-runc".into(), NETLOCK_HOOK.into()]));
+    hook.set_timeout(Some(60));
+    Ok(hook)
 }
 
 /// The iptables rules that isolate a container's network namespace, as (chain, argv) pairs; the
@@ -464,6 +470,54 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(bundle_of(&v("restore --bundle /b id")), PathBuf::from("/b"));
         assert!(netlock_hook(b"{}").is_err());
+    }
+
+    #[test]
+    fn config_edit_keeps_what_it_does_not_type() {
+        let dir = tempfile::tempdir().unwrap();
+        // Fields oci-spec does not know (a newer runtime-spec, a seccomp action it has no variant
+        // for) must reach runc unchanged; other hook kinds and hook fields too.
+        let cfg = serde_json::json!({
+            "ociVersion": "1.2.0",
+            "futureField": {"x": [1, 2]},
+            "linux": {
+                "gidMappings": [{"containerID": 1, "hostID": 2000, "size": 10},
+                                {"containerID": 0, "hostID": 1000, "size": 1}],
+                "seccomp": {"defaultAction": "SCMP_ACT_SOMETHING_NEW", "syscalls": []},
+                "netDevices": {"eth1": {"name": "x"}}
+            },
+            "hooks": {
+                "createRuntime": [{"path": "/c", "env": ["A=1"], "timeout": 5}],
+                "prestart": [{"path": "/x", "args": ["setkey"]}]
+            }
+        });
+        std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+        assert_eq!(container_root_gid(dir.path()).unwrap(), Some(1000));
+        add_netlock_hook(dir.path()).unwrap();
+        let got: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        let mut want = cfg.clone();
+        let exe = std::env::current_exe().unwrap();
+        want["hooks"]["prestart"]
+            .as_array_mut()
+            .unwrap()
+            .insert(
+                0,
+                serde_json::json!({"path": exe, "args": ["slurm-ckpt-runc", NETLOCK_HOOK], "timeout": 60}),
+            );
+        assert_eq!(got, want);
+        assert!(!dir.path().join(".config.json.slurm-ckpt").exists());
+        // No user namespace: nothing to open up.
+        std::fs::write(dir.path().join("config.json"), r#"{"linux":{}}"#).unwrap();
+        assert_eq!(container_root_gid(dir.path()).unwrap(), None);
+        // A hooks entry that is not what the spec says is refused, not overwritten.
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"hooks":{"prestart":{}}}"#,
+        )
+        .unwrap();
+        assert!(add_netlock_hook(dir.path()).is_err());
     }
 
     /// A root-owned 0755 tree: `rt` (runtime dir, with `redirect/`), `ckpt` and `stage` (the
@@ -554,7 +608,7 @@ mod tests {
         let out = run(&t, t.checkpoint_args()).unwrap();
         let real = std::fs::canonicalize(&dest).unwrap();
         assert_eq!(out.argv[4], OsString::from(&real));
-        let ptr = std::fs::read_to_string(t.p("ctrd").join(POINTER)).unwrap();
+        let ptr = std::fs::read_to_string(redirect::pointer_file(&t.p("ctrd"))).unwrap();
         assert_eq!(Path::new(&ptr), real);
     }
 
@@ -584,7 +638,7 @@ mod tests {
             run(&t, t.checkpoint_args()),
             Err(WrapperError::Redirect(TrustError::Symlink { .. }))
         ));
-        assert!(!t.p("ctrd").join(POINTER).exists());
+        assert!(!redirect::pointer_file(&t.p("ctrd")).exists());
     }
 
     #[test]
@@ -627,7 +681,10 @@ mod tests {
         assert!(out.note.is_some_and(|n| n.contains("Docker's path")));
 
         let dest = t.p("ckpt/u/1/g0001/rank-0");
-        let ptr = t.file(&format!("ctrd/{POINTER}"), &dest.display().to_string());
+        let ptr = t.file(
+            &format!("ctrd/{}", redirect::POINTER),
+            &dest.display().to_string(),
+        );
         let out = run(&t, t.restore_args()).unwrap();
         assert_eq!(
             out.argv[4],

@@ -36,6 +36,34 @@ impl std::fmt::Display for ContainerState {
     }
 }
 
+/// The outcome of a rank's newest checkpoint: what `slurm-ckpt checkpoint` waits for (the events
+/// say the same for humans).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckpointResult {
+    pub generation: u32,
+    /// When it ended, seconds since the epoch.
+    pub at: u64,
+    #[serde(flatten)]
+    pub outcome: CheckpointOutcome,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum CheckpointOutcome {
+    Complete,
+    Failed { reason: String },
+}
+
+impl std::fmt::Display for CheckpointResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = crate::ckpt::gen_name(self.generation);
+        match &self.outcome {
+            CheckpointOutcome::Complete => write!(f, "checkpoint {g} complete"),
+            CheckpointOutcome::Failed { reason } => write!(f, "checkpoint {g} failed: {reason}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RankState {
     pub job: u32,
@@ -52,6 +80,9 @@ pub struct RankState {
     pub state: ContainerState,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// None until the rank's first checkpoint ends (and in records of older helpers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<CheckpointResult>,
 }
 
 pub fn now() -> u64 {
@@ -94,6 +125,17 @@ impl RankState {
         if self.events.len() > 200 {
             self.events.drain(..self.events.len() - 200);
         }
+    }
+
+    /// Record how checkpoint `generation` ended, and say so in the events.
+    pub fn checkpoint_ended(&mut self, generation: u32, outcome: CheckpointOutcome) {
+        let res = CheckpointResult {
+            generation,
+            at: now(),
+            outcome,
+        };
+        self.event(res.to_string());
+        self.last_checkpoint = Some(res);
     }
 
     /// Atomically replace this rank's record.
@@ -190,6 +232,40 @@ mod tests {
             assert_eq!(st.to_string(), name);
         }
         assert!(serde_json::from_str::<S>("\"paused\"").is_err());
+    }
+
+    #[test]
+    fn checkpoint_results_are_fields_and_events() {
+        use super::*;
+        let mut st: RankState = serde_json::from_value(serde_json::json!({
+            "job": 1, "step": 0, "rank": 2, "user": "u", "node": "n", "container": "c",
+            "container_id": "i", "hostname": "h", "ip": "1.2.3.4", "mac": "m", "image": "img",
+            "state": "running", "events": []
+        }))
+        .unwrap();
+        assert_eq!(st.last_checkpoint, None);
+        st.checkpoint_ended(
+            7,
+            CheckpointOutcome::Failed {
+                reason: "disk full".into(),
+            },
+        );
+        assert_eq!(st.events[0].what, "checkpoint g0007 failed: disk full");
+        let json = serde_json::to_value(&st).unwrap();
+        let last = &json["last_checkpoint"];
+        assert_eq!(
+            (&last["generation"], &last["outcome"], &last["reason"]),
+            (
+                &serde_json::json!(7),
+                &serde_json::json!("failed"),
+                &serde_json::json!("disk full")
+            )
+        );
+        let back: RankState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, st);
+        st.checkpoint_ended(8, CheckpointOutcome::Complete);
+        assert_eq!(st.events[1].what, "checkpoint g0008 complete");
+        assert_eq!(st.last_checkpoint.as_ref().map(|c| c.generation), Some(8));
     }
 
     #[test]

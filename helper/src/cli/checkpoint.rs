@@ -2,7 +2,8 @@
 //! Slurm carries the request (and checks that the caller may signal the job): SIGUSR1 to the job's
 //! steps makes every rank's relay ask its supervisor for a checkpoint that leaves the job running;
 //! `--requeue` requeues the job, whose SIGTERM makes the supervisors checkpoint before it stops.
-use slurm_ckpt::state;
+use slurm_ckpt::state::{self, CheckpointOutcome, CheckpointResult};
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,40 +20,43 @@ pub struct Args {
     plugstack: std::path::PathBuf,
 }
 
-/// The generation number in a checkpoint event ("checkpoint g0007 complete" -> 7).
-fn event_gen(what: &str) -> Option<u32> {
-    what.strip_prefix("checkpoint g")?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// The newest generation a rank has reported on (0: none yet).
-fn last_gen(events: &[state::Event]) -> u32 {
-    events
-        .iter()
-        .filter_map(|e| event_gen(&e.what))
-        .max()
-        .unwrap_or(0)
+fn last_gen(r: &state::RankState) -> u32 {
+    r.last_checkpoint.as_ref().map_or(0, |c| c.generation)
 }
 
-/// The outcome of a checkpoint newer than generation `after`, if the rank has reported one.
-/// (Generations, not times: event times have one-second resolution, and a checkpoint requested
-/// within a second of the previous one must not count the previous one.)
-fn completed(events: &[state::Event], after: u32) -> Option<Result<String, String>> {
-    events.iter().rev().find_map(|e| {
-        if event_gen(&e.what)? <= after {
-            return None;
-        }
-        if e.what.ends_with(" complete") {
-            Some(Ok(e.what.clone()))
-        } else if e.what.contains(" failed") {
-            Some(Err(e.what.clone()))
-        } else {
-            None
-        }
-    })
+/// What the ranks' records say about the checkpoint asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Every rank completed one (the first rank's result, to report).
+    Done(CheckpointResult),
+    /// A rank's failed: the checkpoint is over for all.
+    Failed(CheckpointResult),
+    Waiting,
+}
+
+/// Decide from the ranks' records, given each rank's newest generation before the request.
+/// (Generations, not times: times have one-second resolution, and a checkpoint requested within a
+/// second of the previous one must not count the previous one.)
+fn verdict(ranks: &[state::RankState], before: &HashMap<u32, u32>) -> Verdict {
+    let newer: Vec<Option<&CheckpointResult>> = ranks
+        .iter()
+        .map(|r| {
+            let after = before.get(&r.rank).copied().unwrap_or(0);
+            r.last_checkpoint.as_ref().filter(|c| c.generation > after)
+        })
+        .collect();
+    let failed = newer
+        .iter()
+        .flatten()
+        .find(|c| matches!(c.outcome, CheckpointOutcome::Failed { .. }));
+    if let Some(c) = failed {
+        return Verdict::Failed((*c).clone());
+    }
+    match newer.first() {
+        Some(Some(first)) if newer.iter().all(Option::is_some) => Verdict::Done((*first).clone()),
+        _ => Verdict::Waiting,
+    }
 }
 
 pub fn main(a: Args) -> i32 {
@@ -63,10 +67,7 @@ pub fn main(a: Args) -> i32 {
         if ranks.is_empty() {
             anyhow::bail!("job {} has no running rank containers", a.job);
         }
-        let before: std::collections::HashMap<u32, u32> = ranks
-            .iter()
-            .map(|r| (r.rank, last_gen(&r.events)))
-            .collect();
+        let before: HashMap<u32, u32> = ranks.iter().map(|r| (r.rank, last_gen(r))).collect();
         let status = if a.requeue {
             Command::new("scontrol")
                 .args(["requeue", &a.job.to_string()])
@@ -82,21 +83,16 @@ pub fn main(a: Args) -> i32 {
         let end = Instant::now() + Duration::from_secs(a.wait);
         loop {
             let ranks = state::load_job(&site.ckpt_root, a.job)?;
-            let results: Vec<_> = ranks
-                .iter()
-                .map(|r| completed(&r.events, before.get(&r.rank).copied().unwrap_or(0)))
-                .collect();
-            if let Some(Some(Err(e))) = results.iter().find(|r| matches!(r, Some(Err(_)))) {
-                anyhow::bail!(
+            match verdict(&ranks, &before) {
+                Verdict::Failed(e) => anyhow::bail!(
                     "job {}: {e} (the job keeps running from its previous state)",
                     a.job
-                );
-            }
-            if !results.is_empty() && results.iter().all(|r| matches!(r, Some(Ok(_)))) {
-                if let Some(Some(Ok(what))) = results.first() {
-                    println!("job {}: {what} ({} ranks)", a.job, results.len());
+                ),
+                Verdict::Done(c) => {
+                    println!("job {}: {c} ({} ranks)", a.job, ranks.len());
+                    return Ok(());
                 }
-                return Ok(());
+                Verdict::Waiting => {}
             }
             if Instant::now() >= end {
                 anyhow::bail!(
@@ -115,28 +111,64 @@ pub fn main(a: Args) -> i32 {
 mod tests {
     use super::*;
 
-    fn ev(what: &str) -> state::Event {
-        state::Event {
+    fn rank(rank: u32, last: Option<(u32, Option<&str>)>) -> state::RankState {
+        let mut st: state::RankState = serde_json::from_value(serde_json::json!({
+            "job": 1, "step": 0, "rank": rank, "user": "u", "node": "n", "container": "c",
+            "container_id": "i", "hostname": "h", "ip": "1.2.3.4", "mac": "m", "image": "img",
+            "state": "running"
+        }))
+        .unwrap();
+        st.last_checkpoint = last.map(|(generation, failed)| CheckpointResult {
+            generation,
             at: 100,
-            what: what.into(),
-        }
+            outcome: match failed {
+                None => CheckpointOutcome::Complete,
+                Some(r) => CheckpointOutcome::Failed { reason: r.into() },
+            },
+        });
+        st
     }
 
     #[test]
     fn only_newer_generations_count() {
-        let evs = vec![ev("running"), ev("checkpoint g0001 complete")];
-        assert_eq!(last_gen(&evs), 1);
-        assert_eq!(completed(&evs, 1), None);
-        assert_eq!(
-            completed(&evs, 0),
-            Some(Ok("checkpoint g0001 complete".into()))
-        );
-        let evs2 = vec![
-            ev("checkpoint g0001 complete"),
-            ev("checkpoint g0002 failed: disk full"),
+        let ranks = [rank(0, Some((1, None))), rank(1, Some((1, None)))];
+        let before: HashMap<u32, u32> = ranks.iter().map(|r| (r.rank, last_gen(r))).collect();
+        assert_eq!(before[&0], 1);
+        assert_eq!(verdict(&ranks, &before), Verdict::Waiting);
+        assert_eq!(last_gen(&rank(0, None)), 0);
+        // Nothing before: generation 1 counts.
+        match verdict(&ranks, &HashMap::new()) {
+            Verdict::Done(c) => assert_eq!(c.to_string(), "checkpoint g0001 complete"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn every_rank_must_complete_and_one_failure_ends_it() {
+        let before = HashMap::from([(0, 1), (1, 1), (2, 1)]);
+        let some = [
+            rank(0, Some((2, None))),
+            rank(1, Some((1, None))),
+            rank(2, None),
         ];
-        assert!(matches!(completed(&evs2, 1), Some(Err(_))));
-        assert_eq!(event_gen("restored from g0003 (taken on node1)"), None);
-        assert_eq!(last_gen(&[]), 0);
+        assert_eq!(verdict(&some, &before), Verdict::Waiting);
+        let one_failed = [
+            rank(0, Some((2, None))),
+            rank(1, Some((2, Some("disk full")))),
+            rank(2, None),
+        ];
+        match verdict(&one_failed, &before) {
+            Verdict::Failed(c) => assert_eq!(c.to_string(), "checkpoint g0002 failed: disk full"),
+            v => panic!("{v:?}"),
+        }
+        // A failure of an older generation is not this request's.
+        let old_failure = [rank(0, Some((1, Some("old")))), rank(1, Some((2, None)))];
+        assert_eq!(
+            verdict(&old_failure, &HashMap::from([(0, 1), (1, 1)])),
+            Verdict::Waiting
+        );
+        let all = [rank(0, Some((2, None))), rank(1, Some((2, None)))];
+        assert!(matches!(verdict(&all, &before), Verdict::Done(c) if c.generation == 2));
+        assert_eq!(verdict(&[], &before), Verdict::Waiting);
     }
 }

@@ -62,8 +62,8 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct FakeEngine {
     inner: Arc<Mutex<Inner>>,
-    /// Where the supervisor leaves its redirect files (`<runtime_dir>/redirect`).
-    redirect_dir: Option<PathBuf>,
+    /// The site's runtime dir, where the supervisor leaves its redirect files.
+    runtime_dir: Option<PathBuf>,
     root_dir: PathBuf,
 }
 
@@ -73,7 +73,7 @@ impl FakeEngine {
     pub fn new(runtime_dir: &std::path::Path, root_dir: &std::path::Path) -> Self {
         FakeEngine {
             inner: Arc::default(),
-            redirect_dir: Some(runtime_dir.join("redirect")),
+            runtime_dir: Some(runtime_dir.to_path_buf()),
             root_dir: root_dir.to_path_buf(),
         }
     }
@@ -208,13 +208,16 @@ impl ContainerEngine for FakeEngine {
     async fn checkpoint_create(&self, id: &str, _name: &str, _exit: bool) -> Result<()> {
         self.call(Op::Checkpoint, id, |_| {}).await?;
         // The runtime wrapper's part: CRIU writes where the redirect file points.
-        let Some(redirect) = self.redirect_dir.as_ref().map(|d| d.join(id)) else {
+        let Some(rt) = &self.runtime_dir else {
             return Ok(());
         };
-        let Ok(dir) = std::fs::read_to_string(&redirect) else {
+        let Ok(text) = std::fs::read_to_string(crate::redirect::redirect_file(rt, id)) else {
             return Ok(());
         };
-        let img = PathBuf::from(dir).join("pages-1.img");
+        let Some(dir) = crate::redirect::parse(&text) else {
+            return Ok(());
+        };
+        let img = dir.join("pages-1.img");
         std::fs::write(&img, format!("memory of {id}")).map_err(|e| Error::io(&img, e))
     }
 

@@ -11,8 +11,8 @@ use crate::engine::ContainerEngine;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, GuardArgs};
 use crate::pack::{is_packed, unpack_dir, Packed, Packing, Scratch};
-use crate::runtime_wrapper::POINTER;
-use crate::state::ContainerState;
+use crate::redirect::{self, POINTER};
+use crate::state::{CheckpointOutcome, ContainerState};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,14 +70,15 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 tracing::error!("could not thaw {}: {e}", self.st.container);
             }
         }
-        match &res {
-            Ok(_) => self
-                .st
-                .event(format!("checkpoint {} complete", gen_name(g))),
-            Err(e) => self
-                .st
-                .event(format!("checkpoint {} failed: {e}", gen_name(g))),
-        }
+        self.st.checkpoint_ended(
+            g,
+            match &res {
+                Ok(_) => CheckpointOutcome::Complete,
+                Err(e) => CheckpointOutcome::Failed {
+                    reason: e.to_string(),
+                },
+            },
+        );
         save(&mut self.st, &self.a.site.ckpt_root);
         if let Some(guard) = guard {
             guard.release().await;
@@ -159,12 +160,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let t_pack = std::time::Instant::now();
         let moved = if a.site.docker_data_path() {
             let info = self.engine.daemon_info().await?;
-            let src = info
-                .root_dir
-                .join("containers")
-                .join(&self.id)
-                .join("checkpoints")
-                .join(gen_name(g));
+            let src = redirect::docker_checkpoint_dir(&info.root_dir, &self.id, &gen_name(g));
             let raw = self.pack(&src, &rank_dir, &layout);
             let _ = std::fs::remove_dir_all(&src);
             Some(raw?)
@@ -341,14 +337,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
     /// Write the root-only redirect file that makes the runtime wrapper hand CRIU `dir` as its
     /// image directory for this container's next dump; returns the file.
     fn redirect_dump(&self, dir: &Path) -> Result<PathBuf> {
-        let redirect_dir = self.a.site.runtime_dir.join("redirect");
-        std::fs::create_dir_all(&redirect_dir).map_err(|e| Error::io(&redirect_dir, e))?;
-        std::fs::set_permissions(&redirect_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io(&redirect_dir, e))?;
-        let redirect = redirect_dir.join(&self.id);
-        std::fs::write(&redirect, dir.to_string_lossy().as_bytes())
-            .map_err(|e| Error::io(&redirect, e))?;
-        Ok(redirect)
+        redirect::write_redirect(&self.a.site.runtime_dir, &self.id, dir)
     }
 
     /// Restore this rank's container from generation `m`, in the policy's order.
@@ -383,11 +372,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         // Docker restores from <root>/containers/<id>/checkpoints/<name>/: put only the pointer there;
         // the runtime wrapper hands CRIU the real images on shared storage.
         let name = gen_name(m.generation);
-        let ck = daemon_root
-            .join("containers")
-            .join(&self.id)
-            .join("checkpoints")
-            .join(&name);
+        let ck = redirect::docker_checkpoint_dir(daemon_root, &self.id, &name);
         std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
         let packed = is_packed(rec.files.iter().map(|f| f.name.as_str()));
         // Packed images (compressed or chunked) are unpacked into the node's staging directory,
@@ -419,8 +404,8 @@ impl<E: ContainerEngine> Rank<'_, E> {
             } else {
                 images.clone()
             };
-            std::fs::write(ck.join(POINTER), from.to_string_lossy().as_bytes())
-                .map_err(|e| Error::io(&ck, e))?;
+            redirect::write_pointer(&ck, &from)
+                .map_err(|e| Error::io(redirect::pointer_file(&ck), e))?;
         }
         if packed {
             tracing::info!(

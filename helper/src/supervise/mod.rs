@@ -428,6 +428,7 @@ async fn supervise(
         image: a.image.clone(),
         state: ContainerState::Created,
         events: vec![],
+        last_checkpoint: None,
     };
     let next_gen = layout
         .as_ref()

@@ -99,6 +99,7 @@ impl World {
                     image: a.image.clone(),
                     state,
                     events: vec![],
+                    last_checkpoint: None,
                 };
                 Rank {
                     a,
@@ -363,11 +364,7 @@ async fn a_restore_follows_each_ordering_policy_behind_the_network_lock() {
 
 /// The runtime wrapper's pointer to the images, in Docker's checkpoint directory.
 fn pointer(root: &Path, id: &str) -> PathBuf {
-    root.join("containers")
-        .join(id)
-        .join("checkpoints")
-        .join("g0001")
-        .join(crate::runtime_wrapper::POINTER)
+    crate::redirect::pointer_file(&crate::redirect::docker_checkpoint_dir(root, id, "g0001"))
 }
 
 #[tokio::test]
