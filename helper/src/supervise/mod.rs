@@ -376,6 +376,7 @@ async fn supervise(
         image: &a.image,
         uid: a.uid,
         gid: a.gid,
+        groups: user.group_ids(),
         network: &a.site.network,
         runtime: (!a.site.runtime.is_empty()).then_some(a.site.runtime.as_str()),
         cmd,
