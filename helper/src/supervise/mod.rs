@@ -180,6 +180,51 @@ fn with_overrides(mut base: Vec<String>, overrides: &[String]) -> Vec<String> {
     base
 }
 
+/// Refuse a job whose uid, gid or supplementary groups the daemon's userns-remap ranges do not map
+/// to themselves: Docker would otherwise fail late with an obscure error, or run the job as other
+/// host ids. `read` returns a file's text (/etc/subuid, /etc/subgid). No remap: every id is itself.
+/// The remap user is not known from the daemon; if no subuid user matches its root id, the check is
+/// skipped with a warning rather than refusing jobs on a guess.
+fn check_ids_mapped(
+    user: &JobUser,
+    remap_root: Option<(u32, u32)>,
+    node: &str,
+    read: impl Fn(&str) -> Option<String>,
+) -> Result<()> {
+    use crate::node_check::{describe_id_map, id_ranges, maps_to_itself, remap_user_with_root};
+    let Some((root_uid, root_gid)) = remap_root else {
+        return Ok(());
+    };
+    let mut gids = vec![("gid", user.gid)];
+    gids.extend(user.groups.iter().map(|(g, _)| ("supplementary group", *g)));
+    let checks = [
+        ("/etc/subuid", root_uid, vec![("uid", user.uid)]),
+        ("/etc/subgid", root_gid, gids),
+    ];
+    for (file, root, ids) in checks {
+        let Some(text) = read(file) else {
+            tracing::warn!("{file} unreadable: job ids not checked against the user-namespace map");
+            continue;
+        };
+        let Some(remap) = remap_user_with_root(&text, u64::from(root)) else {
+            tracing::warn!("{file}: no user's first range starts at the daemon's root id {root}: job ids not checked");
+            continue;
+        };
+        let ranges = id_ranges(&text, &remap);
+        if let Some((what, id)) = ids.into_iter().find(|(_, id)| !maps_to_itself(&ranges, *id)) {
+            return Err(Error::IdNotMapped {
+                what,
+                id,
+                node: node.to_string(),
+                file,
+                user: remap,
+                mapped: describe_id_map(&ranges),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Ignore the job-control and termination signals Slurm sends to every process of the step: the
 /// supervisor acts on the relay's frames instead, and must outlive a SIGTERM to clean up.
 fn ignore_step_signals() -> Result<Vec<tokio::signal::unix::Signal>> {
@@ -358,6 +403,7 @@ async fn supervise(
     }
 
     let info = engine.daemon_info().await?;
+    check_ids_mapped(&user, info.remap_root, &a.node, |f| std::fs::read_to_string(f).ok())?;
     let binds = job_binds(a, &dir, &user, &info.root_dir).await?;
     let mut cmd = vec![
         "/bin/sh".to_string(),
@@ -796,6 +842,44 @@ mod tests {
         ] {
             assert!(parse_mount(bad).is_err(), "{bad}");
         }
+    }
+
+    fn user(uid: u32, gid: u32, groups: &[u32]) -> JobUser {
+        JobUser {
+            name: "alice".into(),
+            uid,
+            gid,
+            groups: groups.iter().map(|g| (*g, None)).collect(),
+            home: "/home/alice".into(),
+        }
+    }
+
+    #[test]
+    fn job_ids_outside_the_userns_map_are_refused() {
+        let files = |f: &str| {
+            Some(match f {
+                "/etc/subuid" => "slurmckpt:100000:1\nslurmckpt:1:65535\n".to_string(),
+                _ => "slurmckpt:100000:1\nslurmckpt:1:300000\n".to_string(),
+            })
+        };
+        let root = Some((100000, 100000));
+        assert!(check_ids_mapped(&user(1000, 1000, &[27]), root, "n1", files).is_ok());
+        let e = check_ids_mapped(&user(200001, 1000, &[]), root, "n1", files).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "uid 200001 of the job is outside the user-namespace mapping of the Docker daemon on \
+             node n1 (/etc/subuid, remap user slurmckpt: container ids 0 → 100000, 1..65535 → \
+             1..65535); the site admin must extend slurmckpt's ranges in /etc/subuid so that id \
+             200001 maps to itself, then restart dockerd (docs/ARCHITECTURE.md, \"User namespaces\")"
+        );
+        let e = check_ids_mapped(&user(1000, 1000, &[400000]), root, "n1", files).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::IdNotMapped { what: "supplementary group", id: 400000, file: "/etc/subgid", .. }
+        ));
+        // No remap: nothing to check; no matching remap user: not refused on a guess.
+        assert!(check_ids_mapped(&user(200001, 1, &[]), None, "n1", files).is_ok());
+        assert!(check_ids_mapped(&user(200001, 1, &[]), Some((5, 5)), "n1", files).is_ok());
     }
 
     #[test]
