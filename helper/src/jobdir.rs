@@ -49,7 +49,10 @@ impl JobUser {
             let g = g.as_raw();
             // Container gid 0 is the remapped root's group, not the host's: never added.
             if g != gid && g != 0 && !groups.iter().any(|(o, _)| *o == g) {
-                let name = Group::from_gid(Gid::from_raw(g)).ok().flatten().map(|g| g.name);
+                let name = Group::from_gid(Gid::from_raw(g))
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name);
                 groups.push((g, name));
             }
         }
@@ -146,6 +149,8 @@ pub struct JobDirSpec<'a> {
     pub job_id: u32,
     pub node: &'a str,
     pub user: &'a JobUser,
+    /// The user's home inside the containers (passwd entry; sshd starts sessions there).
+    pub home: &'a str,
     pub ranks: &'a [RankIdentity],
     pub secret: &'a [u8],
 }
@@ -174,8 +179,8 @@ pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
     let own = Some((u.uid, u.gid));
 
     put(&dir, "passwd", format!(
-        "root:x:0:0:root:/root:/bin/sh\n{}:x:{}:{}::/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        u.name, u.uid, u.gid).as_bytes(), 0o644, None)?;
+        "root:x:0:0:root:/root:/bin/sh\n{}:x:{}:{}::{}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        u.name, u.uid, u.gid, spec.home.replace([':', '\n'], "_")).as_bytes(), 0o644, None)?;
     put(&dir, "group", group_file(u).as_bytes(), 0o644, None)?;
 
     let (client_priv, client_pub) = keypair(spec.secret, spec.job_id, "client")?;
@@ -221,6 +226,27 @@ pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
     put(&dir, "hostfile", hosts.as_bytes(), 0o644, None)?;
     put(&dir, "launch", LAUNCH.as_bytes(), 0o755, None)?;
     Ok(dir)
+}
+
+/// `env-r<RANK>`: the rank's own Slurm variables (NAME=VALUE) as shell `export` lines, sourced by
+/// the launch script's `--rank-env` step in the rank's container (MPI launchers start every rank
+/// with rank 0's environment). Values are single-quoted.
+pub fn write_rank_env(dir: &Path, rank: u32, vars: &[String]) -> Result<()> {
+    put(
+        dir,
+        &format!("env-r{rank}"),
+        rank_env_script(vars).as_bytes(),
+        0o644,
+        None,
+    )
+}
+
+fn rank_env_script(vars: &[String]) -> String {
+    vars.iter()
+        .filter_map(|v| v.split_once('='))
+        .filter(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(|(n, v)| format!("export {n}='{}'\n", v.replace('\'', "'\\''")))
+        .collect()
 }
 
 /// Remove the job directory (job end on this node).
@@ -280,6 +306,12 @@ mod tests {
             "root:x:0:\nalice:x:200001:\nproj:x:300000:alice\nnogroup:x:65534:\n"
         );
         assert_eq!(u.group_ids(), vec![300000, 300001, 0, 5]);
+    }
+
+    #[test]
+    fn rank_env_is_quoted_shell() {
+        let s = rank_env_script(&["SLURM_PROCID=3".into(), "X=a'b".into(), "bad-name=1".into()]);
+        assert_eq!(s, "export SLURM_PROCID='3'\nexport X='a'\\''b'\n");
     }
 
     #[test]

@@ -20,10 +20,18 @@ pub struct Finding {
 
 impl Finding {
     pub fn ok(item: &'static str, detail: impl Into<String>) -> Self {
-        Finding { item, ok: true, detail: detail.into() }
+        Finding {
+            item,
+            ok: true,
+            detail: detail.into(),
+        }
     }
     pub fn missing(item: &'static str, detail: impl Into<String>) -> Self {
-        Finding { item, ok: false, detail: detail.into() }
+        Finding {
+            item,
+            ok: false,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -248,7 +256,10 @@ mod tests {
     #[test]
     fn job_ids_must_map_to_themselves() {
         let text = "alice:300000:65536\nslurmckpt:100000:1\nslurmckpt:1:65535\n";
-        assert_eq!(remap_user_with_root(text, 100000).as_deref(), Some("slurmckpt"));
+        assert_eq!(
+            remap_user_with_root(text, 100000).as_deref(),
+            Some("slurmckpt")
+        );
         // Only a user's first range names its root.
         assert_eq!(remap_user_with_root(text, 1), None);
         assert_eq!(remap_user_with_root(text, 300000).as_deref(), Some("alice"));
@@ -292,6 +303,9 @@ mod tests {
             criu_conf_missing("ghost-limit 1G\n"),
             vec!["tcp-established"]
         );
-        assert_eq!(criu_conf_missing(""), vec!["tcp-established", "ghost-limit SIZE"]);
+        assert_eq!(
+            criu_conf_missing(""),
+            vec!["tcp-established", "ghost-limit SIZE"]
+        );
     }
 }
