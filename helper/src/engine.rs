@@ -36,6 +36,8 @@ pub struct RankSpec<'a> {
     pub image: &'a str,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups of the job user (Docker's `GroupAdd`).
+    pub groups: Vec<u32>,
     pub network: &'a str,
     /// OCI runtime registered with dockerd (the slurm-ckpt wrapper); None = the daemon's default.
     pub runtime: Option<&'a str>,
@@ -221,6 +223,7 @@ impl Engine {
         let host_config = HostConfig {
             mounts: Some(s.binds.iter().map(Bind::to_mount).collect()),
             tmpfs: Some(tmpfs),
+            group_add: Some(s.groups.iter().map(u32::to_string).collect()),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
             network_mode: Some(s.network.to_string()),

@@ -27,20 +27,64 @@ pub struct JobUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups (initgroups semantics, without `gid`) and their names where the node
+    /// knows one: the containers get them too, so group-shared project directories are reachable.
+    pub groups: Vec<(u32, Option<String>)>,
+    /// Home directory from the user's passwd entry (host path).
+    pub home: PathBuf,
 }
 
 impl JobUser {
     pub fn lookup(uid: u32, gid: u32) -> Result<Self> {
-        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
+        let user = User::from_uid(Uid::from_raw(uid))
             .ok()
             .flatten()
             .ok_or(Error::NoUser(uid))?;
+        let cname = std::ffi::CString::new(user.name.as_str()).map_err(|_| Error::NoUser(uid))?;
+        let mut groups: Vec<(u32, Option<String>)> = Vec::new();
+        for g in getgrouplist(&cname, Gid::from_raw(gid))
+            .map_err(|e| Error::io("getgrouplist", e.into()))?
+        {
+            let g = g.as_raw();
+            // Container gid 0 is the remapped root's group, not the host's: never added.
+            if g != gid && g != 0 && !groups.iter().any(|(o, _)| *o == g) {
+                let name = Group::from_gid(Gid::from_raw(g))
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name);
+                groups.push((g, name));
+            }
+        }
         Ok(JobUser {
             name: user.name,
             uid,
             gid,
+            groups,
+            home: user.dir,
         })
     }
+
+    /// Supplementary group ids (Docker's `GroupAdd`).
+    pub fn group_ids(&self) -> Vec<u32> {
+        self.groups.iter().map(|(g, _)| *g).collect()
+    }
+}
+
+/// The container's /etc/group: root, the user's primary group, every named supplementary group
+/// with the user as member (`id` then shows names), nogroup. A group without a name on this node
+/// still applies (by id) but gets no line; names that would break the format are left out.
+fn group_file(u: &JobUser) -> String {
+    let mut out = format!("root:x:0:\n{}:x:{}:\n", u.name, u.gid);
+    for (gid, name) in &u.groups {
+        let Some(name) = name else { continue };
+        if [0, u.gid, 65534].contains(gid) || name.is_empty() || name.contains([':', '\n']) {
+            continue;
+        }
+        out.push_str(&format!("{name}:x:{gid}:{}\n", u.name));
+    }
+    out.push_str("nogroup:x:65534:\n");
+    out
 }
 
 fn derive_seed(secret: &[u8], job_id: u32, purpose: &str) -> [u8; 32] {
@@ -105,6 +149,8 @@ pub struct JobDirSpec<'a> {
     pub job_id: u32,
     pub node: &'a str,
     pub user: &'a JobUser,
+    /// The user's home inside the containers (passwd entry; sshd starts sessions there).
+    pub home: &'a str,
     pub ranks: &'a [RankIdentity],
     pub secret: &'a [u8],
 }
@@ -133,15 +179,9 @@ pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
     let own = Some((u.uid, u.gid));
 
     put(&dir, "passwd", format!(
-        "root:x:0:0:root:/root:/bin/sh\n{}:x:{}:{}::/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        u.name, u.uid, u.gid).as_bytes(), 0o644, None)?;
-    put(
-        &dir,
-        "group",
-        format!("root:x:0:\n{}:x:{}:\nnogroup:x:65534:\n", u.name, u.gid).as_bytes(),
-        0o644,
-        None,
-    )?;
+        "root:x:0:0:root:/root:/bin/sh\n{}:x:{}:{}::{}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        u.name, u.uid, u.gid, spec.home.replace([':', '\n'], "_")).as_bytes(), 0o644, None)?;
+    put(&dir, "group", group_file(u).as_bytes(), 0o644, None)?;
 
     let (client_priv, client_pub) = keypair(spec.secret, spec.job_id, "client")?;
     let (host_priv, host_pub) = keypair(spec.secret, spec.job_id, "host")?;
@@ -188,6 +228,27 @@ pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// `env-r<RANK>`: the rank's own Slurm variables (NAME=VALUE) as shell `export` lines, sourced by
+/// the launch script's `--rank-env` step in the rank's container (MPI launchers start every rank
+/// with rank 0's environment). Values are single-quoted.
+pub fn write_rank_env(dir: &Path, rank: u32, vars: &[String]) -> Result<()> {
+    put(
+        dir,
+        &format!("env-r{rank}"),
+        rank_env_script(vars).as_bytes(),
+        0o644,
+        None,
+    )
+}
+
+fn rank_env_script(vars: &[String]) -> String {
+    vars.iter()
+        .filter_map(|v| v.split_once('='))
+        .filter(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(|(n, v)| format!("export {n}='{}'\n", v.replace('\'', "'\\''")))
+        .collect()
+}
+
 /// Remove the job directory (job end on this node).
 pub fn remove(runtime_dir: &Path, job_id: u32, node: &str) -> Result<()> {
     let dir = job_dir(runtime_dir, job_id, node);
@@ -224,6 +285,33 @@ mod tests {
         put(&dir, "f", b"b", 0o644, None).unwrap();
         assert_eq!(fs::read(dir.join("f")).unwrap(), b"b");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn group_file_lists_named_supplementary_groups() {
+        let u = JobUser {
+            name: "alice".into(),
+            uid: 200001,
+            gid: 200001,
+            groups: vec![
+                (300000, Some("proj".into())),
+                (300001, None),
+                (0, Some("root".into())),
+                (5, Some("bad:name".into())),
+            ],
+            home: "/home/alice".into(),
+        };
+        assert_eq!(
+            group_file(&u),
+            "root:x:0:\nalice:x:200001:\nproj:x:300000:alice\nnogroup:x:65534:\n"
+        );
+        assert_eq!(u.group_ids(), vec![300000, 300001, 0, 5]);
+    }
+
+    #[test]
+    fn rank_env_is_quoted_shell() {
+        let s = rank_env_script(&["SLURM_PROCID=3".into(), "X=a'b".into(), "bad-name=1".into()]);
+        assert_eq!(s, "export SLURM_PROCID='3'\nexport X='a'\\''b'\n");
     }
 
     #[test]

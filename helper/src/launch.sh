@@ -1,13 +1,22 @@
 #!/bin/sh
 # In-container init of every rank container (written by slurm-ckpt into /.slurm-ckpt/launch).
 # usage: launch RANK MPI NTASKS PROGRAM [ARGS...]
+#        launch --rank-env PROGRAM [ARGS...]   (what the MPI launcher starts in each rank container)
 # Rank 0 runs the MPI launcher, which reaches the other ranks' containers over ssh; every other rank
 # runs sshd as the job user. Everything must descend from this init process: CRIU checkpoints the
 # init's process tree only (processes started by `docker exec` would be silently lost).
 set -e
 D=/.slurm-ckpt
+if [ "$1" = --rank-env ]; then
+    # An MPI rank: the launcher passed on rank 0's environment; this container's own Slurm values
+    # (SLURM_PROCID, ...) are in env-r<R>, R from the hostname j<JOB>-r<R>.
+    shift
+    h=$(cat /etc/hostname 2>/dev/null || hostname)
+    f="$D/env-r${h##*-r}"
+    [ ! -f "$f" ] || . "$f"
+    exec "$@"
+fi
 rank="$1"; mpi="$2"; ntasks="$3"; shift 3
-export HOME=/tmp
 export SLURM_CKPT_MPI="$mpi"
 cd "${SLURM_CKPT_CWD:-/}" 2>/dev/null || cd /
 
@@ -43,7 +52,7 @@ mpich)
     # Hydra's default is no binding already; explicit, so no site default can change it.
     bind="-bind-to none"
     [ -z "${HYDRA_BINDING:-}" ] || bind=""
-    exec "$launcher" -f "$D/hostfile" -n "$ntasks" -launcher ssh -launcher-exec "$D/ssh" $bind "$@"
+    exec "$launcher" -f "$D/hostfile" -n "$ntasks" -launcher ssh -launcher-exec "$D/ssh" $bind "$D/launch" --rank-env "$@"
     ;;
 openmpi)
     launcher=mpirun.openmpi
@@ -59,7 +68,8 @@ openmpi)
     exec "$launcher" --hostfile "$hf" -n "$ntasks" --map-by node $bind \
         --mca plm_rsh_agent "$D/ssh" --mca pml ob1 --mca btl tcp,self \
         --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \
-        -x SLURM_CKPT_MPI -x SLURM_JOB_ID -x SLURM_CKPT_NTASKS -x HOME $xenv "$@"
+        -x SLURM_CKPT_MPI -x SLURM_JOB_ID -x SLURM_CKPT_NTASKS -x HOME -x PATH $xenv \
+        "$D/launch" --rank-env "$@"
     ;;
 *)
     echo "slurm-ckpt: unknown MPI family '$mpi'" >&2

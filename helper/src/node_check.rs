@@ -20,10 +20,18 @@ pub struct Finding {
 
 impl Finding {
     pub fn ok(item: &'static str, detail: impl Into<String>) -> Self {
-        Finding { item, ok: true, detail: detail.into() }
+        Finding {
+            item,
+            ok: true,
+            detail: detail.into(),
+        }
     }
     pub fn missing(item: &'static str, detail: impl Into<String>) -> Self {
-        Finding { item, ok: false, detail: detail.into() }
+        Finding {
+            item,
+            ok: false,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -135,6 +143,54 @@ pub fn check_id_map(ranges: &[(u64, u64)]) -> Result<(), String> {
     }
 }
 
+/// The remap user of a daemon whose container root is host id `root`: the first user (file order)
+/// whose first range starts there. dockerd does not say which user it remaps to; this is the user
+/// whose ranges produce the root id it does report (its data root's `<uid>.<gid>` suffix).
+pub fn remap_user_with_root(text: &str, root: u64) -> Option<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for l in text.lines() {
+        let mut f = l.trim().split(':');
+        let (Some(name), Some(start)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        if start.parse::<u64>().ok() == Some(root) {
+            return Some(name.to_string());
+        }
+    }
+    None
+}
+
+/// Whether the job's id `id` maps to the same host id under `ranges` (job processes must run as
+/// the job's real ids: files on shared storage get the right owner).
+pub fn maps_to_itself(ranges: &[(u64, u64)], id: u32) -> bool {
+    host_id(ranges, u64::from(id)) == Some(u64::from(id))
+}
+
+/// `ranges` as container ids → host ids, for messages: `0 → 100000, 1..65535 → 1..65535`.
+pub fn describe_id_map(ranges: &[(u64, u64)]) -> String {
+    let mut base = 0u64;
+    let mut parts = Vec::new();
+    for &(start, count) in ranges {
+        let span = |a: u64, n: u64| match n {
+            1 => a.to_string(),
+            _ => format!("{a}..{}", a + n - 1),
+        };
+        if count > 0 {
+            parts.push(format!("{} → {}", span(base, count), span(start, count)));
+        }
+        base += count;
+    }
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// The lines an admin adds to /etc/subuid and /etc/subgid for `user` (first line first).
 pub fn id_map_lines(user: &str) -> String {
     format!("{user}:100000:1\n{user}:1:65535\n")
@@ -198,6 +254,31 @@ mod tests {
     }
 
     #[test]
+    fn job_ids_must_map_to_themselves() {
+        let text = "alice:300000:65536\nslurmckpt:100000:1\nslurmckpt:1:65535\n";
+        assert_eq!(
+            remap_user_with_root(text, 100000).as_deref(),
+            Some("slurmckpt")
+        );
+        // Only a user's first range names its root.
+        assert_eq!(remap_user_with_root(text, 1), None);
+        assert_eq!(remap_user_with_root(text, 300000).as_deref(), Some("alice"));
+        let r = id_ranges(text, "slurmckpt");
+        assert!(maps_to_itself(&r, 1000));
+        assert!(maps_to_itself(&r, 65535));
+        assert!(!maps_to_itself(&r, 65536));
+        assert!(!maps_to_itself(&r, 200001));
+        assert_eq!(describe_id_map(&r), "0 → 100000, 1..65535 → 1..65535");
+        // The wide map proposed for sites with large (LDAP/AD) ids.
+        let wide = [(2147483647, 1), (1, 2147483646)];
+        assert!(maps_to_itself(&wide, 200001) && maps_to_itself(&wide, 2000200000));
+        assert_eq!(check_id_map(&wide), Ok(()));
+        // Docker's default remap maps ids, but not to themselves.
+        assert!(!maps_to_itself(&[(100000, 65536)], 1000));
+        assert_eq!(describe_id_map(&[]), "nothing");
+    }
+
+    #[test]
     fn subuid_ranges_and_rule() {
         let text = "other:200000:65536\nslurmckpt:100000:1\n# x\nslurmckpt:1:65535\nbad line\n";
         let r = id_ranges(text, "slurmckpt");
@@ -222,6 +303,9 @@ mod tests {
             criu_conf_missing("ghost-limit 1G\n"),
             vec!["tcp-established"]
         );
-        assert_eq!(criu_conf_missing(""), vec!["tcp-established", "ghost-limit SIZE"]);
+        assert_eq!(
+            criu_conf_missing(""),
+            vec!["tcp-established", "ghost-limit SIZE"]
+        );
     }
 }

@@ -140,18 +140,66 @@ async fn job_binds(
     Ok(binds)
 }
 
-fn rank_env(a: &SuperviseArgs) -> Vec<String> {
+/// Slurm's per-task variables with this rank's own values, as a task of a plain `srun` has them
+/// (docs/ARCHITECTURE.md, "Environment of the ranks"). Also written to the rank's `env-r<R>` file:
+/// MPI launchers start the rank processes with rank 0's environment, and the launch script's
+/// `--rank-env` step puts these back.
+fn slurm_task_env(a: &SuperviseArgs) -> Vec<String> {
+    vec![
+        format!("SLURM_JOB_ID={}", a.job),
+        format!("SLURM_JOBID={}", a.job),
+        format!("SLURM_STEP_ID={}", a.step),
+        format!("SLURM_STEPID={}", a.step),
+        format!("SLURM_PROCID={}", a.rank),
+        format!("SLURM_NTASKS={}", a.ntasks),
+        format!("SLURM_NPROCS={}", a.ntasks),
+        format!("SLURM_CKPT_RANK={}", a.rank),
+        format!("SLURM_CKPT_NTASKS={}", a.ntasks),
+    ]
+}
+
+/// The user's home as a path inside the container: where a bind (the working directory or a
+/// `--container-mounts` entry, `(source, destination)`) shows it, the deepest source winning.
+/// None: the home is not in the container, and HOME is /tmp.
+fn container_home(home: &Path, binds: &[(String, String)]) -> Option<String> {
+    binds
+        .iter()
+        .filter_map(|(src, dst)| {
+            let rest = home.strip_prefix(src).ok()?;
+            Some((src.len(), Path::new(dst).join(rest)))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, p)| p.to_string_lossy().trim_end_matches('/').to_string())
+        .filter(|p| p.starts_with('/') && p.len() > 1)
+}
+
+/// The user-visible binds as `(source, destination)`: the working directory and the mounts.
+fn named_binds(a: &SuperviseArgs) -> Result<Vec<(String, String)>> {
+    let mut v = Vec::new();
+    if cwd_is_bound(&a.cwd) {
+        v.push((a.cwd.clone(), a.cwd.clone()));
+    }
+    for m in &a.mounts {
+        let (src, dst, _) = parse_mount(m)?;
+        v.push((src, dst));
+    }
+    Ok(v)
+}
+
+/// The container's environment: the Slurm task variables, HOME, the product's transport settings,
+/// then the job's `--container-env` over all of them. PATH is not set: the image's own (or
+/// Docker's default) applies unless the job sets one.
+fn rank_env(a: &SuperviseArgs, home: &str) -> Vec<String> {
     // Open MPI forwards only OMPI_* variables to the ranks it starts over ssh: the launch script
     // adds `-x NAME` for each of the job's own.
     let names: Vec<&str> = a.env.iter().map(|e| env_name(e)).collect();
-    let defaults = vec![
+    let mut defaults = vec![
         format!("SLURM_CKPT_ENV_NAMES={}", names.join(" ")),
-        format!("SLURM_JOB_ID={}", a.job),
-        format!("SLURM_CKPT_RANK={}", a.rank),
-        format!("SLURM_CKPT_NTASKS={}", a.ntasks),
         format!("SLURM_CKPT_CWD={}", a.cwd),
-        "HOME=/tmp".into(),
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        format!("HOME={home}"),
+    ];
+    defaults.extend(slurm_task_env(a));
+    defaults.extend([
         // MPI between rank containers must be plain TCP over the container network: UCX's
         // shared-memory/CMA transports see peers through the shared kernel and break restores.
         "UCX_TLS=tcp,self".into(),
@@ -163,7 +211,7 @@ fn rank_env(a: &SuperviseArgs) -> Vec<String> {
         "OMPI_MCA_btl=tcp,self".into(),
         "OMPI_MCA_btl_tcp_if_include=eth0".into(),
         "OMPI_MCA_oob_tcp_if_include=eth0".into(),
-    ];
+    ]);
     with_overrides(defaults, &a.env)
 }
 
@@ -179,6 +227,54 @@ fn with_overrides(mut base: Vec<String>, overrides: &[String]) -> Vec<String> {
         base.push(o.clone());
     }
     base
+}
+
+/// Refuse a job whose uid, gid or supplementary groups the daemon's userns-remap ranges do not map
+/// to themselves: Docker would otherwise fail late with an obscure error, or run the job as other
+/// host ids. `read` returns a file's text (/etc/subuid, /etc/subgid). No remap: every id is itself.
+/// The remap user is not known from the daemon; if no subuid user matches its root id, the check is
+/// skipped with a warning rather than refusing jobs on a guess.
+fn check_ids_mapped(
+    user: &JobUser,
+    remap_root: Option<(u32, u32)>,
+    node: &str,
+    read: impl Fn(&str) -> Option<String>,
+) -> Result<()> {
+    use crate::node_check::{describe_id_map, id_ranges, maps_to_itself, remap_user_with_root};
+    let Some((root_uid, root_gid)) = remap_root else {
+        return Ok(());
+    };
+    let mut gids = vec![("gid", user.gid)];
+    gids.extend(user.groups.iter().map(|(g, _)| ("supplementary group", *g)));
+    let checks = [
+        ("/etc/subuid", root_uid, vec![("uid", user.uid)]),
+        ("/etc/subgid", root_gid, gids),
+    ];
+    for (file, root, ids) in checks {
+        let Some(text) = read(file) else {
+            tracing::warn!("{file} unreadable: job ids not checked against the user-namespace map");
+            continue;
+        };
+        let Some(remap) = remap_user_with_root(&text, u64::from(root)) else {
+            tracing::warn!("{file}: no user's first range starts at the daemon's root id {root}: job ids not checked");
+            continue;
+        };
+        let ranges = id_ranges(&text, &remap);
+        if let Some((what, id)) = ids
+            .into_iter()
+            .find(|(_, id)| !maps_to_itself(&ranges, *id))
+        {
+            return Err(Error::IdNotMapped {
+                what,
+                id,
+                node: node.to_string(),
+                file,
+                user: remap,
+                mapped: describe_id_map(&ranges),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Ignore the job-control and termination signals Slurm sends to every process of the step: the
@@ -344,15 +440,18 @@ async fn supervise(
         })?
         .clone();
     let user = JobUser::lookup(a.uid, a.gid)?;
+    let home = container_home(&user.home, &named_binds(a)?).unwrap_or_else(|| "/tmp".into());
     let secret = std::fs::read(SECRET_FILE).map_err(|e| Error::io(SECRET_FILE, e))?;
     let dir = jobdir::prepare(&JobDirSpec {
         runtime_dir: &a.site.runtime_dir,
         job_id: a.job,
         node: &a.node,
         user: &user,
+        home: &home,
         ranks: &ranks,
         secret: &secret,
     })?;
+    jobdir::write_rank_env(&dir, a.rank, &slurm_task_env(a))?;
     write_pidfile(&dir, a.rank);
     let engine = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
     engine.check_network(&a.site.network).await?;
@@ -383,6 +482,9 @@ async fn supervise(
     }
 
     let info = engine.daemon_info().await?;
+    check_ids_mapped(&user, info.remap_root, &a.node, |f| {
+        std::fs::read_to_string(f).ok()
+    })?;
     let binds = job_binds(a, &dir, &user, &info.root_dir).await?;
     let mut cmd = vec![
         "/bin/sh".to_string(),
@@ -401,10 +503,11 @@ async fn supervise(
         image: &a.image,
         uid: a.uid,
         gid: a.gid,
+        groups: user.group_ids(),
         network: &a.site.network,
         runtime: (!a.site.runtime.is_empty()).then_some(a.site.runtime.as_str()),
         cmd,
-        env: rank_env(a),
+        env: rank_env(a, &home),
         binds,
         cwd: &a.cwd,
         nano_cpus: crate::cpus::nano_cpus(a.cpus, a.site.cpu_quota),
@@ -821,6 +924,118 @@ mod tests {
         ] {
             assert!(parse_mount(bad).is_err(), "{bad}");
         }
+    }
+
+    fn user(uid: u32, gid: u32, groups: &[u32]) -> JobUser {
+        JobUser {
+            name: "alice".into(),
+            uid,
+            gid,
+            groups: groups.iter().map(|g| (*g, None)).collect(),
+            home: "/home/alice".into(),
+        }
+    }
+
+    #[test]
+    fn job_ids_outside_the_userns_map_are_refused() {
+        let files = |f: &str| {
+            Some(match f {
+                "/etc/subuid" => "slurmckpt:100000:1\nslurmckpt:1:65535\n".to_string(),
+                _ => "slurmckpt:100000:1\nslurmckpt:1:300000\n".to_string(),
+            })
+        };
+        let root = Some((100000, 100000));
+        assert!(check_ids_mapped(&user(1000, 1000, &[27]), root, "n1", files).is_ok());
+        let e = check_ids_mapped(&user(200001, 1000, &[]), root, "n1", files).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "uid 200001 of the job is outside the user-namespace mapping of the Docker daemon on \
+             node n1 (/etc/subuid, remap user slurmckpt: container ids 0 → 100000, 1..65535 → \
+             1..65535); the site admin must extend slurmckpt's ranges in /etc/subuid so that id \
+             200001 maps to itself, then restart dockerd (docs/ARCHITECTURE.md, \"User namespaces\")"
+        );
+        let e = check_ids_mapped(&user(1000, 1000, &[400000]), root, "n1", files).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::IdNotMapped {
+                what: "supplementary group",
+                id: 400000,
+                file: "/etc/subgid",
+                ..
+            }
+        ));
+        // No remap: nothing to check; no matching remap user: not refused on a guess.
+        assert!(check_ids_mapped(&user(200001, 1, &[]), None, "n1", files).is_ok());
+        assert!(check_ids_mapped(&user(200001, 1, &[]), Some((5, 5)), "n1", files).is_ok());
+    }
+
+    #[test]
+    fn home_is_where_a_bind_shows_it() {
+        let b = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(s, d)| (s.to_string(), d.to_string()))
+                .collect()
+        };
+        let home = Path::new("/home/alice");
+        assert_eq!(
+            container_home(home, &b(&[("/home", "/home")])).as_deref(),
+            Some("/home/alice")
+        );
+        assert_eq!(
+            container_home(home, &b(&[("/home", "/h"), ("/home/alice", "/u")])).as_deref(),
+            Some("/u")
+        );
+        // The working directory below the home does not make the home visible.
+        assert_eq!(
+            container_home(home, &b(&[("/home/alice/run", "/home/alice/run")])),
+            None
+        );
+        assert_eq!(container_home(home, &b(&[("/home/al", "/x")])), None);
+        assert_eq!(container_home(home, &[]), None);
+    }
+
+    #[test]
+    fn ranks_get_their_own_slurm_variables_and_the_image_path() {
+        let mut a = SuperviseArgs {
+            job: 7,
+            step: 2,
+            rank: 3,
+            ntasks: 4,
+            node: "n1".into(),
+            uid: 1000,
+            gid: 1000,
+            image: "img".into(),
+            mpi: "mpich".into(),
+            mounts: vec![],
+            env: vec![],
+            cwd: "/work".into(),
+            ckpt: None,
+            ckpt_interval: None,
+            restart_count: 0,
+            instance: None,
+            cpus: None,
+            mem_mb: None,
+            cpuset: None,
+            site: SiteConfig::default(),
+            argv: vec!["prog".into()],
+        };
+        a.env = vec![
+            "OMP_NUM_THREADS=4".into(),
+            "PATH=/opt/x/bin:/usr/bin".into(),
+        ];
+        let env = rank_env(&a, "/home/alice");
+        let has = |e: &str| env.iter().any(|x| x == e);
+        assert!(has("SLURM_PROCID=3") && has("SLURM_CKPT_RANK=3"));
+        assert!(
+            has(&format!("SLURM_NTASKS={}", a.ntasks)) && has(&format!("SLURM_JOB_ID={}", a.job))
+        );
+        assert!(has(&format!("SLURM_STEP_ID={}", a.step)));
+        assert!(has("HOME=/home/alice") && has("OMP_NUM_THREADS=4"));
+        assert!(has("SLURM_CKPT_ENV_NAMES=OMP_NUM_THREADS PATH"));
+        // The job's PATH only; without one, none (the image's applies).
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+        a.env.clear();
+        assert!(!rank_env(&a, "/tmp").iter().any(|e| e.starts_with("PATH=")));
     }
 
     #[test]
