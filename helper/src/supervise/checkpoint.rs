@@ -16,6 +16,7 @@ use crate::state::{CheckpointOutcome, ContainerState};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How long after a checkpoint begins every rank must have joined it (see barrier.rs).
 const JOIN_GRACE: Duration = Duration::from_secs(60);
@@ -56,7 +57,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
             }
             _ => None,
         };
-        let res = self.checkpoint_inner(g, stop, was_frozen).await;
+        let res = self
+            .checkpoint_inner(g, stop, was_frozen)
+            .instrument(tracing::info_span!("ckpt", generation = g))
+            .await;
         if res.as_ref().is_err_and(|e| !matches!(e, Error::Peer(_))) {
             // Tell the other ranks at once (they wait for this rank's markers); a rank that only
             // stopped because of another says nothing, so every error names the cause.
@@ -344,7 +348,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
     /// Restore this rank's container from generation `m`; a failure is published to the other ranks
     /// of the attempt at once.
     pub(super) async fn restore(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
-        let res = self.restore_steps(m, daemon_root).await;
+        let res = self
+            .restore_steps(m, daemon_root)
+            .instrument(tracing::info_span!("restore", generation = m.generation))
+            .await;
         if let (Err(e), Some(l)) = (&res, &self.layout) {
             let attempt = restore_attempt_dir(l, m.generation, self.a.restart_count);
             publish_restore_failure(&attempt, self.a.rank, e);
