@@ -8,9 +8,9 @@ refused() { # refused PATTERN SBATCH-ARGS...: sbatch must fail and print PATTERN
     if out="$(as_user sbatch --parsable "$@" --wrap true 2>&1)"; then
         fail "sbatch $* was accepted (job $out), expected a refusal"
     fi
-    grep -q "container-ckpt" <<<"$out" || fail "sbatch $*: message lacks the plugin prefix: $out"
+    grep -q "slurm-ckpt: " <<<"$out" || fail "sbatch $*: message lacks the plugin prefix: $out"
     grep -qi -- "$pat" <<<"$out" || fail "sbatch $*: expected '$pat' in: $out"
-    say "refused: $* -> $(grep -m1 container-ckpt <<<"$out")"
+    say "refused: $* -> $(grep -m1 "slurm-ckpt: " <<<"$out")"
 }
 refused "not allowed" --container-image=docker.io/library/evil:1
 refused "container-image" "--container-image=bad image"
