@@ -8,12 +8,21 @@ id=$(submit -w node1,node2 -N2 -n2 --open-mode=append --container-image="$VC_IMA
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 2
 sleep 4
-slurm-ckpt checkpoint "$id" >/dev/null || { show_job "$id"; fail "checkpoint of job $id failed"; }
-img="$(ls -S "$VC_CKPT_ROOT/$VC_USER/$id/g0001/rank-1/"pages-*.img 2>/dev/null | head -n1)"
-[ -f "$img" ] || fail "generation 1 of job $id has no page image of rank 1"
+# The requeue checkpoints the job (its newest generation) and holds it: alter that one.
+scontrol requeuehold "$id" || fail "scontrol requeuehold $id failed"
+end=$((SECONDS + 120))
+until [ "$(job_field "$id" JobState)" = PENDING ]; do
+    [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "job $id not pending after requeuehold"; }
+    sleep 0.5
+done
+gen="$(ls -d "$VC_CKPT_ROOT/$VC_USER/$id"/g[0-9]* 2>/dev/null | tail -n1)"
+[ -n "$gen" ] || { show_job "$id"; fail "job $id has no generation after its requeue"; }
+img="$(ls -S "$gen/rank-1/"pages-*.img 2>/dev/null | head -n1)"
+[ -f "$img" ] || fail "$gen has no page image of rank 1"
 printf 'X' | dd of="$img" bs=1 seek=100 conv=notrunc status=none
-say "altered $(basename "$img") of rank 1 in g0001"
-requeue_now "$id" node2,node3
+say "altered $(basename "$img") of rank 1 in $(basename "$gen")"
+scontrol update jobid="$id" NodeList=node2,node3 StartTime=now || fail "cannot move job $id"
+scontrol release "$id" || fail "cannot release job $id"
 wait_state "$id" RUNNING 120 || { show_job "$id"; fail "job $id did not restart"; }
 start=$SECONDS
 st="$(wait_job "$id" 200)" || { show_job "$id"; fail "job $id did not end within 200 s of a refused restore"; }

@@ -143,11 +143,13 @@ pub fn check_id_map(ranges: &[(u64, u64)]) -> Result<(), String> {
     }
 }
 
-/// The remap user of a daemon whose container root is host id `root`: the first user (file order)
-/// whose first range starts there. dockerd does not say which user it remaps to; this is the user
-/// whose ranges produce the root id it does report (its data root's `<uid>.<gid>` suffix).
+/// The remap user of a daemon whose container root is host id `root`: the one user whose first
+/// range starts there. dockerd does not say which user it remaps to; this is the user whose ranges
+/// produce the root id it does report (its data root's `<uid>.<gid>` suffix). None when no user or
+/// several do (useradd gives ordinary users ranges from 100000 too): then nobody can tell.
 pub fn remap_user_with_root(text: &str, root: u64) -> Option<String> {
     let mut seen: Vec<&str> = Vec::new();
+    let mut found: Vec<&str> = Vec::new();
     for l in text.lines() {
         let mut f = l.trim().split(':');
         let (Some(name), Some(start)) = (f.next(), f.next()) else {
@@ -158,10 +160,13 @@ pub fn remap_user_with_root(text: &str, root: u64) -> Option<String> {
         }
         seen.push(name);
         if start.parse::<u64>().ok() == Some(root) {
-            return Some(name.to_string());
+            found.push(name);
         }
     }
-    None
+    match found.as_slice() {
+        [one] => Some(one.to_string()),
+        _ => None,
+    }
 }
 
 /// Whether the job's id `id` maps to the same host id under `ranges` (job processes must run as
@@ -263,6 +268,9 @@ mod tests {
         // Only a user's first range names its root.
         assert_eq!(remap_user_with_root(text, 1), None);
         assert_eq!(remap_user_with_root(text, 300000).as_deref(), Some("alice"));
+        // useradd's own range for a user starting at the same id: ambiguous, no guess.
+        let both = "ckptuser:100000:65536\nslurmckpt:100000:1\nslurmckpt:1:65535\n";
+        assert_eq!(remap_user_with_root(both, 100000), None);
         let r = id_ranges(text, "slurmckpt");
         assert!(maps_to_itself(&r, 1000));
         assert!(maps_to_itself(&r, 65535));

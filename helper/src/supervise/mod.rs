@@ -144,15 +144,15 @@ async fn job_binds(
 /// (docs/ARCHITECTURE.md, "Environment of the ranks"). Also written to the rank's `env-r<R>` file:
 /// MPI launchers start the rank processes with rank 0's environment, and the launch script's
 /// `--rank-env` step puts these back.
+/// Not the legacy aliases (SLURM_JOBID, SLURM_STEPID, SLURM_NPROCS): Open MPI's mpirun takes
+/// SLURM_JOBID as "inside a Slurm allocation" and asks Slurm for nodes instead of reading the
+/// hostfile ("ORTE_ERROR_LOG: Not found in ras_base_allocate.c"), and hydra looks at it too.
 fn slurm_task_env(a: &SuperviseArgs) -> Vec<String> {
     vec![
         format!("SLURM_JOB_ID={}", a.job),
-        format!("SLURM_JOBID={}", a.job),
         format!("SLURM_STEP_ID={}", a.step),
-        format!("SLURM_STEPID={}", a.step),
         format!("SLURM_PROCID={}", a.rank),
         format!("SLURM_NTASKS={}", a.ntasks),
-        format!("SLURM_NPROCS={}", a.ntasks),
         format!("SLURM_CKPT_RANK={}", a.rank),
         format!("SLURM_CKPT_NTASKS={}", a.ntasks),
     ]
@@ -256,7 +256,7 @@ fn check_ids_mapped(
             continue;
         };
         let Some(remap) = remap_user_with_root(&text, u64::from(root)) else {
-            tracing::warn!("{file}: no user's first range starts at the daemon's root id {root}: job ids not checked");
+            tracing::warn!("{file}: not exactly one user's first range starts at the daemon's root id {root}: job ids not checked against the user-namespace map");
             continue;
         };
         let ranges = id_ranges(&text, &remap);
