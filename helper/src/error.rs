@@ -170,17 +170,6 @@ pub enum HttpFailure {
     Request(hyper::http::Error),
     #[error("{0}")]
     Http(hyper::Error),
-    /// The job's uid, gid or a supplementary group is not mapped to itself by the node's
-    /// userns-remap ranges: the container could not run as the job's real ids.
-    #[error("{what} {id} of the job is outside the user-namespace mapping of the Docker daemon on node {node} ({file}, remap user {user}: container ids {mapped}); the site admin must extend {user}'s ranges in {file} so that id {id} maps to itself, then restart dockerd (docs/ARCHITECTURE.md, \"User namespaces\")")]
-    IdNotMapped {
-        what: &'static str,
-        id: u32,
-        node: String,
-        file: &'static str,
-        user: String,
-        mapped: String,
-    },
 }
 
 impl Error {
