@@ -126,11 +126,15 @@ pub async fn wait_ranks(
             // A rank may say why in its marker (a restore's refusal, say): pass it on.
             let why = fs::read_to_string(marker(dir, "failed", r)).unwrap_or_default();
             let why = why.trim();
-            return Err(Error::Peer(if why.is_empty() {
-                format!("rank {r} failed (waiting for {what})")
-            } else {
-                format!("rank {r} failed (waiting for {what}): {why}")
-            }));
+            return Err(Error::Peer {
+                rank: r,
+                gone: false,
+                why: if why.is_empty() {
+                    format!("rank {r} failed (waiting for {what})")
+                } else {
+                    format!("rank {r} failed (waiting for {what}): {why}")
+                },
+            });
         }
         let mut pending = ranks.clone().filter(|r| !done(*r)).peekable();
         if pending.peek().is_none() {
@@ -138,9 +142,11 @@ pub async fn wait_ranks(
         }
         for r in pending {
             if let Some(why) = live.gone(r) {
-                return Err(Error::Peer(format!(
-                    "rank {r} stopped responding while waiting for {what}: {why}"
-                )));
+                return Err(Error::Peer {
+                    rank: r,
+                    gone: true,
+                    why: format!("rank {r} stopped responding while waiting for {what}: {why}"),
+                });
             }
         }
         if tokio::time::Instant::now() >= end {

@@ -240,6 +240,17 @@ impl Closed {
     }
 }
 
+/// `.bad-gNNNN` in a job directory (signed like manifests): that generation's restore failed and
+/// the site's `on_restore_failure=previous` set it aside, so the next start restores an older one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BadGeneration {
+    pub generation: u32,
+    pub job: u32,
+    /// Why its restore failed (the failing rank's own words).
+    pub reason: String,
+    pub time: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Layout {
     /// `<ckpt_root>/<user>`: root-only.
@@ -360,6 +371,17 @@ impl Layout {
         let closed = self.closed_for(key, expect.instance);
         let mut refused = Vec::new();
         for g in self.generations().into_iter().rev() {
+            if let Some(b) = self.bad(g, key) {
+                refused.push(Error::GenerationRefused {
+                    generation: g,
+                    reason: format!(
+                        "set aside after its restore failed at {}: {}",
+                        crate::state::utc(b.time),
+                        b.reason
+                    ),
+                });
+                continue;
+            }
             match self
                 .load_verified(g, key)
                 .and_then(|m| usable(m, expect, closed.as_ref()))
@@ -383,6 +405,45 @@ impl Layout {
             manifest: None,
             refused,
         }
+    }
+
+    pub fn bad_path(&self, g: u32) -> PathBuf {
+        self.job_dir.join(format!(".bad-{}", gen_name(g)))
+    }
+
+    /// Set a generation aside after its restore failed (`on_restore_failure=previous`).
+    pub fn mark_bad(&self, b: &BadGeneration, key: &SiteKey) -> Result<()> {
+        let p = self.bad_path(b.generation);
+        for old in [p.clone(), crate::auth::mac_path(&p)] {
+            match fs::remove_file(&old) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&old, e))
+                }
+                _ => {}
+            }
+        }
+        write_json_signed(&p, b, key)
+    }
+
+    /// The authentic bad marker of generation `g`, if any. A forged one is ignored (and logged):
+    /// it could only make a job skip its own newest generation, and whoever could write it could
+    /// as well delete the generation.
+    fn bad(&self, g: u32, key: &SiteKey) -> Option<BadGeneration> {
+        let p = self.bad_path(g);
+        fs::symlink_metadata(&p).ok()?;
+        match read_json_signed::<BadGeneration>(&p, key) {
+            Ok(b) if b.generation == g => Some(b),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!("{e}: ignored");
+                None
+            }
+        }
+    }
+
+    /// The bad marker of `g` for display (`list`): not authenticated.
+    pub fn bad_unverified(&self, g: u32) -> Option<BadGeneration> {
+        serde_json::from_slice(&fs::read(self.bad_path(g)).ok()?).ok()
     }
 
     pub fn closed_path(&self) -> PathBuf {
@@ -491,13 +552,11 @@ pub fn seal_rank_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(u64, Vec<
                 })
             })
             .collect();
-        let synced = flusher
-            .join()
-            .unwrap_or_else(|_| {
-                Err(Error::ThreadPanicked {
-                    what: "flushing images",
-                })
-            });
+        let synced = flusher.join().unwrap_or_else(|_| {
+            Err(Error::ThreadPanicked {
+                what: "flushing images",
+            })
+        });
         (synced, sums)
     });
     synced?;
@@ -872,6 +931,49 @@ mod tests {
         let other = SiteKey::derive(b"other");
         let rp = l.restore_point(&other, &expect);
         assert!(rp.manifest.is_none() && rp.refused.len() == 3);
+    }
+
+    #[test]
+    fn a_generation_set_aside_is_refused_and_the_previous_one_used() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path(), "u", "7");
+        l.create().unwrap();
+        let key = SiteKey::derive(b"secret");
+        let argv = argv();
+        let expect = expect(&argv);
+        for g in [1, 2] {
+            let mut m = manifest();
+            m.generation = g;
+            fs::create_dir_all(l.tmp_dir(g)).unwrap();
+            commit(&l, g, &m, &key).unwrap();
+        }
+        let bad = |g| BadGeneration {
+            generation: g,
+            job: 7,
+            reason: "rank 1: checksum mismatch".into(),
+            time: 0,
+        };
+        // A forged marker (wrong key) changes nothing.
+        l.mark_bad(&bad(2), &SiteKey::derive(b"other")).unwrap();
+        assert_eq!(
+            l.restore_point(&key, &expect)
+                .manifest
+                .map(|m| m.generation),
+            Some(2)
+        );
+        l.mark_bad(&bad(2), &key).unwrap();
+        let rp = l.restore_point(&key, &expect);
+        assert_eq!(rp.manifest.map(|m| m.generation), Some(1));
+        assert!(
+            rp.refused[0].to_string().contains("checksum mismatch"),
+            "{:?}",
+            rp.refused
+        );
+        // Every generation set aside: refused, so the job never starts fresh silently.
+        l.mark_bad(&bad(1), &key).unwrap();
+        let rp = l.restore_point(&key, &expect);
+        assert!(rp.manifest.is_none() && !rp.none_of_this_run());
+        assert_eq!(l.bad_unverified(1).map(|b| b.generation), Some(1));
     }
 
     #[test]

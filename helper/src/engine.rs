@@ -14,6 +14,7 @@ use bollard::models::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::time::Duration;
 
 pub const LABEL_JOB: &str = "slurm-ckpt.job";
 pub const LABEL_RANK: &str = "slurm-ckpt.rank";
@@ -276,12 +277,14 @@ impl Engine {
         Ok(resp.id)
     }
 
-    pub async fn attach(&self, id: &str) -> Result<AttachContainerResults> {
+    /// The container's output stream. `replay` also sends what it wrote before (the first attach,
+    /// before it starts); a re-attach after the daemon came back must not repeat it.
+    pub async fn attach(&self, id: &str, replay: bool) -> Result<AttachContainerResults> {
         let opts = AttachContainerOptions::<String> {
             stdout: Some(true),
             stderr: Some(true),
             stream: Some(true),
-            logs: Some(true),
+            logs: Some(replay),
             ..Default::default()
         };
         self.docker
@@ -484,6 +487,27 @@ impl Engine {
             S::DEAD => Some(ContainerState::Failed),
             S::EMPTY => None,
         }))
+    }
+
+    /// After a failed wait or a broken output stream: wait (at most `grace`) until the daemon
+    /// answers again and say what the container does. A daemon restarted with live-restore (an
+    /// upgrade, a crash) keeps its containers running, so the rank goes on with it.
+    pub async fn rejoin(&self, id: &str, grace: Duration) -> Result<Option<ContainerState>> {
+        let end = tokio::time::Instant::now() + grace;
+        loop {
+            match self.state(id).await {
+                Ok(s) => return Ok(s),
+                Err(e) if tokio::time::Instant::now() >= end => {
+                    return Err(Error::DaemonGone {
+                        socket: self.socket.clone(),
+                        secs: grace.as_secs(),
+                        last: e.to_string(),
+                    })
+                }
+                Err(e) => tracing::debug!("daemon not back yet: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Gratuitous ARP from the container's interface (run from the host in the container's network

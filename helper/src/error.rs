@@ -48,9 +48,10 @@ pub enum Error {
     CpusOffline { cpus: String, online: String },
     #[error("bad frame from peer: {0}")]
     Protocol(String),
-    /// Another rank failed or is gone: this rank stops waiting, but is not the cause.
-    #[error("{0}")]
-    Peer(String),
+    /// Another rank failed (`gone`: stopped responding, its supervisor or node lost) and this rank
+    /// stops waiting, but is not the cause.
+    #[error("{why}")]
+    Peer { rank: u32, gone: bool, why: String },
     #[error("rank {rank} is out of range for a job of {ntasks} ranks")]
     RankOutOfRange { rank: u32, ntasks: u32 },
     #[error("{0}")]
@@ -61,6 +62,12 @@ pub enum Error {
     Encode {
         what: String,
         source: serde_json::Error,
+    },
+    #[error("the container engine at {socket} did not answer for {secs} s (last: {last}); is dockerd running with live-restore?")]
+    DaemonGone {
+        socket: String,
+        secs: u64,
+        last: String,
     },
     #[error("wait on container {container} ended without a status")]
     WaitEnded { container: String },

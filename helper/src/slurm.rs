@@ -95,6 +95,31 @@ pub async fn requeue_if_preempted(job: u32) -> bool {
     }
 }
 
+/// Put `text` into the job's Comment (what `scontrol show job` and `squeue -o %k` show).
+pub async fn set_comment(job: u32, text: &str) {
+    let arg = format!("Comment={text}");
+    match run("scontrol", &["update", &format!("JobId={job}"), &arg]).await {
+        Some(o) if !o.status.success() => tracing::warn!(
+            "scontrol update JobId={job} Comment=...: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        _ => {}
+    }
+}
+
+/// Requeue the job (`hold`: and hold it until released).
+pub async fn requeue(job: u32, hold: bool) {
+    let cmd = if hold { "requeuehold" } else { "requeue" };
+    match run("scontrol", &[cmd, &job.to_string()]).await {
+        Some(o) if o.status.success() => tracing::info!("job {job}: scontrol {cmd}"),
+        Some(o) => tracing::warn!(
+            "scontrol {cmd} {job}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        None => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,7 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("incremental", "yes|no", "yes: page images are stored in 4 MiB chunks, unchanged ones linked from the previous generation."),
     d("cpu_quota", "yes|no", "yes: also cap each rank container's CPU time at its task's CPUs (CFS quota); the cpuset applies either way."),
     d("encrypt", "yes|no", "yes: stored images are encrypted (XChaCha20-Poly1305, per-user key derived from munge's key); dumps to stage_dir first."),
+    d("on_restore_failure", "fail|hold|previous", "A restore that fails on any rank: fail the job, requeue and hold it, or mark the generation bad and requeue the job to restore the previous good one (held when there is none). The reason goes into the job's Comment."),
 ];
 
 impl KeyDoc {

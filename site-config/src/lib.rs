@@ -12,17 +12,15 @@ use std::path::{Path, PathBuf};
 
 mod cpulist;
 pub mod instance;
-pub mod keydoc;
 mod job_env;
+pub mod job_paths;
+pub mod keydoc;
 mod names;
 pub mod plugstack;
 pub mod request;
-pub mod job_paths;
 pub mod user_paths;
 pub use cpulist::{CpuList, CpuListError, CPU_ID_LIMIT};
-pub use job_env::{
-    check_env, parse_env, parse_interval, INTERVAL_MAX_MIN, RESERVED_ENV_PREFIXES,
-};
+pub use job_env::{check_env, parse_env, parse_interval, INTERVAL_MAX_MIN, RESERVED_ENV_PREFIXES};
 pub use names::{
     normalize_path, parse_image, valid_node_name, MpiKind, IMAGE_MAX_LEN, PATH_MAX_LEN,
 };
@@ -35,7 +33,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 21] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -56,6 +54,7 @@ pub const KEYS: [&str; 20] = [
     "incremental",
     "cpu_quota",
     "encrypt",
+    "on_restore_failure",
 ];
 
 /// Longest helper call timeout (one day).
@@ -102,6 +101,42 @@ impl OrderPolicy {
 impl fmt::Display for OrderPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What becomes of a job whose restore failed on some rank (refused images, CRIU error, a lost
+/// node): it never starts from scratch silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreFailure {
+    /// The job fails; the generation stays for a later manual requeue.
+    Fail,
+    /// The job is requeued and held for the user or admin to decide.
+    Hold,
+    /// The generation is marked bad and the job requeued to restore the previous good one (held
+    /// when there is none).
+    Previous,
+}
+
+impl RestoreFailure {
+    pub const ALL: [RestoreFailure; 3] = [
+        RestoreFailure::Fail,
+        RestoreFailure::Hold,
+        RestoreFailure::Previous,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreFailure::Fail => "fail",
+            RestoreFailure::Hold => "hold",
+            RestoreFailure::Previous => "previous",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RestoreFailure> {
+        RestoreFailure::ALL
+            .iter()
+            .copied()
+            .find(|p| p.as_str() == s)
     }
 }
 
@@ -224,6 +259,7 @@ pub struct SiteConfig {
     /// Encrypt every stored image file with a per-user key derived from the site key (images then
     /// always dump into `stage_dir` first).
     pub encrypt: bool,
+    pub on_restore_failure: RestoreFailure,
 }
 
 impl Default for SiteConfig {
@@ -252,6 +288,7 @@ impl Default for SiteConfig {
             incremental: false,
             cpu_quota: false,
             encrypt: false,
+            on_restore_failure: RestoreFailure::Fail,
         }
     }
 }
@@ -350,6 +387,10 @@ impl SiteConfig {
             "incremental" => self.incremental = boolean(value)?,
             "cpu_quota" => self.cpu_quota = boolean(value)?,
             "encrypt" => self.encrypt = boolean(value)?,
+            "on_restore_failure" => {
+                self.on_restore_failure = RestoreFailure::parse(value)
+                    .ok_or_else(|| "valid values are fail, hold, previous".to_string())?
+            }
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -379,6 +420,7 @@ impl SiteConfig {
             "incremental" => if self.incremental { "yes" } else { "no" }.to_string(),
             "cpu_quota" => if self.cpu_quota { "yes" } else { "no" }.to_string(),
             "encrypt" => if self.encrypt { "yes" } else { "no" }.to_string(),
+            "on_restore_failure" => self.on_restore_failure.as_str().to_string(),
             _ => return None,
         })
     }

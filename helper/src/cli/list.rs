@@ -56,9 +56,12 @@ pub fn list(a: ListArgs) -> i32 {
 }
 
 /// A generation's state for its own job instance: `closed` once that job ended normally (its
-/// directory's closed marker covers it), else a `restart point` for a requeue of that job.
-fn gen_state(m: &Manifest, closed: Option<&Closed>) -> &'static str {
-    if closed.is_some_and(|c| c.covers(m.instance.as_deref(), m.generation)) {
+/// directory's closed marker covers it), `set aside` after its restore failed (site
+/// `on_restore_failure=previous`), else a `restart point` for a requeue of that job.
+fn gen_state(m: &Manifest, closed: Option<&Closed>, bad: bool) -> &'static str {
+    if bad {
+        "set aside"
+    } else if closed.is_some_and(|c| c.covers(m.instance.as_deref(), m.generation)) {
         "closed"
     } else {
         "restart point"
@@ -81,8 +84,9 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
         for g in l.generations() {
             if let Ok(m) = l.load_manifest(g) {
                 if a.job.is_none_or(|j| j == m.job) {
-                    let state = gen_state(&m, closed.as_ref());
-                    rows.push((l.gen_dir(g), m, state));
+                    let bad = l.bad_unverified(g);
+                    let state = gen_state(&m, closed.as_ref(), bad.is_some());
+                    rows.push((l.gen_dir(g), m, state, bad));
                 }
             }
         }
@@ -90,7 +94,9 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
     if a.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(p, m, state)| serde_json::json!({"path": p, "state": state, "manifest": m}))
+            .map(|(p, m, state, bad)| {
+                serde_json::json!({"path": p, "state": state, "manifest": m, "set_aside": bad})
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -99,7 +105,7 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
         "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {:<9} {:<13} PATH",
         "JOB", "USER", "GEN", "RANKS", "BYTES", "POLICY", "INSTANCE", "STATE"
     );
-    for (p, m, state) in &rows {
+    for (p, m, state, bad) in &rows {
         println!(
             "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {:<9} {:<13} {}",
             m.job,
@@ -112,6 +118,9 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
             state,
             p.display()
         );
+        if let Some(b) = bad {
+            println!("{:>8} set aside: {}", "", b.reason);
+        }
     }
     Ok(())
 }
@@ -192,13 +201,14 @@ mod tests {
             time: 0,
             through: 2,
         };
-        assert_eq!(gen_state(&m, None), "restart point");
-        assert_eq!(gen_state(&m, Some(&closed)), "closed");
+        assert_eq!(gen_state(&m, None, false), "restart point");
+        assert_eq!(gen_state(&m, Some(&closed), false), "closed");
+        assert_eq!(gen_state(&m, None, true), "set aside");
         m.generation = 3;
-        assert_eq!(gen_state(&m, Some(&closed)), "restart point");
+        assert_eq!(gen_state(&m, Some(&closed), false), "restart point");
         m.generation = 1;
         m.instance = None;
         assert_eq!(short_instance(&m), "-");
-        assert_eq!(gen_state(&m, Some(&closed)), "restart point");
+        assert_eq!(gen_state(&m, Some(&closed), false), "restart point");
     }
 }

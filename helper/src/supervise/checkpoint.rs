@@ -61,7 +61,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
             .checkpoint_inner(g, stop, was_frozen)
             .instrument(tracing::info_span!("ckpt", generation = g))
             .await;
-        if res.as_ref().is_err_and(|e| !matches!(e, Error::Peer(_))) {
+        if res
+            .as_ref()
+            .is_err_and(|e| !matches!(e, Error::Peer { .. }))
+        {
             // Tell the other ranks at once (they wait for this rank's markers); a rank that only
             // stopped because of another says nothing, so every error names the cause.
             if let Some(l) = &self.layout {
@@ -481,7 +484,7 @@ pub(super) fn restore_attempt_dir(layout: &Layout, generation: u32, restart_coun
 /// stops at once instead of waiting out the site timeout for it (barrier.rs reads the reason). A
 /// peer's failure is not published again: the rank that caused it already did.
 pub(super) fn publish_restore_failure(attempt: &Path, rank: u32, e: &Error) {
-    if matches!(e, Error::Peer(_)) {
+    if matches!(e, Error::Peer { .. }) {
         return;
     }
     let mark = marker(attempt, "failed", rank);

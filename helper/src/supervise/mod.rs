@@ -4,6 +4,7 @@
 //! terminate) and reports the exit code. See docs/ARCHITECTURE.md.
 mod checkpoint;
 mod order;
+mod restore_failure;
 #[cfg(test)]
 mod tests_sequence;
 
@@ -30,6 +31,10 @@ use tracing::Instrument;
 
 /// Munge's key: identical on every node, root-only; the secret the job's ssh keys derive from.
 const SECRET_FILE: &str = "/etc/munge/munge.key";
+/// How long a rank waits for its node's dockerd to answer again after it went away (a restart
+/// with live-restore takes seconds; an upgrade a little longer).
+const DAEMON_GRACE: Duration = Duration::from_secs(90);
+const MAX_REJOINS: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct SuperviseArgs {
@@ -384,8 +389,18 @@ pub async fn run(
         Ok(code) => code,
         Err(e) => {
             tracing::error!("rank {}: {e}", args.rank);
-            if let Some(attempt) = &restoring {
-                checkpoint::publish_restore_failure(attempt, args.rank, &e);
+            if let Some(r) = &restoring {
+                checkpoint::publish_restore_failure(&r.attempt, args.rank, &e);
+                if args.rank == 0 {
+                    match std::fs::read(SECRET_FILE) {
+                        Ok(secret) => {
+                            let key = SiteKey::derive(&secret);
+                            let policy = args.site.on_restore_failure;
+                            restore_failure::act(args.job, policy, r, &e, &key).await;
+                        }
+                        Err(k) => tracing::error!("after the failed restore: {SECRET_FILE}: {k}"),
+                    }
+                }
             }
             send(
                 &tx,
@@ -402,6 +417,17 @@ pub async fn run(
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     code
+}
+
+/// Docker before 23 keeps the runtime-options type of a container only in memory from its
+/// creation: after a restart (live-restore) it sends runc-v1 checkpoint options to the v2 shim,
+/// which refuses them ("invalid task checkpoint option").
+fn readopted_containers_cannot_checkpoint(version: &str) -> bool {
+    version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+        .is_some_and(|major| major < 23)
 }
 
 /// Everything one rank's supervisor works with once its container exists. Generic over the engine
@@ -429,7 +455,7 @@ async fn supervise(
     a: &SuperviseArgs,
     tx: &mpsc::Sender<Frame>,
     cmds: &mut mpsc::Receiver<Option<Frame>>,
-    restoring: &mut Option<PathBuf>,
+    restoring: &mut Option<restore_failure::Restoring>,
 ) -> Result<i32> {
     let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
     let me = ranks
@@ -474,11 +500,11 @@ async fn supervise(
         None => None,
     };
     if let (Some(l), Some(m)) = (&layout, &restore_from) {
-        *restoring = Some(checkpoint::restore_attempt_dir(
-            l,
-            m.generation,
-            a.restart_count,
-        ));
+        *restoring = Some(restore_failure::Restoring {
+            attempt: checkpoint::restore_attempt_dir(l, m.generation, a.restart_count),
+            generation: m.generation,
+            layout: l.clone(),
+        });
     }
 
     let info = engine.daemon_info().await?;
@@ -552,7 +578,7 @@ async fn supervise(
     };
     r.st.event("created");
     save(&mut r.st, &a.site.ckpt_root);
-    let mut output = r.engine.attach(&r.id).await?.output;
+    let mut output = r.engine.attach(&r.id, true).await?.output;
     match &restore_from {
         Some(m) => r.restore(m, &info.root_dir).await?,
         None => {
@@ -580,9 +606,11 @@ async fn supervise(
         });
     let id = r.id.clone();
     let engine_wait = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
-    let wait = engine_wait.wait(&id);
-    tokio::pin!(wait);
+    let mut wait = Box::pin(engine_wait.wait(&id));
     let mut output_open = true;
+    // Times the daemon went away under this rank (restarts with live-restore); bounded so a
+    // daemon that keeps failing the wait cannot keep the rank looping.
+    let mut rejoins = 0u32;
     let mut finished_by_request = false;
     let done_marker = launcher_done_marker(&a.site.ckpt_root, a.job, a.step, a.restart_count);
     let mut done_poll = tokio::time::interval(Duration::from_secs(1));
@@ -591,7 +619,34 @@ async fn supervise(
     let mut stopped_by_slurm = false;
     let code: i64 = loop {
         tokio::select! {
-            res = &mut wait => break res?,
+            res = &mut wait => match res {
+                Ok(code) => break code,
+                Err(e) if rejoins < MAX_REJOINS => {
+                    rejoins += 1;
+                    tracing::warn!("waiting on {name}: {e}; waiting for the container engine to answer again");
+                    let state = r.engine.rejoin(&id, DAEMON_GRACE).await?;
+                    tracing::info!(?state, "container engine answers again");
+                    r.st.event(format!("container engine came back (container {})", state.map_or("unknown".into(), |s| s.to_string())));
+                    save(&mut r.st, &a.site.ckpt_root);
+                    let version = r.engine.daemon_info().await.map(|i| i.version).unwrap_or_default();
+                    if readopted_containers_cannot_checkpoint(&version) {
+                        r.st.event("this Docker cannot checkpoint a container it re-adopted: checkpoints of this job fail from now on");
+                        send(tx, Frame::Stderr(format!(
+                            "slurm-ckpt: rank {} on {}: dockerd was restarted and the container ran on, but Docker {version} cannot checkpoint a container it re-adopted after a restart (it forgets the runtime's option types: moby libcontainerd, fixed in Docker 23); this job's checkpoints fail from now on and a requeue restarts it from its last generation\n",
+                            a.rank, a.node
+                        ).into_bytes())).await;
+                    }
+                    // An exited container's wait returns its code at once.
+                    wait = Box::pin(engine_wait.wait(&id));
+                    if !output_open {
+                        match r.engine.attach(&id, false).await {
+                            Ok(o) => { output = o.output; output_open = true; }
+                            Err(e) => tracing::warn!("re-attaching the output of {name}: {e}"),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            },
             item = output.next(), if output_open => match item {
                 Some(Ok(out)) => { if let Some(f) = output_frame(out) { send(tx, f).await } }
                 Some(Err(e)) => { tracing::warn!("attach stream: {e}"); output_open = false; }
@@ -882,6 +937,14 @@ pub fn log_path(job: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_before_23_cannot_checkpoint_readopted_containers() {
+        assert!(readopted_containers_cannot_checkpoint("20.10.24+dfsg1"));
+        assert!(!readopted_containers_cannot_checkpoint("23.0.1"));
+        assert!(!readopted_containers_cannot_checkpoint("27.3.1"));
+        assert!(!readopted_containers_cannot_checkpoint(""));
+    }
 
     #[test]
     fn checkpoint_dirs_stay_inside_the_user_area() {

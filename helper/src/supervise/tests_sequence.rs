@@ -251,7 +251,7 @@ async fn a_failed_dump_thaws_every_rank_and_commits_nothing() {
         );
         for r in [0, 2] {
             assert!(
-                matches!(res[r], Err(Error::Peer(_))),
+                matches!(res[r], Err(Error::Peer { .. })),
                 "{policy} rank {r}: {:?}",
                 res[r]
             );
@@ -289,7 +289,7 @@ async fn a_rank_stops_waiting_and_thaws_when_a_peer_fails() {
     )
     .await
     .expect("rank 0 stops waiting at once, not at the timeout");
-    assert!(matches!(res, Err(Error::Peer(_))), "{res:?}");
+    assert!(matches!(res, Err(Error::Peer { .. })), "{res:?}");
     let calls = engine.calls();
     assert!(!has(&calls, Op::Checkpoint, "c0"), "{calls:#?}");
     let c = engine.container("c0");
@@ -310,7 +310,7 @@ async fn a_rank_gives_up_on_a_hung_peer_at_the_timeout_and_thaws() {
         _ = r1[0].checkpoint(false) => panic!("rank 1's dump hangs"),
     };
     assert!(
-        res.is_err() && !matches!(res, Err(Error::Peer(_))),
+        res.is_err() && !matches!(res, Err(Error::Peer { .. })),
         "{res:?}"
     );
     let c = engine.container("c0");
@@ -416,13 +416,13 @@ async fn a_restore_refused_on_one_rank_ends_every_rank_at_once() {
         t0.elapsed()
     );
     assert!(
-        matches!(&res[2], Err(e) if !matches!(e, Error::Peer(_))),
+        matches!(&res[2], Err(e) if !matches!(e, Error::Peer { .. })),
         "{:?}",
         res[2]
     );
     for r in 0..2 {
         match &res[r] {
-            Err(Error::Peer(why)) => assert!(
+            Err(Error::Peer { why, .. }) => assert!(
                 why.contains("rank 2 failed") && why.contains("checksum"),
                 "{why}"
             ),

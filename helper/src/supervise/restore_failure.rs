@@ -1,0 +1,153 @@
+//! What rank 0 does once a restore has failed on any rank (site `on_restore_failure`): the job
+//! never starts from scratch silently, and the reason reaches `scontrol show job` (Comment) and
+//! `slurm-ckpt list` (a generation set aside).
+use crate::auth::SiteKey;
+use crate::ckpt::{gen_name, BadGeneration, Layout};
+use crate::error::Error;
+use slurm_ckpt_site::RestoreFailure;
+
+/// The restore this rank was doing when it failed.
+#[derive(Debug, Clone)]
+pub(super) struct Restoring {
+    /// Where the ranks of this attempt meet (failure markers).
+    pub attempt: std::path::PathBuf,
+    pub generation: u32,
+    pub layout: Layout,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Let the job fail (the generation stays for a manual requeue).
+    Fail,
+    /// Requeue and hold it.
+    Hold,
+    /// Requeue it to restore the same generation again (on the nodes Slurm gives it).
+    Requeue,
+    /// Set the generation aside and requeue: the next start restores an older one.
+    SetAsideAndRequeue,
+}
+
+/// Whether the failure says something about the generation itself (refused or unrestorable
+/// images) rather than about where it was restored (a rank's node or supervisor lost, a daemon
+/// gone, a wait that ran out).
+pub(super) fn generation_at_fault(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::Peer { gone: true, .. } | Error::Timeout { .. } | Error::DaemonGone { .. }
+    )
+}
+
+/// `older` is whether a complete generation older than the failed one exists: without one,
+/// setting the failed one aside would leave nothing to restore, so the job is held instead.
+pub(super) fn decide(policy: RestoreFailure, at_fault: bool, older: bool) -> Action {
+    match policy {
+        RestoreFailure::Fail => Action::Fail,
+        RestoreFailure::Hold => Action::Hold,
+        RestoreFailure::Previous if !at_fault => Action::Requeue,
+        RestoreFailure::Previous if older => Action::SetAsideAndRequeue,
+        RestoreFailure::Previous => Action::Hold,
+    }
+}
+
+/// The Comment Slurm shows for the job: one line, bounded, without characters scontrol would
+/// split on.
+pub(super) fn comment(generation: u32, action: &Action, reason: &str) -> String {
+    let what = match action {
+        Action::Fail => "job failed",
+        Action::Hold => "job held",
+        Action::Requeue => "requeued to restore it again",
+        Action::SetAsideAndRequeue => "set aside, requeued to restore the previous generation",
+    };
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() || c == '"' { ' ' } else { c })
+        .take(200)
+        .collect();
+    format!(
+        "slurm-ckpt: restore of {} failed ({what}): {reason}",
+        gen_name(generation)
+    )
+}
+
+/// Rank 0, after its restore failed (itself or through a peer): act on the site's choice.
+pub(super) async fn act(
+    job: u32,
+    policy: RestoreFailure,
+    r: &Restoring,
+    e: &Error,
+    key: &SiteKey,
+) -> Action {
+    let reason = e.to_string();
+    let older = r.layout.generations().iter().any(|&g| g < r.generation);
+    let action = decide(policy, generation_at_fault(e), older);
+    let text = comment(r.generation, &action, &reason);
+    tracing::error!(job, generation = r.generation, ?action, "{text}");
+    crate::slurm::set_comment(job, &text).await;
+    match action {
+        Action::Fail => {}
+        Action::Hold => crate::slurm::requeue(job, true).await,
+        Action::Requeue => crate::slurm::requeue(job, false).await,
+        Action::SetAsideAndRequeue => {
+            let bad = BadGeneration {
+                generation: r.generation,
+                job,
+                reason,
+                time: crate::state::now(),
+            };
+            match r.layout.mark_bad(&bad, key) {
+                Ok(()) => crate::slurm::requeue(job, false).await,
+                Err(e) => {
+                    // Requeued without the marker it would fail on the same generation again.
+                    tracing::error!(
+                        "cannot set {} aside ({e}): holding the job",
+                        gen_name(r.generation)
+                    );
+                    crate::slurm::requeue(job, true).await
+                }
+            }
+        }
+    }
+    action
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previous_without_an_older_generation_holds() {
+        assert_eq!(decide(RestoreFailure::Fail, true, true), Action::Fail);
+        assert_eq!(decide(RestoreFailure::Hold, true, true), Action::Hold);
+        assert_eq!(
+            decide(RestoreFailure::Previous, true, true),
+            Action::SetAsideAndRequeue
+        );
+        assert_eq!(decide(RestoreFailure::Previous, true, false), Action::Hold);
+        // A lost node says nothing against the generation: restore it again elsewhere.
+        assert_eq!(
+            decide(RestoreFailure::Previous, false, false),
+            Action::Requeue
+        );
+    }
+
+    #[test]
+    fn a_lost_peer_is_not_the_generations_fault() {
+        let peer = |gone| Error::Peer {
+            rank: 1,
+            gone,
+            why: "x".into(),
+        };
+        assert!(!generation_at_fault(&peer(true)));
+        assert!(generation_at_fault(&peer(false)));
+    }
+
+    #[test]
+    fn comment_is_one_bounded_line() {
+        let c = comment(3, &Action::Hold, &format!("a \"b\"\nc{}", "x".repeat(500)));
+        assert!(c.starts_with("slurm-ckpt: restore of g0003 failed (job held): a  b  c"));
+        assert!(
+            !c.contains('\n') && !c.contains('"') && c.len() < 300,
+            "{c}"
+        );
+    }
+}
