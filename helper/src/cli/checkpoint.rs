@@ -59,6 +59,21 @@ fn verdict(ranks: &[state::RankState], before: &HashMap<u32, u32>) -> Verdict {
     }
 }
 
+/// How often the wait asks Slurm whether the job still runs.
+const JOB_LOOK_EVERY: Duration = Duration::from_secs(2);
+/// Job states in which ranks may still report a checkpoint.
+const ALIVE: [&str; 3] = ["RUNNING", "SUSPENDED", "CONFIGURING"];
+
+/// The job's state as Slurm says it; None when Slurm does not answer (then the wait goes on).
+fn job_state(job: u32) -> Option<String> {
+    let out = Command::new("scontrol")
+        .args(["-o", "show", "job", &job.to_string()])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    slurm_ckpt::slurm::parse_oneliner(&text).remove("JobState")
+}
+
 pub fn main(a: Args) -> i32 {
     super::init_tracing(None);
     let run = || -> anyhow::Result<()> {
@@ -81,6 +96,7 @@ pub fn main(a: Args) -> i32 {
             anyhow::bail!("Slurm refused to signal job {} ({status})", a.job);
         }
         let end = Instant::now() + Duration::from_secs(a.wait);
+        let mut next_look = Instant::now() + JOB_LOOK_EVERY;
         loop {
             let ranks = state::load_job(&site.ckpt_root, a.job)?;
             match verdict(&ranks, &before) {
@@ -93,6 +109,16 @@ pub fn main(a: Args) -> i32 {
                     return Ok(());
                 }
                 Verdict::Waiting => {}
+            }
+            // A job that ended (its supervisors killed, its nodes lost) reports nothing more.
+            if !a.requeue && Instant::now() >= next_look {
+                next_look = Instant::now() + JOB_LOOK_EVERY;
+                if let Some(st) = job_state(a.job).filter(|s| !ALIVE.contains(&s.as_str())) {
+                    anyhow::bail!(
+                        "job {} is {st}: it ended before every rank reported its checkpoint",
+                        a.job
+                    );
+                }
             }
             if Instant::now() >= end {
                 anyhow::bail!(
