@@ -62,7 +62,7 @@ wait_state "$id" RUNNING 120 || { show_job "$id"; fail "job $id did not restart 
 attempt=""
 end=$((SECONDS + 60))
 until [ -n "$attempt" ]; do
-    attempt="$(ls -d "$dir"/.restore-g0001-* 2>/dev/null | tail -n1)"
+    attempt="$(ls -d "$dir"/.restore-g0001-* 2>/dev/null | tail -n1 || true)"
     [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "no restore of g0001 began"; }
     sleep 0.02
 done
