@@ -17,6 +17,7 @@ pub mod node_check;
 pub mod node_setup;
 pub mod pack;
 pub mod plan;
+pub mod progress;
 pub mod protocol;
 pub mod redirect;
 pub mod relay;

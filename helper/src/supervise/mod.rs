@@ -532,6 +532,7 @@ async fn supervise(
         state: ContainerState::Created,
         events: vec![],
         last_checkpoint: None,
+        dumping: None,
     };
     let next_gen = layout
         .as_ref()
