@@ -137,7 +137,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         // The dump's size, about, for progress: measured before the container is held (a sample
         // is quick, but a held container waits for it), and never for long.
         let expected =
-            tokio::time::timeout(Duration::from_secs(2), self.engine.memory_in_use(&self.id))
+            tokio::time::timeout(Duration::from_secs(1), self.engine.memory_in_use(&self.id))
                 .await
                 .ok()
                 .flatten();
