@@ -96,13 +96,25 @@ pub fn main(a: Args) -> i32 {
     let mut accounts = SystemAccounts {
         paths: paths.clone(),
     };
-    let steps = match ns::apply(&paths, &w, &mut accounts) {
+    let mut steps = match ns::apply(&paths, &w, &mut accounts) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("slurm-ckpt node-setup: {e}");
             return 1;
         }
     };
+    if paths.is_live() {
+        // Needs the restarted daemon and the site's fabric interface: said, not done.
+        steps.push(ns::Step {
+            item: "network",
+            outcome: Outcome::Manual,
+            detail: format!(
+                "once dockerd runs with the options above: docker network create -d macvlan --subnet {} -o parent=<fabric-if> {}",
+                site.subnet, site.network
+            ),
+            restart: None,
+        });
+    }
     // One line per daemon (the first step's reason), in step order.
     let mut restart: Vec<&str> = Vec::new();
     for r in steps.iter().filter_map(|s| s.restart) {
@@ -122,12 +134,6 @@ pub fn main(a: Args) -> i32 {
             Outcome::Manual => "TODO     ",
         };
         println!("{tag} {:<12} {}", s.item, s.detail);
-    }
-    if paths.is_live() {
-        println!(
-            "TODO      {:<12} node-setup does not create Docker networks (the daemon must run with the options above): docker network create -d macvlan --subnet {} -o parent=<fabric-if> {}",
-            "network", site.subnet, site.network
-        );
     }
     for r in &restart {
         println!("restart   {r}");
