@@ -11,6 +11,15 @@ die() { printf '[%s] ERROR: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
 
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root"; }
 
+# Where the Debian package (scripts/package, helper/Cargo.toml [package.metadata.deb]) installs
+# the product; scripts/install installs that package, so these are the only paths used anywhere.
+PKG_NAME=slurm-container-ckpt
+PKG_PLUGIN=/usr/lib/x86_64-linux-gnu/slurm-wlm/spank_container_ckpt.so
+PKG_HELPER=/usr/bin/slurm-ckpt
+PKG_RUNC=/usr/bin/slurm-ckpt-runc
+# The cargo-deb scripts/package builds with (scripts/setup installs exactly this one).
+CARGO_DEB_VERSION="3.8.0"
+
 # Docker's own CLI for the 20.10 daemon; the machine may ship a newer one in /usr/local/bin.
 DOCKER=/usr/bin/docker
 

@@ -510,6 +510,23 @@ impl Engine {
         }
     }
 
+    /// The container's anonymous memory (what CRIU dumps; page cache is not dumped), from one
+    /// stats sample; None when Docker does not say.
+    pub async fn memory_in_use(&self, id: &str) -> Option<u64> {
+        use bollard::container::{MemoryStatsStats, StatsOptions};
+        let opts = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let stats = self.docker.stats(id, Some(opts)).next().await?.ok()?;
+        let m = stats.memory_stats;
+        match m.stats {
+            Some(MemoryStatsStats::V1(v1)) => Some(v1.rss),
+            Some(MemoryStatsStats::V2(v2)) => Some(v2.anon),
+            None => m.usage,
+        }
+    }
+
     /// Gratuitous ARP from the container's interface (run from the host in the container's network
     /// namespace: the container itself has no capabilities). The frame leaves as soon as arping
     /// starts; arping then idles a second for replies that never come, so it is not waited for
@@ -604,6 +621,10 @@ pub trait ContainerEngine {
     async fn check_image(&self, image: &str) -> Result<String>;
     /// Tell the network the container's MAC is here now (best effort).
     async fn announce(&self, id: &str, ip: &str);
+    /// The memory a dump of the container will write, about (progress only: None is fine).
+    async fn memory_in_use(&self, _id: &str) -> Option<u64> {
+        None
+    }
 
     /// Pause (or unpause) a container, retrying: runc gives up freezing a cgroup v1 whose tasks do
     /// not all stop within its short polling window, which happens on loaded nodes. A container
@@ -666,6 +687,9 @@ impl ContainerEngine for Engine {
     }
     async fn announce(&self, id: &str, ip: &str) {
         Engine::announce(self, id, ip).await
+    }
+    async fn memory_in_use(&self, id: &str) -> Option<u64> {
+        Engine::memory_in_use(self, id).await
     }
 }
 

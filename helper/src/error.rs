@@ -168,6 +168,20 @@ pub enum Error {
         user: String,
         mapped: String,
     },
+    /// node-setup: daemon.json already remaps to another user; changing it would give dockerd a
+    /// new data root (every image and container of the old one unseen), so that is the admin's call.
+    #[error("{path}: userns-remap is '{configured}' but node-setup was asked for user {wanted}: change it by hand (dockerd then starts with an empty data root) or pass --remap-user {configured}")]
+    RemapUserConflict {
+        path: PathBuf,
+        configured: String,
+        wanted: String,
+    },
+    #[error("{path}: {why}: node-setup changes only a JSON object with an object \"runtimes\"")]
+    DaemonJsonShape { path: PathBuf, why: &'static str },
+    #[error("creating the remap user {user}: {why}")]
+    UserAdd { user: String, why: String },
+    #[error("ids 1..{max_id} cannot map to themselves: the container root needs a host id above them below 2^32-1")]
+    IdRangeTooWide { max_id: u64 },
 }
 
 /// Why an HTTP exchange with the daemon failed (see `Error::DockerHttp`).

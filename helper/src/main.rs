@@ -46,7 +46,8 @@ enum Cmd {
     /// Check container images against the rank-container requirements.
     #[command(subcommand)]
     Image(cli::image::ImageCmd),
-    /// Check what this node lacks for rank containers (--check).
+    /// Set up this node for rank containers (daemon.json, remap user, id ranges, CRIU config,
+    /// plugstack include), or with --check report what it lacks.
     NodeSetup(cli::node_setup::Args),
     /// Write the manual pages (scripts/package).
     #[command(hide = true)]

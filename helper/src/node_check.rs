@@ -47,6 +47,7 @@ pub enum ParseError {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DaemonJson {
     pub experimental: bool,
+    pub live_restore: bool,
     pub userns_remap: Option<String>,
     /// `runtimes.<name>.path` for every registered runtime.
     pub runtimes: Vec<(String, String)>,
@@ -73,6 +74,7 @@ impl DaemonJson {
             .unwrap_or_default();
         Ok(DaemonJson {
             experimental: obj.get("experimental").and_then(|e| e.as_bool()) == Some(true),
+            live_restore: obj.get("live-restore").and_then(|e| e.as_bool()) == Some(true),
             userns_remap: obj
                 .get("userns-remap")
                 .and_then(|u| u.as_str())
@@ -122,24 +124,32 @@ fn host_id(ranges: &[(u64, u64)], cid: u64) -> Option<u64> {
 /// The product's id map: container root to an unprivileged host id, container ids 1..=65535 to
 /// the same host ids (docs/ARCHITECTURE.md, "User namespaces"). `Err` says what is wrong.
 pub fn check_id_map(ranges: &[(u64, u64)]) -> Result<(), String> {
+    check_id_map_upto(ranges, *IDENTITY_IDS.end())
+}
+
+/// `check_id_map` for a site whose job ids go up to `max_id` (LDAP/AD ids above 65535): ids
+/// 1..=max_id must map to themselves.
+pub fn check_id_map_upto(ranges: &[(u64, u64)], max_id: u64) -> Result<(), String> {
     match host_id(ranges, 0) {
         None => return Err("no range at all".into()),
         Some(0) => return Err("container root maps to host root".into()),
         Some(_) => {}
     }
-    for cid in [*IDENTITY_IDS.start(), *IDENTITY_IDS.end()] {
+    for cid in [1, max_id] {
         if host_id(ranges, cid) != Some(cid) {
             return Err(format!(
-                "container id {cid} must map to host id {cid} (ids 1..65535 map to themselves)"
+                "container id {cid} must map to host id {cid} (ids 1..{max_id} map to themselves)"
             ));
         }
     }
     // Identity at both ends is identity throughout only if one range covers them.
-    let covering = ranges.iter().any(|&(s, c)| s <= 1 && s + c > 65535);
+    let covering = ranges.iter().any(|&(s, c)| s <= 1 && s + c > max_id);
     if covering {
         Ok(())
     } else {
-        Err("ids 1..65535 are not one range mapping to themselves".into())
+        Err(format!(
+            "ids 1..{max_id} are not one range mapping to themselves"
+        ))
     }
 }
 
@@ -198,7 +208,15 @@ pub fn describe_id_map(ranges: &[(u64, u64)]) -> String {
 
 /// The lines an admin adds to /etc/subuid and /etc/subgid for `user` (first line first).
 pub fn id_map_lines(user: &str) -> String {
-    format!("{user}:100000:1\n{user}:1:65535\n")
+    id_map_lines_upto(user, DEFAULT_ROOT_ID, *IDENTITY_IDS.end())
+}
+
+/// Host id of the container root when nothing else claims it (scripts/vcluster uses the same).
+pub const DEFAULT_ROOT_ID: u64 = 100000;
+
+/// `user`'s lines for container root → host id `root` and ids 1..=max_id → themselves.
+pub fn id_map_lines_upto(user: &str, root: u64, max_id: u64) -> String {
+    format!("{user}:{root}:1\n{user}:1:{max_id}\n")
 }
 
 /// `(major, minor)` from `criu --version` output (`Version: 4.2.1`).

@@ -83,6 +83,26 @@ pub struct RankState {
     /// None until the rank's first checkpoint ends (and in records of older helpers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<CheckpointResult>,
+    /// The checkpoint this rank is dumping now, for `slurm-ckpt checkpoint`'s progress (None
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dumping: Option<Dumping>,
+}
+
+/// A dump under way: where its images grow and how large they are expected to be.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Dumping {
+    pub generation: u32,
+    /// When the dump began, seconds since the epoch.
+    pub started: u64,
+    /// The directory CRIU writes this rank's images to (on the shared storage, or the node's
+    /// staging directory, which only that node sees).
+    pub dir: PathBuf,
+    pub shared: bool,
+    /// The container's memory in use (without page cache) when the dump began: a dump's images
+    /// are about that size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_bytes: Option<u64>,
 }
 
 pub fn now() -> u64 {
@@ -115,6 +135,23 @@ pub fn job_state_dir(ckpt_root: &Path, job: u32) -> PathBuf {
     state_root(ckpt_root).join(job.to_string())
 }
 
+/// Bytes a rank's dump under way has written, as its supervisor measures them every second
+/// (world-readable like the records: the images themselves are in the root-only user area).
+pub fn dump_bytes_path(ckpt_root: &Path, job: u32, rank: u32) -> PathBuf {
+    job_state_dir(ckpt_root, job).join(format!("rank-{rank}.dumped"))
+}
+
+/// Replace the bytes-written file atomically (a reader never sees half a number).
+pub fn write_dump_bytes(path: &Path, bytes: u64) -> Result<()> {
+    let tmp = path.with_extension(format!("dumped.{}", std::process::id()));
+    fs::write(&tmp, bytes.to_string()).map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+pub fn read_dump_bytes(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 impl RankState {
     pub fn event(&mut self, what: impl Into<String>) {
         self.events.push(Event {
@@ -136,6 +173,7 @@ impl RankState {
         };
         self.event(res.to_string());
         self.last_checkpoint = Some(res);
+        self.dumping = None;
     }
 
     /// Atomically replace this rank's record.

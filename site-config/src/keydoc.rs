@@ -19,7 +19,7 @@ const fn d(key: &'static str, value: &'static str, doc: &'static str) -> KeyDoc 
 
 /// Every key of [`KEYS`], same order.
 pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
-    d("helper", "PATH", "Absolute path of the slurm-ckpt helper binary the plugin runs (root-owned, not writable by others). The Debian package installs it as /usr/bin/slurm-ckpt."),
+    d("helper", "PATH", "Absolute path of the slurm-ckpt helper binary the plugin runs (root-owned, not writable by others). The Debian package installs it as /usr/bin/slurm-ckpt (the default)."),
     d("ckpt_root", "DIR", "Checkpoint root on storage shared by all nodes; also holds the rank status records (.state/)."),
     d("runtime_dir", "DIR", "Node-local directory for the runtime files of running jobs."),
     d("docker_socket", "URL", "Docker endpoint of the node's daemon; %n is replaced by the node name."),

@@ -265,7 +265,7 @@ pub struct SiteConfig {
 impl Default for SiteConfig {
     fn default() -> Self {
         SiteConfig {
-            helper: "/usr/local/bin/slurm-ckpt".into(),
+            helper: "/usr/bin/slurm-ckpt".into(),
             ckpt_root: "/var/lib/slurm-ckpt".into(),
             runtime_dir: "/run/slurm-ckpt".into(),
             docker_socket: "unix:///var/run/docker.sock".into(),
@@ -680,7 +680,7 @@ mod tests {
     fn defaults() {
         let cfg = SiteConfig::parse::<&str>(&[]).unwrap();
         assert_eq!(cfg, SiteConfig::default());
-        assert_eq!(cfg.helper, Path::new("/usr/local/bin/slurm-ckpt"));
+        assert_eq!(cfg.helper, Path::new("/usr/bin/slurm-ckpt"));
         assert_eq!(cfg.ckpt_root, Path::new("/var/lib/slurm-ckpt"));
         assert_eq!(cfg.runtime_dir, Path::new("/run/slurm-ckpt"));
         assert_eq!(cfg.docker_socket, "unix:///var/run/docker.sock");
@@ -875,7 +875,7 @@ mod tests {
             args[0..2],
             [
                 "--site".to_string(),
-                "helper=/usr/local/bin/slurm-ckpt".to_string()
+                "helper=/usr/bin/slurm-ckpt".to_string()
             ]
         );
         assert!(args.contains(&"image_allowlist=".to_string()));

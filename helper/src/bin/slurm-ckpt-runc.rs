@@ -1,4 +1,5 @@
-//! OCI runtime wrapper registered with dockerd (`--add-runtime slurm-ckpt=/usr/local/bin/slurm-ckpt-runc`):
+//! OCI runtime wrapper registered with dockerd (daemon.json `runtimes.slurm-ckpt`, path
+//! /usr/bin/slurm-ckpt-runc, written by `slurm-ckpt node-setup`):
 //! execs runc, redirecting checkpoint/restore images to the checkpoint storage. See runtime_wrapper.rs.
 //!
 //! Runs as root: it fails closed. A checkpoint/restore it cannot vouch for is refused (exit 1, the

@@ -2,8 +2,13 @@
 //! Slurm carries the request (and checks that the caller may signal the job): SIGUSR1 to the job's
 //! steps makes every rank's relay ask its supervisor for a checkpoint that leaves the job running;
 //! `--requeue` requeues the job, whose SIGTERM makes the supervisors checkpoint before it stops.
+//! While it waits it shows each rank's progress (bytes written of expected, rate, ETA): redrawn
+//! on a terminal, plain lines otherwise, none with `--quiet` or `--json`.
+use slurm_ckpt::progress::{self, Phase, RankProgress};
 use slurm_ckpt::state::{self, CheckpointOutcome, CheckpointResult};
 use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,6 +21,12 @@ pub struct Args {
     /// Seconds to wait for every rank to report the checkpoint.
     #[arg(long, default_value_t = 300)]
     wait: u64,
+    /// No progress, only the result (or the error).
+    #[arg(long, short)]
+    quiet: bool,
+    /// The result as JSON (no progress).
+    #[arg(long)]
+    json: bool,
     #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
     plugstack: std::path::PathBuf,
 }
@@ -74,6 +85,90 @@ fn job_state(job: u32) -> Option<String> {
     slurm_ckpt::slurm::parse_oneliner(&text).remove("JobState")
 }
 
+/// Each rank's phase in the checkpoint asked for (`before`: each rank's newest generation then).
+fn phases(
+    ranks: &[state::RankState],
+    before: &HashMap<u32, u32>,
+    ckpt_root: &Path,
+) -> Vec<RankProgress> {
+    let now = state::now();
+    ranks
+        .iter()
+        .map(|r| {
+            let after = before.get(&r.rank).copied().unwrap_or(0);
+            let phase = match (&r.last_checkpoint, &r.dumping) {
+                (Some(c), _) if c.generation > after => match c.outcome {
+                    CheckpointOutcome::Complete => Phase::Done,
+                    CheckpointOutcome::Failed { .. } => Phase::Failed,
+                },
+                (_, Some(d)) if d.generation > after => Phase::Dumping {
+                    // The supervisor's measure; else the images themselves, when this user may
+                    // read them (they are in the root-only user area).
+                    bytes: state::read_dump_bytes(&state::dump_bytes_path(
+                        ckpt_root, r.job, r.rank,
+                    ))
+                    .or_else(|| d.shared.then(|| progress::dir_bytes(&d.dir)).flatten()),
+                    expected: d.expected_bytes,
+                    secs: now.saturating_sub(d.started) as f64,
+                },
+                _ => Phase::Waiting,
+            };
+            RankProgress {
+                rank: r.rank,
+                node: r.node.clone(),
+                phase,
+            }
+        })
+        .collect()
+}
+
+/// Shows progress: a block redrawn in place on a terminal, or plain lines when something
+/// changed (and every few seconds while dumping).
+struct Display {
+    tty: bool,
+    drawn: usize,
+    last: HashMap<u32, (Phase, f64)>,
+    t0: Instant,
+}
+
+/// Plain output repeats a dumping rank's line this often (seconds).
+const PLAIN_EVERY: f64 = 5.0;
+
+impl Display {
+    fn new() -> Self {
+        Display {
+            tty: std::io::stdout().is_terminal(),
+            drawn: 0,
+            last: HashMap::new(),
+            t0: Instant::now(),
+        }
+    }
+
+    fn show(&mut self, ranks: &[RankProgress]) {
+        let mut out = std::io::stdout().lock();
+        if self.tty {
+            // Up to the block's first line, then rewrite each line.
+            if self.drawn > 0 {
+                let _ = write!(out, "\x1b[{}A", self.drawn);
+            }
+            for r in ranks {
+                let _ = writeln!(out, "\x1b[2K{}", progress::line(r));
+            }
+            self.drawn = ranks.len();
+        } else {
+            let now = self.t0.elapsed().as_secs_f64();
+            for r in ranks {
+                let last = self.last.get(&r.rank).map(|(p, at)| (p, *at));
+                if progress::plain_due(last, &r.phase, now, PLAIN_EVERY) {
+                    let _ = writeln!(out, "{}", progress::line(r));
+                    self.last.insert(r.rank, (r.phase.clone(), now));
+                }
+            }
+        }
+        let _ = out.flush();
+    }
+}
+
 pub fn main(a: Args) -> i32 {
     super::init_tracing(None);
     let run = || -> anyhow::Result<()> {
@@ -97,15 +192,37 @@ pub fn main(a: Args) -> i32 {
         }
         let end = Instant::now() + Duration::from_secs(a.wait);
         let mut next_look = Instant::now() + JOB_LOOK_EVERY;
+        let mut display = (!a.quiet && !a.json).then(Display::new);
+        let mut next_draw = Instant::now();
         loop {
             let ranks = state::load_job(&site.ckpt_root, a.job)?;
-            match verdict(&ranks, &before) {
+            let v = verdict(&ranks, &before);
+            if let Some(d) = display.as_mut() {
+                // The final state too, so every rank's last line says how it ended.
+                if Instant::now() >= next_draw || v != Verdict::Waiting {
+                    d.show(&phases(&ranks, &before, &site.ckpt_root));
+                    next_draw = Instant::now() + Duration::from_millis(500);
+                }
+            }
+            match v {
                 Verdict::Failed(e) => anyhow::bail!(
                     "job {}: {e} (the job keeps running from its previous state)",
                     a.job
                 ),
                 Verdict::Done(c) => {
-                    println!("job {}: {c} ({} ranks)", a.job, ranks.len());
+                    if a.json {
+                        let out = serde_json::json!({
+                            "job": a.job,
+                            "ranks": ranks.len(),
+                            "result": c,
+                            "requeued": a.requeue,
+                        });
+                        if super::print_json(&out) != 0 {
+                            anyhow::bail!("cannot print the result");
+                        }
+                    } else {
+                        println!("job {}: {c} ({} ranks)", a.job, ranks.len());
+                    }
                     return Ok(());
                 }
                 Verdict::Waiting => {}
@@ -153,6 +270,48 @@ mod tests {
             },
         });
         st
+    }
+
+    #[test]
+    fn phases_of_ranks() {
+        let t = tempfile::tempdir().unwrap();
+        let before = HashMap::from([(0, 1), (1, 1), (2, 1), (3, 1)]);
+        let mut dumping = rank(1, Some((1, None)));
+        dumping.dumping = Some(state::Dumping {
+            generation: 2,
+            started: state::now(),
+            dir: t.path().join("nowhere"),
+            shared: false,
+            expected_bytes: Some(1000),
+        });
+        std::fs::create_dir_all(state::job_state_dir(t.path(), 1)).unwrap();
+        state::write_dump_bytes(&state::dump_bytes_path(t.path(), 1, 1), 400).unwrap();
+        let mut old_dump = rank(3, Some((1, None)));
+        old_dump.dumping = dumping.dumping.clone().map(|mut d| {
+            d.generation = 1;
+            d
+        });
+        let ranks = [
+            rank(0, Some((2, None))),
+            dumping,
+            rank(2, Some((2, Some("disk full")))),
+            old_dump,
+        ];
+        let p: Vec<Phase> = phases(&ranks, &before, t.path())
+            .into_iter()
+            .map(|r| r.phase)
+            .collect();
+        assert_eq!(p[0], Phase::Done);
+        assert!(matches!(
+            p[1],
+            Phase::Dumping {
+                bytes: Some(400),
+                expected: Some(1000),
+                ..
+            }
+        ));
+        assert_eq!(p[2], Phase::Failed);
+        assert_eq!(p[3], Phase::Waiting);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct CheckArgs {
     pub node: Option<String>,
     #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
     pub plugstack: std::path::PathBuf,
+    /// The verdict per MPI family as JSON (image, mpi, usable, missing).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn main(cmd: ImageCmd) -> i32 {
@@ -48,9 +51,14 @@ pub fn main(cmd: ImageCmd) -> i32 {
         rt.block_on(async {
             let engine = Engine::connect(&site.socket_for(&node), &node).await?;
             let mut bad = Vec::new();
+            let mut verdicts = Vec::new();
             for mpi in families {
                 let r = image_check::check(&engine, &a.image, mpi, a.program.as_deref()).await?;
-                if r.ok() {
+                if a.json {
+                    verdicts.push(serde_json::json!({
+                        "image": a.image, "mpi": mpi, "usable": r.ok(), "missing": r.missing,
+                    }));
+                } else if r.ok() {
                     println!("{}: usable for {mpi} jobs", a.image);
                 } else {
                     println!(
@@ -58,8 +66,13 @@ pub fn main(cmd: ImageCmd) -> i32 {
                         a.image,
                         r.missing.join("; ")
                     );
+                }
+                if !r.ok() {
                     bad.push(mpi);
                 }
+            }
+            if a.json && super::print_json(&verdicts) != 0 {
+                anyhow::bail!("cannot print the result");
             }
             if bad.is_empty() {
                 Ok(())

@@ -23,6 +23,9 @@ pub struct GcArgs {
     /// Say what would be removed, remove nothing.
     #[arg(long)]
     dry_run: bool,
+    /// One JSON list of what was kept and removed (path, action, why) instead of lines.
+    #[arg(long)]
+    json: bool,
     #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
     plugstack: std::path::PathBuf,
 }
@@ -147,26 +150,38 @@ fn run_gc(a: &GcArgs) -> anyhow::Result<()> {
     } else {
         "removing"
     };
+    let mut done: Vec<serde_json::Value> = Vec::new();
+    // A line as it happens, or one JSON list at the end.
+    let mut say = |verb: &str, path: &Path, why: String| {
+        if a.json {
+            done.push(serde_json::json!({"path": path, "action": verb, "why": why}));
+        } else {
+            println!("{verb} {}: {why}", path.display());
+        }
+    };
     for d in &dirs {
         match gc::decide(d, &marked, &active, &mut slurm) {
             gc::Verdict::Live { why, .. } => {
-                println!("keeping {}: {why}{}", d.path.display(), d.closed_note());
+                say("keeping", &d.path, format!("{why}{}", d.closed_note()));
                 if let Some(keep) = a.keep {
                     let layout = Layout::new(root, &d.user, &d.name);
                     for g in gc::old_generations(&layout, keep as usize) {
-                        println!("{verb} {}: older than the newest {keep}", g.display());
+                        say(verb, &g, format!("older than the newest {keep}"));
                         remove(&g, a.dry_run);
                     }
                 }
             }
             gc::Verdict::Unsure(why) => {
-                println!("keeping {}: {why}{}", d.path.display(), d.closed_note())
+                say("keeping", &d.path, format!("{why}{}", d.closed_note()))
             }
             gc::Verdict::Remove(why) => {
-                println!("{verb} {}: {why}{}", d.path.display(), d.closed_note());
+                say(verb, &d.path, format!("{why}{}", d.closed_note()));
                 remove(&d.path, a.dry_run);
             }
         }
+    }
+    if a.json && super::print_json(&done) != 0 {
+        anyhow::bail!("cannot print the result");
     }
     Ok(())
 }

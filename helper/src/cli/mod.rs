@@ -119,6 +119,22 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// `value` as pretty JSON on stdout (`--json`); 0, or 1 when it cannot be encoded.
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> i32 {
+    use std::io::Write;
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => {
+            // A closed pipe (`| head`) is the reader's choice, not a failure worth a panic.
+            let _ = writeln!(std::io::stdout(), "{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("slurm-ckpt: cannot encode the output as JSON: {e}");
+            1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::report;
@@ -140,3 +156,4 @@ mod tests {
         assert_eq!(report(&e), "docker (sock): gone");
     }
 }
+

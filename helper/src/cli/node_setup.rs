@@ -1,16 +1,19 @@
-//! `slurm-ckpt node-setup --check`: report what this node lacks for rank containers (dockerd
-//! options, runtime registration, the remap user's id ranges, CRIU and its config, the container
-//! network, iptables/nsenter, the plugstack.conf line). Reads only; exits 1 naming every missing item.
+//! `slurm-ckpt node-setup [--check]`: set up this node for rank containers (daemon.json, the
+//! remap user and its id ranges, CRIU's config, the plugstack.conf include), or with `--check`
+//! report what it lacks without changing anything (also dockerd's live options, CRIU, the
+//! container network, iptables/nsenter). The steps live in `slurm_ckpt::node_setup`; this file
+//! adds the live probes and the output.
 
 use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use slurm_ckpt::node_check::{self as nc, DaemonJson, Finding};
+use slurm_ckpt::node_setup::{self as ns, NodePaths, Outcome, SystemAccounts, Wanted};
 use slurm_ckpt::site::SiteConfig;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Only report what is missing; change nothing (required: the mutating set-up is not implemented yet).
+    /// Only report what is missing; change nothing (exit 1 when something is).
     #[arg(long)]
     check: bool,
     /// Machine-readable output.
@@ -19,18 +22,130 @@ pub struct Args {
     /// The userns-remap user (default: daemon.json's "userns-remap", else slurmckpt).
     #[arg(long)]
     remap_user: Option<String>,
-    #[arg(long, default_value = "/etc/docker/daemon.json")]
-    daemon_json: PathBuf,
-    #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
-    plugstack: PathBuf,
+    /// Highest job uid/gid at the site: container ids 1..N map to the same host ids (jobs run as
+    /// their real ids); the container root gets a host id above N.
+    #[arg(long, value_name = "N", default_value_t = *nc::IDENTITY_IDS.end())]
+    uid_range: u64,
+    /// The runtime wrapper registered with dockerd.
+    #[arg(long, default_value = "/usr/bin/slurm-ckpt-runc")]
+    runtime_path: PathBuf,
+    /// CRIU's ghost-limit written when /etc/criu/runc.conf has none.
+    #[arg(long, default_value = "1G")]
+    ghost_limit: String,
+    /// Work on a node image under DIR instead of this system: every path below is taken under
+    /// DIR, daemon.json is checked instead of the running dockerd, and nothing is probed live.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Default: ROOT/etc/docker/daemon.json.
+    #[arg(long)]
+    daemon_json: Option<PathBuf>,
+    /// Default: ROOT/etc/slurm/plugstack.conf.
+    #[arg(long)]
+    plugstack: Option<PathBuf>,
+    /// Default: ROOT/etc/subuid.
+    #[arg(long)]
+    subuid: Option<PathBuf>,
+    /// Default: ROOT/etc/subgid.
+    #[arg(long)]
+    subgid: Option<PathBuf>,
+    /// Default: ROOT/etc/criu/runc.conf.
+    #[arg(long)]
+    criu_conf: Option<PathBuf>,
+}
+
+impl Args {
+    fn paths(&self) -> NodePaths {
+        let mut p = NodePaths::under(&self.root);
+        let set = |slot: &mut PathBuf, o: &Option<PathBuf>| {
+            if let Some(v) = o {
+                *slot = v.clone();
+            }
+        };
+        set(&mut p.daemon_json, &self.daemon_json);
+        set(&mut p.plugstack, &self.plugstack);
+        set(&mut p.subuid, &self.subuid);
+        set(&mut p.subgid, &self.subgid);
+        set(&mut p.criu_conf, &self.criu_conf);
+        p
+    }
+
+    fn wanted(&self, paths: &NodePaths, site: &SiteConfig) -> Wanted {
+        let configured = std::fs::read_to_string(&paths.daemon_json).ok();
+        let configured = ns::configured_remap_user(configured.as_deref());
+        Wanted {
+            remap_user: self
+                .remap_user
+                .clone()
+                .or(configured)
+                .unwrap_or_else(|| Wanted::default().remap_user),
+            runtime: site.runtime.clone(),
+            runtime_path: self.runtime_path.clone(),
+            max_id: self.uid_range,
+            ghost_limit: self.ghost_limit.clone(),
+        }
+    }
 }
 
 pub fn main(a: Args) -> i32 {
-    if !a.check {
-        eprintln!("slurm-ckpt node-setup: only --check is implemented; it reports what to set up");
-        return 2;
+    if a.check {
+        return check_main(&a);
     }
-    let findings = match check(&a) {
+    let paths = a.paths();
+    let (_, site) = ns::plugstack_finding(&paths.plugstack);
+    let w = a.wanted(&paths, &site);
+    let mut accounts = SystemAccounts {
+        paths: paths.clone(),
+    };
+    let mut steps = match ns::apply(&paths, &w, &mut accounts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("slurm-ckpt node-setup: {e}");
+            return 1;
+        }
+    };
+    if paths.is_live() {
+        // Needs the restarted daemon and the site's fabric interface: said, not done.
+        steps.push(ns::Step {
+            item: "network",
+            outcome: Outcome::Manual,
+            detail: format!(
+                "once dockerd runs with the options above: docker network create -d macvlan --subnet {} -o parent=<fabric-if> {}",
+                site.subnet, site.network
+            ),
+            restart: None,
+        });
+    }
+    // One line per daemon (the first step's reason), in step order.
+    let mut restart: Vec<&str> = Vec::new();
+    for r in steps.iter().filter_map(|s| s.restart) {
+        let daemon = |x: &str| x.split(' ').next().unwrap_or("").to_string();
+        if !restart.iter().any(|x| daemon(x) == daemon(r)) {
+            restart.push(r);
+        }
+    }
+    if a.json {
+        let out = serde_json::json!({ "steps": steps, "restart": restart });
+        return super::print_json(&out);
+    }
+    for s in &steps {
+        let tag = match s.outcome {
+            Outcome::Changed => "changed  ",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Manual => "TODO     ",
+        };
+        println!("{tag} {:<12} {}", s.item, s.detail);
+    }
+    for r in &restart {
+        println!("restart   {r}");
+    }
+    if restart.is_empty() {
+        println!("nothing to restart");
+    }
+    0
+}
+
+fn check_main(a: &Args) -> i32 {
+    let findings = match check(a) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("slurm-ckpt node-setup: {e:#}");
@@ -38,12 +153,8 @@ pub fn main(a: Args) -> i32 {
         }
     };
     if a.json {
-        match serde_json::to_string_pretty(&findings) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("slurm-ckpt node-setup: {e}");
-                return 1;
-            }
+        if super::print_json(&findings) != 0 {
+            return 1;
         }
     } else {
         for f in &findings {
@@ -64,45 +175,28 @@ pub fn main(a: Args) -> i32 {
 }
 
 fn check(a: &Args) -> anyhow::Result<Vec<Finding>> {
+    let paths = a.paths();
     let mut out = Vec::new();
     // The plugin's line and its settings (runtime name, network, socket) for the checks below.
-    let site = match slurm_ckpt_site::plugstack::plugin_args(
-        &a.plugstack,
-        &mut slurm_ckpt_site::plugstack::read_file,
-    ) {
-        Ok(p) => match p.args {
-            Some(args) => {
-                out.push(Finding::ok(
-                    "plugstack",
-                    format!("plugin enabled in {}", a.plugstack.display()),
-                ));
-                SiteConfig::parse(&args)?
-            }
-            None => {
-                out.push(Finding::missing(
-                    "plugstack",
-                    format!(
-                        "no line loads {} from {} (uncomment /etc/slurm/plugstack.conf.d/container_ckpt.conf); checking with default settings",
-                        slurm_ckpt_site::PLUGIN_FILE,
-                        a.plugstack.display()
-                    ),
-                ));
-                SiteConfig::default()
-            }
-        },
-        Err(e) => {
-            out.push(Finding::missing("plugstack", e.to_string()));
-            SiteConfig::default()
-        }
+    let (pf, site) = ns::plugstack_finding(&paths.plugstack);
+    out.push(pf);
+    let w = a.wanted(&paths, &site);
+    let accounts = SystemAccounts {
+        paths: paths.clone(),
     };
+    if !paths.is_live() {
+        // A node image: its files are all there is to check.
+        out.extend(ns::file_findings(&paths, &w, &accounts, true));
+        return Ok(out);
+    }
 
-    let dj = match std::fs::read_to_string(&a.daemon_json) {
+    let dj = match std::fs::read_to_string(&paths.daemon_json) {
         Ok(t) => match DaemonJson::parse(&t) {
             Ok(d) => Some(d),
             Err(e) => {
                 out.push(Finding::missing(
                     "daemon.json",
-                    format!("{}: {e}", a.daemon_json.display()),
+                    format!("{}: {e}", paths.daemon_json.display()),
                 ));
                 None
             }
@@ -110,64 +204,9 @@ fn check(a: &Args) -> anyhow::Result<Vec<Finding>> {
         // dockerd may get every option on its command line instead.
         Err(_) => None,
     };
-
     out.extend(docker_findings(&site, dj.as_ref()));
-
-    let user = a
-        .remap_user
-        .clone()
-        .or_else(|| {
-            dj.as_ref()
-                .and_then(|d| d.userns_remap.as_deref())
-                .map(|u| nc::remap_user(u).to_string())
-        })
-        .unwrap_or_else(|| "slurmckpt".to_string());
-    match nix::unistd::User::from_name(&user) {
-        Ok(Some(_)) => out.push(Finding::ok("remap-user", format!("user {user} exists"))),
-        _ => out.push(Finding::missing(
-            "remap-user",
-            format!("no user {user}: useradd --system --no-create-home --shell /usr/sbin/nologin {user}"),
-        )),
-    }
-    for (item, file) in [("subuid", "/etc/subuid"), ("subgid", "/etc/subgid")] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        out.push(match nc::check_id_map(&nc::id_ranges(&text, &user)) {
-            Ok(()) => Finding::ok(
-                item,
-                format!("{file}: {user} maps root away, ids 1..65535 to themselves"),
-            ),
-            Err(why) => Finding::missing(
-                item,
-                format!(
-                    "{file}: {why}; {user}'s lines must be, in this order: {}",
-                    nc::id_map_lines(&user).trim_end().replace('\n', " then ")
-                ),
-            ),
-        });
-    }
-
+    out.extend(ns::file_findings(&paths, &w, &accounts, false));
     out.push(criu_finding());
-    let conf = Path::new("/etc/criu/runc.conf");
-    out.push(match std::fs::read_to_string(conf) {
-        Ok(t) => match nc::criu_conf_missing(&t) {
-            m if m.is_empty() => Finding::ok(
-                "criu-conf",
-                format!("{} has tcp-established and ghost-limit", conf.display()),
-            ),
-            m => Finding::missing(
-                "criu-conf",
-                format!("{} lacks: {}", conf.display(), m.join(", ")),
-            ),
-        },
-        Err(_) => Finding::missing(
-            "criu-conf",
-            format!(
-                "no {}: write 'tcp-established' and 'ghost-limit 1G'",
-                conf.display()
-            ),
-        ),
-    });
-
     for tool in ["iptables", "nsenter"] {
         out.push(match on_path(tool) {
             Some(p) => Finding::ok(tool, p.display().to_string()),
@@ -243,6 +282,11 @@ fn docker_findings(site: &SiteConfig, dj: Option<&DaemonJson>) -> Vec<Finding> {
             Finding::ok("experimental", "dockerd runs with experimental features (checkpoint)")
         } else {
             Finding::missing("experimental", "dockerd needs --experimental (or \"experimental\": true in daemon.json)")
+        });
+        out.push(if info.live_restore_enabled == Some(true) {
+            Finding::ok("live-restore", "dockerd keeps containers running across its restarts")
+        } else {
+            Finding::missing("live-restore", "dockerd needs --live-restore (or \"live-restore\": true in daemon.json): its restart would kill running jobs")
         });
         let userns = info.security_options.unwrap_or_default().iter().any(|o| o.contains("name=userns"));
         out.push(if userns {

@@ -1,4 +1,4 @@
-use slurm_ckpt::state;
+use slurm_ckpt::{progress, state};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,6 +39,28 @@ pub fn main(a: Args) -> i32 {
             );
             if let Some(e) = s.events.last() {
                 println!("{:>13} last event: {} ({})", "", e.what, e.at);
+            }
+            // A dump under way: how far (the supervisor's measure, world-readable).
+            if let Some(d) = &s.dumping {
+                let p = progress::RankProgress {
+                    rank: s.rank,
+                    node: s.node.clone(),
+                    phase: progress::Phase::Dumping {
+                        bytes: state::read_dump_bytes(&state::dump_bytes_path(
+                            &site.ckpt_root,
+                            s.job,
+                            s.rank,
+                        )),
+                        expected: d.expected_bytes,
+                        secs: state::now().saturating_sub(d.started) as f64,
+                    },
+                };
+                println!(
+                    "{:>13} checkpoint {}: {}",
+                    "",
+                    slurm_ckpt::ckpt::gen_name(d.generation),
+                    progress::line(&p)
+                );
             }
         }
         Ok(())

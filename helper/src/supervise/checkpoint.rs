@@ -18,6 +18,38 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::Instrument;
 
+/// Measures a dump's images every second into the rank's bytes-written file (progress for
+/// `slurm-ckpt checkpoint`); stops and removes the file when dropped.
+struct Meter {
+    task: tokio::task::JoinHandle<()>,
+    out: PathBuf,
+}
+
+impl Meter {
+    fn start(dir: PathBuf, out: PathBuf) -> Self {
+        let path = out.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Some(b) = crate::progress::dir_bytes(&dir) {
+                    if let Err(e) = crate::state::write_dump_bytes(&path, b) {
+                        tracing::debug!(error = %e, "dump progress");
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Meter { task, out }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        // The runtime has one thread: the task is not mid-write while this runs.
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
+
 /// How long after a checkpoint begins every rank must have joined it (see barrier.rs).
 const JOIN_GRACE: Duration = Duration::from_secs(60);
 
@@ -105,6 +137,13 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let rank_dir = tmp.join(format!("rank-{}", a.rank));
         std::fs::create_dir_all(&rank_dir).map_err(|e| Error::io(&rank_dir, e))?;
         let _alive = Heartbeat::start(&tmp, a.rank);
+        // The dump's size, about, for progress: measured before the container is held (a sample
+        // is quick, but a held container waits for it), and never for long.
+        let expected =
+            tokio::time::timeout(Duration::from_secs(1), self.engine.memory_in_use(&self.id))
+                .await
+                .ok()
+                .flatten();
         // Every rank gets the request within a second or two; one that never joins is gone.
         let absent = Some(JOIN_GRACE);
         // CRIU thaws a container when its dump is done (it drives the freezer itself). Until every
@@ -140,6 +179,23 @@ impl<E: ContainerEngine> Rank<'_, E> {
             t,
         )
         .await?;
+        // For `slurm-ckpt checkpoint`'s progress: where the images grow, and about how large.
+        self.st.dumping = Some(crate::state::Dumping {
+            generation: g,
+            started: crate::state::now(),
+            dir: stage
+                .as_ref()
+                .map_or_else(|| rank_dir.clone(), |s| s.path().to_path_buf()),
+            shared: stage.is_none() && !a.site.docker_data_path(),
+            expected_bytes: expected,
+        });
+        save(&mut self.st, &a.site.ckpt_root);
+        let _meter = self.st.dumping.as_ref().map(|d| {
+            Meter::start(
+                d.dir.clone(),
+                crate::state::dump_bytes_path(&a.site.ckpt_root, a.job, a.rank),
+            )
+        });
         let t0 = std::time::Instant::now();
         let res = self
             .engine

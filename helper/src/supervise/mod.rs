@@ -558,6 +558,7 @@ async fn supervise(
         state: ContainerState::Created,
         events: vec![],
         last_checkpoint: None,
+        dumping: None,
     };
     let next_gen = layout
         .as_ref()

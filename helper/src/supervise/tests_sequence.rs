@@ -100,6 +100,7 @@ impl World {
                     state,
                     events: vec![],
                     last_checkpoint: None,
+                    dumping: None,
                 };
                 Rank {
                     a,
