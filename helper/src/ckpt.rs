@@ -62,6 +62,10 @@ pub struct RankRecord {
     /// the job already ran again (0 when CRIU wrote them there itself).
     #[serde(default)]
     pub pack_seconds: f64,
+    /// What restoring this rank depends on, as found on the node that dumped it (compat.rs);
+    /// empty in records of older helpers, which then ask nothing of the restoring node.
+    #[serde(default)]
+    pub compat: crate::compat::Compat,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -734,6 +738,7 @@ mod tests {
                 raw_bytes: 3,
                 reused_bytes: 0,
                 pack_seconds: 0.0,
+                compat: Default::default(),
             }],
         }
     }

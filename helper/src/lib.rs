@@ -4,6 +4,7 @@ pub mod auth;
 pub mod barrier;
 pub mod cgroup;
 pub mod ckpt;
+pub mod compat;
 pub mod cpus;
 pub mod crypt;
 pub mod engine;

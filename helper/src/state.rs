@@ -83,6 +83,9 @@ pub struct RankState {
     /// None until the rank's first checkpoint ends (and in records of older helpers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<CheckpointResult>,
+    /// Why this node could not restore the rank (compat.rs), and what was done about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_refused: Option<String>,
 }
 
 pub fn now() -> u64 {

@@ -140,6 +140,7 @@ fn rank_record() -> impl Strategy<Value = RankRecord> {
                 raw_bytes,
                 reused_bytes,
                 pack_seconds,
+                compat: Default::default(),
             },
         )
 }

@@ -39,6 +39,8 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("incremental", "yes|no", "yes: page images are stored in 4 MiB chunks, unchanged ones linked from the previous generation."),
     d("cpu_quota", "yes|no", "yes: also cap each rank container's CPU time at its task's CPUs (CFS quota); the cpuset applies either way."),
     d("encrypt", "yes|no", "yes: stored images are encrypted (XChaCha20-Poly1305, per-user key derived from munge's key); dumps to stage_dir first."),
+    d("restore_compat", "strict|cpu|off", "Check of a node before a rank restores on it, against what the generation recorded: cpu = same CPU vendor, the CPU flags it recorded, same page size; strict = also the same kernel, CRIU, runc and Docker versions; off = no check. An incompatible node is excluded and the job requeued."),
+    d("cpuinfo_path", "PATH", "Where a node's CPU description is read (%n = node name). Only for testing or emulation, e.g. per-node files for virtual nodes that share one host."),
 ];
 
 impl KeyDoc {

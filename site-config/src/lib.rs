@@ -35,7 +35,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 20] = [
+pub const KEYS: [&str; 22] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -56,6 +56,8 @@ pub const KEYS: [&str; 20] = [
     "incremental",
     "cpu_quota",
     "encrypt",
+    "restore_compat",
+    "cpuinfo_path",
 ];
 
 /// Longest helper call timeout (one day).
@@ -181,6 +183,38 @@ impl Compression {
     }
 }
 
+/// How strictly a node is checked against a generation's compatibility record before a rank
+/// restores on it (helper's compat.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreCompat {
+    /// Same CPU vendor, CPU flags a superset of the recorded ones, same page size, and the same
+    /// kernel, CRIU, runc and Docker versions.
+    Strict,
+    /// Same CPU vendor, CPU flags a superset of the recorded ones, same page size.
+    Cpu,
+    /// No check: CRIU finds out.
+    Off,
+}
+
+impl RestoreCompat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreCompat::Strict => "strict",
+            RestoreCompat::Cpu => "cpu",
+            RestoreCompat::Off => "off",
+        }
+    }
+
+    pub fn parse(v: &str) -> Result<Self, String> {
+        match v {
+            "strict" => Ok(RestoreCompat::Strict),
+            "cpu" => Ok(RestoreCompat::Cpu),
+            "off" => Ok(RestoreCompat::Off),
+            _ => Err("valid values are strict, cpu, off".into()),
+        }
+    }
+}
+
 /// The plugin's site settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteConfig {
@@ -224,6 +258,11 @@ pub struct SiteConfig {
     /// Encrypt every stored image file with a per-user key derived from the site key (images then
     /// always dump into `stage_dir` first).
     pub encrypt: bool,
+    /// Check of a node against a generation's compatibility record before a rank restores there.
+    pub restore_compat: RestoreCompat,
+    /// Where a node's CPU description is read (`%n` = node name): /proc/cpuinfo, or per-node files
+    /// to emulate different CPUs on virtual nodes sharing one host (tests).
+    pub cpuinfo_path: String,
 }
 
 impl Default for SiteConfig {
@@ -252,6 +291,8 @@ impl Default for SiteConfig {
             incremental: false,
             cpu_quota: false,
             encrypt: false,
+            restore_compat: RestoreCompat::Cpu,
+            cpuinfo_path: "/proc/cpuinfo".into(),
         }
     }
 }
@@ -350,6 +391,8 @@ impl SiteConfig {
             "incremental" => self.incremental = boolean(value)?,
             "cpu_quota" => self.cpu_quota = boolean(value)?,
             "encrypt" => self.encrypt = boolean(value)?,
+            "restore_compat" => self.restore_compat = RestoreCompat::parse(value)?,
+            "cpuinfo_path" => self.cpuinfo_path = node_path(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -379,6 +422,8 @@ impl SiteConfig {
             "incremental" => if self.incremental { "yes" } else { "no" }.to_string(),
             "cpu_quota" => if self.cpu_quota { "yes" } else { "no" }.to_string(),
             "encrypt" => if self.encrypt { "yes" } else { "no" }.to_string(),
+            "restore_compat" => self.restore_compat.as_str().to_string(),
+            "cpuinfo_path" => self.cpuinfo_path.clone(),
             _ => return None,
         })
     }
@@ -415,6 +460,11 @@ impl SiteConfig {
     /// The Docker socket of `node` (`%n` in the template is the node name).
     pub fn socket_for(&self, node: &str) -> String {
         self.docker_socket.replace("%n", node)
+    }
+
+    /// Where `node`'s CPU description is read (`%n` in `cpuinfo_path` is the node name).
+    pub fn cpuinfo_for(&self, node: &str) -> PathBuf {
+        PathBuf::from(self.cpuinfo_path.replace("%n", node))
     }
 
     /// Whether checkpoint images take Docker's own path (the helper copies them between the
@@ -513,6 +563,15 @@ fn absolute_path(v: &str) -> Result<String, String> {
         return Err(format!("not an absolute path; {VALID}"));
     }
     normalize_path(v).map_err(|why| format!("{why}; {VALID}"))
+}
+
+/// An absolute path in which `%n` (only) stands for the node name.
+fn node_path(v: &str) -> Result<String, String> {
+    const VALID: &str = "expected an absolute path without '..', where %n stands for the node name";
+    if v.replace("%n", "").contains('%') {
+        return Err(format!("only %n may follow '%'; {VALID}"));
+    }
+    absolute_path(v).map_err(|_| VALID.to_string())
 }
 
 fn docker_socket(v: &str) -> Result<String, String> {
@@ -770,6 +829,9 @@ mod tests {
             ("stage_dir=tmp", "not an absolute path"),
             ("incremental=sometimes", "expected 1/true/yes/y"),
             ("encrypt=maybe", "expected 1/true/yes/y"),
+            ("restore_compat=loose", "strict, cpu, off"),
+            ("cpuinfo_path=cpuinfo", "absolute path"),
+            ("cpuinfo_path=/x/%h", "only %n"),
             ("cpu_quota=half", "expected 1/true/yes/y"),
             ("network=", "Docker network name"),
             ("network=bad name", "Docker network name"),
@@ -817,6 +879,8 @@ mod tests {
                 "keep_generations=5",
                 "dump_parallel=2",
                 "cpu_quota=yes",
+                "restore_compat=strict",
+                "cpuinfo_path=/shared/cpuinfo-%n",
             ])
             .unwrap(),
         ];

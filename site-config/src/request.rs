@@ -515,7 +515,10 @@ mod tests {
              --ckpt runs/a --ckpt-interval 10 --mount /a:/b:ro --mount /c:/d:rw \
              --env UCX_TLS=tcp,self --env X= --cwd /home/u --site helper="
         ));
-        assert!(j.ends_with(" --site encrypt=no -- ./ring -- -x"), "{j}");
+        assert!(
+            j.ends_with(" --site cpuinfo_path=/proc/cpuinfo -- ./ring -- -x"),
+            "{j}"
+        );
     }
 
     #[test]

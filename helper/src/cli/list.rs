@@ -28,7 +28,7 @@ pub struct GcArgs {
 }
 
 /// Every job directory: (user, dir name, layout).
-fn job_dirs(root: &Path) -> Vec<(String, String, Layout)> {
+pub(super) fn job_dirs(root: &Path) -> Vec<(String, String, Layout)> {
     let mut out = Vec::new();
     let Ok(users) = std::fs::read_dir(root) else {
         return out;
@@ -87,10 +87,26 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Why nodes could not restore a job (kept in its checkpoint directory).
+    let mut refused: HashMap<u32, Vec<String>> = HashMap::new();
+    for (p, m, _) in &rows {
+        if let Some(dir) = p.parent() {
+            let list = refused.entry(m.job).or_default();
+            for r in slurm_ckpt::compat::refusals(dir) {
+                let line = format!("{} ({})", r.reason, slurm_ckpt::state::utc(r.at));
+                if !list.contains(&line) {
+                    list.push(line);
+                }
+            }
+        }
+    }
     if a.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(p, m, state)| serde_json::json!({"path": p, "state": state, "manifest": m}))
+            .map(|(p, m, state)| {
+                serde_json::json!({"path": p, "state": state, "manifest": m,
+                    "restore_refused": refused.get(&m.job)})
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -112,6 +128,13 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
             state,
             p.display()
         );
+    }
+    let mut jobs: Vec<_> = refused.iter().filter(|(_, w)| !w.is_empty()).collect();
+    jobs.sort();
+    for (job, whys) in jobs {
+        for why in whys {
+            println!("job {job}: restore refused: {why}");
+        }
     }
     Ok(())
 }

@@ -37,6 +37,9 @@ pub fn main(a: Args) -> i32 {
                 "{:>8} {:>4} {:<10} {:<12} {:<14} {:<15} {:<17} {:<8}",
                 s.job, s.rank, s.node, id, s.hostname, s.ip, s.mac, s.state
             );
+            if let Some(why) = &s.restore_refused {
+                println!("{:>13} restore refused: {why}", "");
+            }
             if let Some(e) = s.events.last() {
                 println!("{:>13} last event: {} ({})", "", e.what, e.at);
             }

@@ -200,6 +200,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             raw_bytes: moved.map_or(bytes, |m| m.raw),
             reused_bytes: moved.map_or(0, |m| m.reused),
             pack_seconds,
+            compat: self.compat.clone(),
         };
         write_json_signed(&tmp.join(format!("rank-{}.json", a.rank)), &rec, &self.key)?;
         touch(&marker(&tmp, "sealed", a.rank))?;
@@ -352,11 +353,69 @@ impl<E: ContainerEngine> Rank<'_, E> {
             .restore_steps(m, daemon_root)
             .instrument(tracing::info_span!("restore", generation = m.generation))
             .await;
+        if let Err(e @ Error::NodeIncompatible { .. }) = &res {
+            // Requeued before the others learn of it: they then end the step, and a job whose
+            // step failed before its requeue would end FAILED instead.
+            self.requeue_elsewhere(e).await;
+        }
         if let (Err(e), Some(l)) = (&res, &self.layout) {
             let attempt = restore_attempt_dir(l, m.generation, self.a.restart_count);
             publish_restore_failure(&attempt, self.a.rank, e);
         }
         res
+    }
+
+    /// This node cannot restore the rank: requeue the job with the node excluded, and record why
+    /// for `slurm-ckpt status`.
+    async fn requeue_elsewhere(&mut self, why: &Error) {
+        let (job, node) = (self.a.job, self.a.node.clone());
+        let done = match self.jobctl.exclude_and_requeue(job, &node).await {
+            Ok(excluded) => format!("job requeued with node(s) {} excluded", excluded.join(",")),
+            Err(e) => {
+                tracing::error!("could not requeue job {job} away from {node}: {e}");
+                format!("requeue away from {node} failed: {e}")
+            }
+        };
+        let text = format!("{why}; {done}");
+        tracing::warn!("{text}");
+        if let (Some(l), Error::NodeIncompatible { generation, .. }) = (&self.layout, why) {
+            let r = crate::compat::Refusal {
+                at: crate::state::now(),
+                instance: self.a.instance.as_ref().map(|i| i.to_string()),
+                generation: *generation,
+                rank: self.a.rank,
+                node: node.clone(),
+                reason: text.clone(),
+            };
+            if let Err(e) = crate::compat::record_refusal(&l.job_dir, &r) {
+                tracing::warn!("recording the refusal: {e}");
+            }
+        }
+        self.st.event(format!("restore refused: {text}"));
+        self.st.state = ContainerState::Failed;
+        self.st.restore_refused = Some(text);
+        save(&mut self.st, &self.a.site.ckpt_root);
+    }
+
+    /// Whether this node can restore what `rec` recorded, under the site's `restore_compat`.
+    fn check_compat(&self, m: &Manifest, rec: &RankRecord) -> Result<()> {
+        let a = self.a;
+        let mismatches = crate::compat::check_node(
+            &rec.compat,
+            &self.compat,
+            &a.site.cpuinfo_for(&a.node),
+            a.site.restore_compat,
+        );
+        if mismatches.is_empty() {
+            return Ok(());
+        }
+        Err(Error::NodeIncompatible {
+            node: a.node.clone(),
+            rank: a.rank,
+            generation: m.generation,
+            taken_on: rec.node.clone(),
+            mismatches,
+        })
     }
 
     async fn restore_steps(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
@@ -372,6 +431,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 generation: m.generation,
                 rank: a.rank,
             })?;
+        self.check_compat(m, rec)?;
         let images = layout
             .gen_dir(m.generation)
             .join(format!("rank-{}", a.rank));
@@ -465,6 +525,12 @@ impl<E: ContainerEngine> Rank<'_, E> {
         self.st.state = ContainerState::Running;
         self.st
             .event(format!("restored from {name} (taken on {})", rec.node));
+        // Why an earlier run of this job was moved off a node: its own records went with it.
+        let instance = a.instance.as_ref().map(|i| i.to_string());
+        self.st.restore_refused = crate::compat::summary(
+            &crate::compat::refusals(&layout.job_dir),
+            instance.as_deref(),
+        );
         self.next_gen = m.generation + 1;
         Ok(())
     }

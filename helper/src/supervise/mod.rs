@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// Munge's key: identical on every node, root-only; the secret the job's ssh keys derive from.
-const SECRET_FILE: &str = "/etc/munge/munge.key";
+pub const SECRET_FILE: &str = "/etc/munge/munge.key";
 
 #[derive(Debug, Clone)]
 pub struct SuperviseArgs {
@@ -421,6 +421,11 @@ struct Rank<'a, E = Engine> {
     key: SiteKey,
     /// Start a `slurm-ckpt guard` process for each checkpoint (off in unit tests: no binary).
     guarded: bool,
+    /// This node as a restore depends on it (compat.rs): recorded with each checkpoint, checked
+    /// against the generation's record before a restore.
+    compat: crate::compat::Compat,
+    /// Requeues the job away from a node that cannot restore it.
+    jobctl: std::sync::Arc<dyn crate::slurm::JobControl>,
 }
 
 /// `restoring` is set to the restore attempt's directory from the moment this rank knows it
@@ -482,6 +487,13 @@ async fn supervise(
     }
 
     let info = engine.daemon_info().await?;
+    let cpuinfo = a.site.cpuinfo_for(&a.node);
+    let version = info.version.clone();
+    let compat = tokio::task::spawn_blocking(move || crate::compat::probe(&cpuinfo, &version))
+        .await
+        .map_err(|_| Error::ThreadPanicked {
+            what: "probing the node's restore compatibility",
+        })?;
     check_ids_mapped(&user, info.remap_root, &a.node, |f| {
         std::fs::read_to_string(f).ok()
     })?;
@@ -532,6 +544,7 @@ async fn supervise(
         state: ContainerState::Created,
         events: vec![],
         last_checkpoint: None,
+        restore_refused: None,
     };
     let next_gen = layout
         .as_ref()
@@ -549,6 +562,8 @@ async fn supervise(
         ranks,
         key,
         guarded: true,
+        compat,
+        jobctl: std::sync::Arc::new(crate::slurm::Scontrol),
     };
     r.st.event("created");
     save(&mut r.st, &a.site.ckpt_root);

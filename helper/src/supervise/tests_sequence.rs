@@ -100,6 +100,7 @@ impl World {
                     state,
                     events: vec![],
                     last_checkpoint: None,
+                    restore_refused: None,
                 };
                 Rank {
                     a,
@@ -112,9 +113,40 @@ impl World {
                     ranks,
                     key: key(),
                     guarded: false,
+                    compat: node_compat("fpu sse2 avx2"),
+                    jobctl: std::sync::Arc::new(FakeSlurm::default()),
                 }
             })
             .collect()
+    }
+}
+
+/// Records the requeues a rank asks for.
+#[derive(Default)]
+struct FakeSlurm {
+    requeued: std::sync::Mutex<Vec<(u32, String)>>,
+}
+
+impl crate::slurm::JobControl for FakeSlurm {
+    fn exclude_and_requeue<'a>(
+        &'a self,
+        job: u32,
+        node: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, crate::error::Result<Vec<String>>> {
+        Box::pin(async move {
+            let mut calls = self.requeued.lock().expect("lock");
+            calls.push((job, node.to_string()));
+            Ok(calls.iter().map(|(_, n)| n.clone()).collect())
+        })
+    }
+}
+
+fn node_compat(flags: &str) -> crate::compat::Compat {
+    crate::compat::Compat {
+        cpu_vendor: "GenuineIntel".into(),
+        cpu_flags: flags.split_whitespace().map(String::from).collect(),
+        page_size: 4096,
+        ..Default::default()
     }
 }
 
@@ -434,4 +466,47 @@ async fn a_restore_refused_on_one_rank_ends_every_rank_at_once() {
         .calls()
         .iter()
         .any(|c| c.op == Op::StartFromCheckpoint && c.id == "c2"));
+}
+
+#[tokio::test]
+async fn an_incompatible_node_requeues_the_job_without_it_and_stops_every_rank() {
+    const N: u32 = 2;
+    let (w, _) = checkpointed(OrderPolicy::FreezeAll, N).await;
+    let m: Manifest =
+        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    assert_eq!(m.ranks[1].compat, node_compat("fpu sse2 avx2"), "recorded");
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Created);
+    let slurm = std::sync::Arc::new(FakeSlurm::default());
+    // Rank 1 is to restore on a node whose CPU lacks avx2.
+    ranks[1].compat = node_compat("fpu sse2");
+    for r in ranks.iter_mut() {
+        r.jobctl = slurm.clone();
+    }
+    let root = w.docker_root();
+    let t0 = std::time::Instant::now();
+    let res = join_all(ranks.iter_mut().map(|r| r.restore(&m, &root))).await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    match &res[1] {
+        Err(e @ Error::NodeIncompatible { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("node n1") && text.contains("avx2"), "{text}")
+        }
+        other => panic!("rank 1: {other:?}"),
+    }
+    assert!(
+        matches!(&res[0], Err(Error::Peer(why)) if why.contains("rank 1 failed") && why.contains("avx2")),
+        "{:?}",
+        res[0]
+    );
+    assert_eq!(
+        *slurm.requeued.lock().expect("lock"),
+        [(JOB, "n1".to_string())]
+    );
+    let why = ranks[1].st.restore_refused.clone().unwrap_or_default();
+    assert!(why.contains("requeued with node(s) n1 excluded"), "{why}");
+    assert!(!engine
+        .calls()
+        .iter()
+        .any(|c| c.op == Op::StartFromCheckpoint));
 }
