@@ -26,6 +26,7 @@ pub mod slots;
 pub mod slurm;
 pub mod state;
 pub mod supervise;
+pub mod timing;
 pub mod trust;
 pub mod user_paths;
 

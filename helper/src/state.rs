@@ -86,6 +86,12 @@ pub struct RankState {
     /// Why this node could not restore the rank (compat.rs), and what was done about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_refused: Option<String>,
+    /// Where the rank's newest complete checkpoint spent its time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_phases: Option<crate::timing::CkptPhases>,
+    /// Where the rank's restore (this run's) spent its time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore: Option<crate::timing::RestorePhases>,
 }
 
 pub fn now() -> u64 {

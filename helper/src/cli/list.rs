@@ -112,17 +112,21 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {:<9} {:<13} PATH",
-        "JOB", "USER", "GEN", "RANKS", "BYTES", "POLICY", "INSTANCE", "STATE"
+        "{:>8} {:<10} {:>5} {:>6} {:>12} {:>8} {:>8} {:<12} {:<9} {:<13} PATH",
+        "JOB", "USER", "GEN", "RANKS", "BYTES", "SECONDS", "HELD", "POLICY", "INSTANCE", "STATE"
     );
     for (p, m, state) in &rows {
+        // The job's held time is its slowest rank's: the cut needs every rank dumped.
+        let held = m.ranks.iter().map(|r| r.held_seconds).fold(0.0, f64::max);
         println!(
-            "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {:<9} {:<13} {}",
+            "{:>8} {:<10} {:>5} {:>6} {:>12} {:>8.2} {:>8.2} {:<12} {:<9} {:<13} {}",
             m.job,
             m.user,
             m.generation,
             m.ntasks,
             m.total_bytes,
+            m.checkpoint_seconds,
+            held,
             m.policy,
             short_instance(m),
             state,

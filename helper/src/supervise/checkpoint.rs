@@ -13,6 +13,7 @@ use crate::guard::{Guard, GuardArgs};
 use crate::pack::{is_packed, unpack_dir, Packed, Packing, Scratch};
 use crate::redirect::{self, POINTER};
 use crate::state::{CheckpointOutcome, ContainerState};
+use crate::timing::{CkptPhases, Laps, RestorePhases};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,6 +96,8 @@ impl<E: ContainerEngine> Rank<'_, E> {
             return Err(Error::CkptDisabled);
         };
         let (a, n, t) = (self.a, self.a.ntasks, self.timeout());
+        let mut laps = Laps::start();
+        let mut phases = CkptPhases::default();
         layout.create()?;
         // Lets `slurm-ckpt gc` tell this directory's job before its first generation exists.
         crate::gc::mark_owner(&layout.job_dir, a.job)?;
@@ -137,6 +140,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             t,
         )
         .await?;
+        phases.freeze = laps.lap();
         let t0 = std::time::Instant::now();
         let res = self
             .engine
@@ -149,6 +153,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         }
         res?;
         let dump_seconds = t0.elapsed().as_secs_f64();
+        phases.dump = laps.lap();
         // The images are complete: the next rank in the order may dump.
         touch(&marker(&tmp, "dumped", a.rank))?;
         // Once every rank is dumped the cut is on disk: a job that goes on runs again now, while
@@ -158,6 +163,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         if !stop {
             self.thaw(was_frozen).await?;
         }
+        phases.wait_dumped = laps.lap();
         // The images are elsewhere when Docker's own path wrote them (the daemon's checkpoint
         // directory) or they are to be packed (the staging directory): move them to the shared
         // storage now, while the job runs.
@@ -175,7 +181,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
         };
         let pack_seconds = t_pack.elapsed().as_secs_f64();
         drop(stage);
+        phases.pack = laps.lap();
         let (bytes, files) = seal_rank_dir(&rank_dir, self.remap_root)?;
+        phases.seal = laps.lap();
+        phases.total = laps.total();
         if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
             return Err(Error::NoImages { dir: rank_dir });
         }
@@ -201,6 +210,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             reused_bytes: moved.map_or(0, |m| m.reused),
             pack_seconds,
             compat: self.compat.clone(),
+            phases: phases.clone(),
         };
         write_json_signed(&tmp.join(format!("rank-{}.json", a.rank)), &rec, &self.key)?;
         touch(&marker(&tmp, "sealed", a.rank))?;
@@ -216,7 +226,9 @@ impl<E: ContainerEngine> Rank<'_, E> {
             pack_seconds,
         );
 
+        self.st.last_checkpoint_phases = Some(phases);
         if a.rank == 0 {
+            let t_commit = std::time::Instant::now();
             barrier(&tmp, "sealed", 0..n, t, absent).await?;
             let mut recs = Vec::new();
             for r in 0..n {
@@ -249,14 +261,17 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 engine_version: format!("docker {}", info.version),
                 total_bytes: recs.iter().map(|r| r.bytes).sum(),
                 ranks: recs,
+                commit_seconds: t_commit.elapsed().as_secs_f64(),
+                checkpoint_seconds: laps.total(),
             };
             commit(&layout, g, &m, &self.key)?;
             prune(&layout, a.site.keep_generations as usize, None);
             tracing::info!(
-                "generation {} of job {} committed ({} bytes)",
+                "generation {} of job {} committed ({} bytes) in {:.2}s",
                 gen_name(g),
                 a.job,
-                m.total_bytes
+                m.total_bytes,
+                laps.total()
             );
         } else {
             let gd = layout.gen_dir(g);
@@ -420,6 +435,11 @@ impl<E: ContainerEngine> Rank<'_, E> {
 
     async fn restore_steps(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
         let (a, t) = (self.a, self.timeout());
+        let mut laps = Laps::start();
+        let mut phases = RestorePhases {
+            generation: m.generation,
+            ..Default::default()
+        };
         let Some(layout) = self.layout.clone() else {
             return Err(Error::CkptDisabled);
         };
@@ -436,6 +456,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             .gen_dir(m.generation)
             .join(format!("rank-{}", a.rank));
         verify_rank_dir(&images, rec)?;
+        phases.verify = laps.lap();
         // Docker restores from <root>/containers/<id>/checkpoints/<name>/: put only the pointer there;
         // the runtime wrapper hands CRIU the real images on shared storage.
         let name = gen_name(m.generation);
@@ -482,6 +503,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 t_unpack.elapsed().as_secs_f64()
             );
         }
+        phases.unpack = laps.lap();
         let attempt = restore_attempt_dir(&layout, m.generation, a.restart_count);
         std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
         let _alive = Heartbeat::start(&attempt, a.rank);
@@ -494,6 +516,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             None,
         )
         .await?;
+        phases.wait = laps.lap();
         let t0 = std::time::Instant::now();
         if let Err(e) = self.engine.start_from_checkpoint(&self.id, &name).await {
             return Err(with_criu_log(e, &self.id, "restore"));
@@ -506,6 +529,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             .await;
         touch(&marker(&attempt, "restored", a.rank))?;
         let restore_seconds = t0.elapsed().as_secs_f64();
+        phases.criu = laps.lap();
         // The runtime wrapper restored the container with its network dropped: lift that only when
         // every rank's sockets exist again, so no segment meets a missing socket (and draws a RST).
         let all = barrier(&attempt, "restored", 0..a.ntasks, t, None).await;
@@ -516,12 +540,16 @@ impl<E: ContainerEngine> Rank<'_, E> {
             );
         }
         all?;
+        phases.network = laps.lap();
+        phases.total = laps.total();
         tracing::info!(
-            "rank {} restored from {} in {:.2}s",
+            "rank {} restored from {} in {:.2}s ({})",
             a.rank,
             images.display(),
-            restore_seconds
+            restore_seconds,
+            phases.line()
         );
+        self.st.last_restore = Some(phases);
         self.st.state = ContainerState::Running;
         self.st
             .event(format!("restored from {name} (taken on {})", rec.node));

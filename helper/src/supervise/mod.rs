@@ -545,6 +545,8 @@ async fn supervise(
         events: vec![],
         last_checkpoint: None,
         restore_refused: None,
+        last_checkpoint_phases: None,
+        last_restore: None,
     };
     let next_gen = layout
         .as_ref()

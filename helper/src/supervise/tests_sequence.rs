@@ -101,6 +101,8 @@ impl World {
                     events: vec![],
                     last_checkpoint: None,
                     restore_refused: None,
+                    last_checkpoint_phases: None,
+                    last_restore: None,
                 };
                 Rank {
                     a,
@@ -509,4 +511,47 @@ async fn an_incompatible_node_requeues_the_job_without_it_and_stops_every_rank()
         .calls()
         .iter()
         .any(|c| c.op == Op::StartFromCheckpoint));
+}
+
+#[tokio::test]
+async fn every_phase_is_timed_and_the_phases_add_up() {
+    const N: u32 = 2;
+    let (w, _) = checkpointed(OrderPolicy::FreezeAll, N).await;
+    let m: Manifest =
+        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.01 + 0.03 * b;
+    for r in &m.ranks {
+        let p = &r.phases;
+        assert!(
+            p.total > 0.0 && close(p.sum(), p.total),
+            "rank {}: {p:?}",
+            r.rank
+        );
+        // The planted 300 ms: rank 1 paused late (everyone waits in freeze), ranks 0 and 1 dump late.
+        assert!(p.freeze >= 0.25 && p.dump >= 0.25, "rank {}: {p:?}", r.rank);
+        assert!(r.held_seconds <= p.total, "rank {}", r.rank);
+    }
+    // The round trip covers every rank's phases and rank 0's commit.
+    let longest = m.ranks.iter().map(|r| r.phases.total).fold(0.0, f64::max);
+    assert!(m.checkpoint_seconds >= longest, "{m:?}");
+    assert!(
+        close(
+            m.checkpoint_seconds,
+            m.ranks[0].phases.total + m.commit_seconds
+        ),
+        "{} vs {} + {}",
+        m.checkpoint_seconds,
+        m.ranks[0].phases.total,
+        m.commit_seconds
+    );
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Created);
+    let root = w.docker_root();
+    let res = join_all(ranks.iter_mut().map(|r| r.restore(&m, &root))).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    for r in &ranks {
+        let p = r.st.last_restore.clone().expect("restore phases");
+        assert_eq!(p.generation, 1);
+        assert!(p.total > 0.0 && close(p.sum(), p.total), "{p:?}");
+    }
 }
