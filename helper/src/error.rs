@@ -161,6 +161,9 @@ pub enum Error {
         taken_on: String,
         mismatches: Vec<crate::compat::Mismatch>,
     },
+    /// Site `preempt_window=error`: the job's checkpoint is not expected to fit (window.rs).
+    #[error("{why}; the site refuses such jobs (preempt_window=error): ask for less memory or a partition with a longer GraceTime")]
+    CheckpointWontFit { why: String },
     #[error("`{command}` failed: {stderr}")]
     SlurmCommand { command: String, stderr: String },
     #[error("`{command}` could not run or gave no answer in time")]

@@ -29,5 +29,6 @@ pub mod supervise;
 pub mod timing;
 pub mod trust;
 pub mod user_paths;
+pub mod window;
 
 pub use error::{Error, Result};

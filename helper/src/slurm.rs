@@ -202,6 +202,20 @@ pub async fn exclude_node_and_requeue(job: u32, node: &str) -> Result<Vec<String
     Ok(plan.exclude)
 }
 
+/// The job's preemption and requeue windows and its nodes (`scontrol show job`, `show partition`,
+/// `show config`).
+pub async fn job_windows(job: u32) -> Result<(crate::window::Windows, Vec<String>)> {
+    let out = checked("scontrol", &["-o", "show", "job", &job.to_string()]).await?;
+    let j = parse_oneliner(&String::from_utf8_lossy(&out.stdout));
+    let nodes = node_names(j.get("NodeList")).await?;
+    let part = j.get("Partition").cloned().unwrap_or_default();
+    let out = checked("scontrol", &["-o", "show", "partition", &part]).await?;
+    let p = parse_oneliner(&String::from_utf8_lossy(&out.stdout));
+    let config = checked("scontrol", &["show", "config"]).await?;
+    let w = crate::window::Windows::parse(&p, &String::from_utf8_lossy(&config.stdout));
+    Ok((w, nodes))
+}
+
 /// One read-modify-write of the job's node lists (see `exclusion`).
 async fn update_excluded(job: u32, node: &str) -> Result<Exclusion> {
     let id = job.to_string();

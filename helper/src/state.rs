@@ -92,6 +92,9 @@ pub struct RankState {
     /// Where the rank's restore (this run's) spent its time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore: Option<crate::timing::RestorePhases>,
+    /// Why a checkpoint of this job is not expected to fit in its preemption or requeue window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_warning: Option<String>,
 }
 
 pub fn now() -> u64 {

@@ -41,6 +41,7 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("encrypt", "yes|no", "yes: stored images are encrypted (XChaCha20-Poly1305, per-user key derived from munge's key); dumps to stage_dir first."),
     d("restore_compat", "strict|cpu|off", "Check of a node before a rank restores on it, against what the generation recorded: cpu = same CPU vendor, the CPU flags it recorded, same page size; strict = also the same kernel, CRIU, runc and Docker versions; off = no check. An incompatible node is excluded and the job requeued."),
     d("cpuinfo_path", "PATH", "Where a node's CPU description is read (%n = node name). Only for testing or emulation, e.g. per-node files for virtual nodes that share one host."),
+    d("preempt_window", "warn|error|periodic:MIN", "When a job's checkpoint (its memory at its nodes' measured speed) will not fit in its partition's GraceTime+KillWait or the cluster's KillWait: warn in its output and status, fail it at start (error), or also checkpoint it every MIN minutes unless it set --container-ckpt-interval."),
 ];
 
 impl KeyDoc {

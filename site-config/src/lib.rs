@@ -35,7 +35,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 22] = [
+pub const KEYS: [&str; 23] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -58,6 +58,7 @@ pub const KEYS: [&str; 22] = [
     "encrypt",
     "restore_compat",
     "cpuinfo_path",
+    "preempt_window",
 ];
 
 /// Longest helper call timeout (one day).
@@ -215,6 +216,42 @@ impl RestoreCompat {
     }
 }
 
+/// What to do when a job's checkpoint is not expected to fit in the time Slurm gives it between
+/// SIGTERM and SIGKILL (helper's window.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreemptWindow {
+    /// Say so in the job's output and `slurm-ckpt status`.
+    Warn,
+    /// Fail the job at its start.
+    Error,
+    /// Warn, and checkpoint it every N minutes unless it asked for an interval itself.
+    Periodic(u32),
+}
+
+impl PreemptWindow {
+    pub fn parse(v: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("valid values are warn, error, periodic:MINUTES (MINUTES 1..{INTERVAL_MAX_MIN})")
+        };
+        match v.split_once(':') {
+            None if v == "warn" => Ok(PreemptWindow::Warn),
+            None if v == "error" => Ok(PreemptWindow::Error),
+            Some(("periodic", m)) => whole_in(m, 1..=INTERVAL_MAX_MIN)
+                .map(PreemptWindow::Periodic)
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            PreemptWindow::Warn => "warn".into(),
+            PreemptWindow::Error => "error".into(),
+            PreemptWindow::Periodic(m) => format!("periodic:{m}"),
+        }
+    }
+}
+
 /// The plugin's site settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteConfig {
@@ -263,6 +300,8 @@ pub struct SiteConfig {
     /// Where a node's CPU description is read (`%n` = node name): /proc/cpuinfo, or per-node files
     /// to emulate different CPUs on virtual nodes sharing one host (tests).
     pub cpuinfo_path: String,
+    /// A checkpoint that will not fit in the job's preemption or requeue window.
+    pub preempt_window: PreemptWindow,
 }
 
 impl Default for SiteConfig {
@@ -293,6 +332,7 @@ impl Default for SiteConfig {
             encrypt: false,
             restore_compat: RestoreCompat::Cpu,
             cpuinfo_path: "/proc/cpuinfo".into(),
+            preempt_window: PreemptWindow::Warn,
         }
     }
 }
@@ -393,6 +433,7 @@ impl SiteConfig {
             "encrypt" => self.encrypt = boolean(value)?,
             "restore_compat" => self.restore_compat = RestoreCompat::parse(value)?,
             "cpuinfo_path" => self.cpuinfo_path = node_path(value)?,
+            "preempt_window" => self.preempt_window = PreemptWindow::parse(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -424,6 +465,7 @@ impl SiteConfig {
             "encrypt" => if self.encrypt { "yes" } else { "no" }.to_string(),
             "restore_compat" => self.restore_compat.as_str().to_string(),
             "cpuinfo_path" => self.cpuinfo_path.clone(),
+            "preempt_window" => self.preempt_window.name(),
             _ => return None,
         })
     }
@@ -832,6 +874,8 @@ mod tests {
             ("restore_compat=loose", "strict, cpu, off"),
             ("cpuinfo_path=cpuinfo", "absolute path"),
             ("cpuinfo_path=/x/%h", "only %n"),
+            ("preempt_window=periodic:0", "periodic:MINUTES"),
+            ("preempt_window=loud", "warn, error"),
             ("cpu_quota=half", "expected 1/true/yes/y"),
             ("network=", "Docker network name"),
             ("network=bad name", "Docker network name"),
@@ -881,6 +925,7 @@ mod tests {
                 "cpu_quota=yes",
                 "restore_compat=strict",
                 "cpuinfo_path=/shared/cpuinfo-%n",
+                "preempt_window=periodic:30",
             ])
             .unwrap(),
         ];

@@ -53,6 +53,9 @@ pub fn main(a: Args) -> i32 {
                     p.line()
                 );
             }
+            if let Some(why) = &s.window_warning {
+                println!("{:>13} warning: {why}", "");
+            }
             if let Some(why) = &s.restore_refused {
                 println!("{:>13} restore refused: {why}", "");
             }

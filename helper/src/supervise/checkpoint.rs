@@ -226,6 +226,16 @@ impl<E: ContainerEngine> Rank<'_, E> {
             pack_seconds,
         );
 
+        // The node's measured speed, for the estimates of later jobs (window.rs).
+        if let Err(e) = crate::window::record_speed(
+            &a.site.ckpt_root,
+            &a.node,
+            rec.raw_bytes,
+            phases.dump + phases.pack + phases.seal,
+            phases.total,
+        ) {
+            tracing::warn!("recording the node's checkpoint speed: {e}");
+        }
         self.st.last_checkpoint_phases = Some(phases);
         if a.rank == 0 {
             let t_commit = std::time::Instant::now();

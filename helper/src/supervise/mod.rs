@@ -6,6 +6,7 @@ mod checkpoint;
 mod order;
 #[cfg(test)]
 mod tests_sequence;
+mod window;
 
 use crate::auth::SiteKey;
 use crate::barrier::touch;
@@ -547,6 +548,7 @@ async fn supervise(
         restore_refused: None,
         last_checkpoint_phases: None,
         last_restore: None,
+        window_warning: None,
     };
     let next_gen = layout
         .as_ref()
@@ -588,8 +590,14 @@ async fn supervise(
         me.ip
     );
 
+    // Will a checkpoint fit in the job's preemption and requeue windows? (rank 0 says so)
+    let forced = match a.rank == 0 && r.layout.is_some() {
+        true => r.check_window(tx).await?,
+        false => None,
+    };
     let mut periodic = a
         .ckpt_interval
+        .or(forced)
         .filter(|_| a.rank == 0 && r.layout.is_some())
         .map(|m| {
             let every = Duration::from_secs(u64::from(m) * 60);
@@ -639,7 +647,12 @@ async fn supervise(
                 Some(Frame::Terminate) => {
                     stopped_by_slurm = true;
                     r.st.event("terminate requested");
-                    if r.layout.is_some() {
+                    if let (true, crate::window::OnTerminate::Skip { estimate, left }) = (r.layout.is_some(), r.terminate_decision()) {
+                        r.skip_checkpoint(tx, estimate, left).await;
+                        if a.rank == 0 && crate::slurm::requeue_if_preempted(a.job).await {
+                            r.st.event("preempted: requeued without a new checkpoint");
+                        }
+                    } else if r.layout.is_some() {
                         // Preemption, requeue, scancel or time limit: save the job before it goes.
                         match r.checkpoint(true).await {
                             Ok(g) => {

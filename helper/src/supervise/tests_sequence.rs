@@ -103,6 +103,7 @@ impl World {
                     restore_refused: None,
                     last_checkpoint_phases: None,
                     last_restore: None,
+                    window_warning: None,
                 };
                 Rank {
                     a,
@@ -554,4 +555,39 @@ async fn every_phase_is_timed_and_the_phases_add_up() {
         assert_eq!(p.generation, 1);
         assert!(p.total > 0.0 && close(p.sum(), p.total), "{p:?}");
     }
+}
+
+#[tokio::test]
+async fn on_sigterm_a_checkpoint_that_cannot_finish_is_not_started() {
+    use crate::window::{job_window_path, JobWindow, OnTerminate, Windows};
+    let w = World::new(OrderPolicy::FreezeAll, 1, 30);
+    let engine = w.engine();
+    let ranks = w.ranks(&engine, ContainerState::Running);
+    let root = &w.args[0].site.ckpt_root;
+    // Nothing known: dump.
+    assert_eq!(ranks[0].terminate_decision(), OnTerminate::Dump);
+    let jw = JobWindow {
+        windows: Windows {
+            partition: "lowrq".into(),
+            grace: Some(60),
+            kill_wait: Some(30),
+        },
+        ..Default::default()
+    };
+    let p = job_window_path(root, JOB);
+    std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+    crate::ckpt::write_json_durable(&p, &jw).expect("window");
+    // The node once took 200 s of overhead alone: 90 s window + 30 s site timeout is too short.
+    crate::window::record_speed(root, "n0", 0, 0.0, 200.0).expect("speed");
+    assert_eq!(
+        ranks[0].terminate_decision(),
+        OnTerminate::Skip {
+            estimate: 200.0,
+            left: 120.0
+        }
+    );
+    // A fast node: dump.
+    std::fs::remove_file(crate::window::speed_path(root, "n0")).expect("rm");
+    crate::window::record_speed(root, "n0", 0, 0.0, 5.0).expect("speed");
+    assert_eq!(ranks[0].terminate_decision(), OnTerminate::Dump);
 }
