@@ -311,7 +311,7 @@ pub async fn run(
     sock: std::os::unix::net::UnixStream,
     log_problem: Option<String>,
 ) -> i32 {
-    if let Some(what) = crate::cgroup::leave_step_freezer(Path::new("/sys/fs/cgroup/freezer")) {
+    if let Some(what) = crate::cgroup::leave_own_step_cgroup() {
         tracing::info!("rank {}: {what}", args.rank);
     }
     let _sigs = match ignore_step_signals() {
