@@ -62,6 +62,29 @@ pub fn parse_cpuinfo(text: &str) -> CpuInfo {
     info
 }
 
+/// /proc/cpuinfo flags that say nothing about the instructions a process may use: the kernel's own
+/// mitigations and synthetic bits, virtualization, power and timer features, resource monitoring.
+/// They differ between nodes with the same CPU (boot options, kernel version, bare metal or VM), so
+/// requiring them would refuse good nodes.
+#[rustfmt::skip]
+const NOT_FOR_PROCESSES: &[&str] = &[
+    "pti", "kaiser", "ibpb", "ibrs", "ibrs_enhanced", "stibp", "ssbd", "retpoline",
+    "retpoline_amd", "rsb_ctxsw", "use_ibpb", "use_ibrs_fw", "flush_l1d", "md_clear", "spec_ctrl",
+    "intel_stibp", "arch_capabilities", "amd_ssbd", "virt_ssbd", "amd_stibp", "hypervisor", "vmx",
+    "svm", "tpr_shadow", "vnmi", "flexpriority", "ept", "vpid", "ept_ad", "constant_tsc",
+    "nonstop_tsc", "tsc_known_freq", "tsc_reliable", "tsc_deadline_timer", "tsc_adjust",
+    "cpuid_fault", "rep_good", "nopl", "xtopology", "arch_perfmon", "pebs", "bts", "epb", "ida",
+    "arat", "pln", "pts", "dtherm", "hwp", "hwp_notify", "hwp_act_window", "hwp_epp",
+    "hwp_pkg_req", "intel_ppin", "cat_l3", "cdp_l3", "cat_l2", "cdp_l2", "mba", "cqm", "cqm_llc",
+    "cqm_occup_llc", "cqm_mbm_total", "cqm_mbm_local", "dca", "ds_cpl", "dtes64", "tm", "tm2",
+    "est", "smx", "acpi", "ht", "pbe", "monitor", "xtpr", "pdcm", "aperfmperf", "amd_dcm", "cpb",
+    "hw_pstate", "proc_feedback", "overflow_recov", "succor", "smca", "decodeassists",
+    "flushbyasid", "lbrv", "nrip_save", "pausefilter", "pfthreshold", "svm_lock", "tsc_scale",
+    "vmcb_clean", "avic", "v_vmsave_vmload", "vgif", "v_spec_ctrl", "npt", "perfctr_core",
+    "perfctr_nb", "perfctr_llc", "ibs", "skinit", "wdt", "topoext", "extd_apicid",
+    "nonstop_tsc_s3", "user_shstk",
+];
+
 /// Why a node cannot restore a rank, one reason each.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -149,7 +172,7 @@ pub fn compare(recorded: &Compat, node: &Compat, mode: RestoreCompat) -> Vec<Mis
     let missing: Vec<String> = recorded
         .cpu_flags
         .iter()
-        .filter(|f| !have.contains(f.as_str()))
+        .filter(|f| !have.contains(f.as_str()) && !NOT_FOR_PROCESSES.contains(&f.as_str()))
         .cloned()
         .collect();
     if !missing.is_empty() {
@@ -217,7 +240,10 @@ pub fn probe(cpuinfo: &Path, docker: &str) -> Compat {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let runc = std::process::Command::new("runc")
+    // The runc the runtime wrapper runs (Docker's own when there is no wrapper: same package).
+    let runc_bin = crate::runtime_wrapper::real_runc(&crate::runtime_wrapper::REAL_RUNC)
+        .unwrap_or_else(|_| "runc".into());
+    let runc = std::process::Command::new(runc_bin)
         .arg("--version")
         .output()
         .ok()
@@ -390,6 +416,9 @@ mod tests {
             "kernel 6.8.0, the checkpoint was taken with 6.1.0"
         );
         assert!(compare(&rec, &node(""), RestoreCompat::Off).is_empty());
+        // Mitigation and VM flags differ between nodes with the same CPU: never required.
+        let bare_metal = node("fpu sse2 avx2 pti hypervisor md_clear");
+        assert!(compare(&bare_metal, &node("fpu sse2 avx2"), RestoreCompat::Cpu).is_empty());
     }
 
     #[test]

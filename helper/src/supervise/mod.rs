@@ -490,11 +490,15 @@ async fn supervise(
     let info = engine.daemon_info().await?;
     let cpuinfo = a.site.cpuinfo_for(&a.node);
     let version = info.version.clone();
-    let compat = tokio::task::spawn_blocking(move || crate::compat::probe(&cpuinfo, &version))
-        .await
-        .map_err(|_| Error::ThreadPanicked {
-            what: "probing the node's restore compatibility",
-        })?;
+    // Only checkpointing jobs record or check it (two small commands run).
+    let compat = match a.ckpt {
+        Some(_) => tokio::task::spawn_blocking(move || crate::compat::probe(&cpuinfo, &version))
+            .await
+            .map_err(|_| Error::ThreadPanicked {
+                what: "probing the node's restore compatibility",
+            })?,
+        None => crate::compat::Compat::default(),
+    };
     check_ids_mapped(&user, info.remap_root, &a.node, |f| {
         std::fs::read_to_string(f).ok()
     })?;
@@ -591,9 +595,10 @@ async fn supervise(
     );
 
     // Will a checkpoint fit in the job's preemption and requeue windows? (rank 0 says so)
-    let forced = match a.rank == 0 && r.layout.is_some() {
-        true => r.check_window(tx).await?,
-        false => None,
+    let forced = if a.rank == 0 && r.layout.is_some() {
+        r.check_window(tx).await?
+    } else {
+        None
     };
     let mut periodic = a
         .ckpt_interval
