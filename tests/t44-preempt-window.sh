@@ -22,8 +22,11 @@ id=$(submit -p lowrq -w node1,node2 -N2 -n2 --open-mode=append --container-image
     --wrap "srun /opt/ckpt-tests/bin/ring --seconds 20 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 2
-slurm-ckpt status "$id" --json | jq -e 'any(.[]; (.window_warning // "") | contains("GraceTime+KillWait 90 s"))' >/dev/null ||
-    { slurm-ckpt status "$id"; fail "status shows no window warning for job $id"; }
+end=$((SECONDS + 30))
+until slurm-ckpt status "$id" --json | jq -e 'any(.[]; (.window_warning // "") | contains("GraceTime+KillWait 90 s"))' >/dev/null; do
+    [ "$SECONDS" -lt "$end" ] || { slurm-ckpt status "$id"; fail "status shows no window warning for job $id"; }
+    sleep 0.5
+done
 expect_ok "$id" 300
 job_out "$id" | grep -q "slurm-ckpt: warning: a checkpoint of this job needs about 100 s .*lowrq's preemption window (GraceTime+KillWait 90 s)" ||
     { show_job "$id"; fail "job $id's output has no window warning"; }

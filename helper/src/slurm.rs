@@ -174,8 +174,9 @@ async fn checked(cmd: &str, args: &[&str]) -> Result<std::process::Output> {
 
 /// Requeue the job, then add `node` to its excluded nodes (and drop it from its required ones):
 /// it restarts from the same checkpoint on other nodes. In this order because Slurm changes the
-/// node lists of pending jobs only; a requeued job is not started again for a while (its begin
-/// time is delayed), so the update comes first in practice. The lists are read just before the
+/// node lists of pending jobs only (ESLURM_JOB_NOT_PENDING otherwise); right after the requeue the
+/// job is PENDING (still COMPLETING) and its begin time is delayed by the credential lifetime, so
+/// the update comes before it can start again. The lists are read just before the
 /// update, so a node another rank excluded a moment earlier is kept.
 pub async fn exclude_node_and_requeue(job: u32, node: &str) -> Result<Vec<String>> {
     let id = job.to_string();
