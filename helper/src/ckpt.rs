@@ -62,6 +62,13 @@ pub struct RankRecord {
     /// the job already ran again (0 when CRIU wrote them there itself).
     #[serde(default)]
     pub pack_seconds: f64,
+    /// What restoring this rank depends on, as found on the node that dumped it (compat.rs);
+    /// empty in records of older helpers, which then ask nothing of the restoring node.
+    #[serde(default)]
+    pub compat: crate::compat::Compat,
+    /// Where this rank's checkpoint time went (zero in records of older helpers).
+    #[serde(default)]
+    pub phases: crate::timing::CkptPhases,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,6 +98,13 @@ pub struct Manifest {
     pub engine_version: String,
     pub total_bytes: u64,
     pub ranks: Vec<RankRecord>,
+    /// Rank 0: from its every-rank-sealed wait to the signed manifest (the rename and fsync that
+    /// follow take milliseconds).
+    #[serde(default)]
+    pub commit_seconds: f64,
+    /// Rank 0: from the request to the signed manifest: the checkpoint's round trip.
+    #[serde(default)]
+    pub checkpoint_seconds: f64,
 }
 
 /// What a restore must match: a manifest of another job instance is skipped; one of another job,
@@ -793,7 +807,11 @@ mod tests {
                 raw_bytes: 3,
                 reused_bytes: 0,
                 pack_seconds: 0.0,
+                compat: Default::default(),
+                phases: Default::default(),
             }],
+            commit_seconds: 0.0,
+            checkpoint_seconds: 0.0,
         }
     }
 

@@ -159,6 +159,22 @@ pub enum Error {
     },
     /// The job's uid, gid or a supplementary group is not mapped to itself by the node's
     /// userns-remap ranges: the container could not run as the job's real ids.
+    /// The node a rank is to restore on cannot run what the generation recorded (compat.rs).
+    #[error("node {node} cannot restore rank {rank} of checkpoint generation {generation} (taken on {taken_on}): {}", crate::compat::describe(mismatches))]
+    NodeIncompatible {
+        node: String,
+        rank: u32,
+        generation: u32,
+        taken_on: String,
+        mismatches: Vec<crate::compat::Mismatch>,
+    },
+    /// Site `preempt_window=error`: the job's checkpoint is not expected to fit (window.rs).
+    #[error("{why}; the site refuses such jobs (preempt_window=error): ask for less memory or a partition with a longer GraceTime")]
+    CheckpointWontFit { why: String },
+    #[error("`{command}` failed: {stderr}")]
+    SlurmCommand { command: String, stderr: String },
+    #[error("`{command}` could not run or gave no answer in time")]
+    SlurmUnanswered { command: String },
     #[error("{what} {id} of the job is outside the user-namespace mapping of the Docker daemon on node {node} ({file}, remap user {user}: container ids {mapped}); the site admin must extend {user}'s ranges in {file} so that id {id} maps to itself, then restart dockerd (docs/ARCHITECTURE.md, \"User namespaces\")")]
     IdNotMapped {
         what: &'static str,

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod barrier;
 pub mod cgroup;
 pub mod ckpt;
+pub mod compat;
 pub mod cpus;
 pub mod crypt;
 pub mod engine;
@@ -27,7 +28,9 @@ pub mod slots;
 pub mod slurm;
 pub mod state;
 pub mod supervise;
+pub mod timing;
 pub mod trust;
 pub mod user_paths;
+pub mod window;
 
 pub use error::{Error, Result};

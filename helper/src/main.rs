@@ -27,6 +27,8 @@ enum Cmd {
     Status(cli::status::Args),
     /// Checkpoint a running container job (and optionally requeue it).
     Checkpoint(cli::checkpoint::Args),
+    /// Could a node restore a job's newest checkpoint? (CPU, page size; versions when strict)
+    CheckRestore(cli::check_restore::Args),
     /// List checkpoint generations.
     List(cli::list::ListArgs),
     /// Remove checkpoints of jobs Slurm no longer knows; prune old generations.
@@ -62,6 +64,7 @@ fn main() {
         Cmd::Cleanup(a) => cli::cleanup::main(a),
         Cmd::Status(a) => cli::status::main(a),
         Cmd::Checkpoint(a) => cli::checkpoint::main(a),
+        Cmd::CheckRestore(a) => cli::check_restore::main(a),
         Cmd::List(a) => cli::list::list(a),
         Cmd::Gc(a) => cli::list::gc(a),
         Cmd::Image(c) => cli::image::main(c),

@@ -83,6 +83,18 @@ pub struct RankState {
     /// None until the rank's first checkpoint ends (and in records of older helpers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<CheckpointResult>,
+    /// Why this node could not restore the rank (compat.rs), and what was done about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_refused: Option<String>,
+    /// Where the rank's newest complete checkpoint spent its time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_phases: Option<crate::timing::CkptPhases>,
+    /// Where the rank's restore (this run's) spent its time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore: Option<crate::timing::RestorePhases>,
+    /// Why a checkpoint of this job is not expected to fit in its preemption or requeue window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_warning: Option<String>,
     /// The checkpoint this rank is dumping now, for `slurm-ckpt checkpoint`'s progress (None
     /// otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -140,6 +140,8 @@ fn rank_record() -> impl Strategy<Value = RankRecord> {
                 raw_bytes,
                 reused_bytes,
                 pack_seconds,
+                compat: Default::default(),
+                phases: Default::default(),
             },
         )
 }
@@ -198,6 +200,8 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 engine_version,
                 total_bytes,
                 ranks,
+                commit_seconds: 0.0,
+                checkpoint_seconds: 0.0,
             },
         )
 }

@@ -40,6 +40,9 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("cpu_quota", "yes|no", "yes: also cap each rank container's CPU time at its task's CPUs (CFS quota); the cpuset applies either way."),
     d("encrypt", "yes|no", "yes: stored images are encrypted (XChaCha20-Poly1305, per-user key derived from munge's key); dumps to stage_dir first."),
     d("on_restore_failure", "fail|hold|previous", "A restore that fails on any rank: fail the job, requeue and hold it, or mark the generation bad and requeue the job to restore the previous good one (held when there is none). The reason goes into the job's Comment."),
+    d("restore_compat", "strict|cpu|off", "Check of a node before a rank restores on it, against what the generation recorded: cpu = same CPU vendor, the CPU flags it recorded, same page size; strict = also the same kernel, CRIU, runc and Docker versions; off = no check. An incompatible node is excluded and the job requeued."),
+    d("cpuinfo_path", "PATH", "Where a node's CPU description is read (%n = node name). Only for testing or emulation, e.g. per-node files for virtual nodes that share one host."),
+    d("preempt_window", "warn|error|periodic:MIN", "When a job's checkpoint (its memory at its nodes' measured speed) will not fit in its partition's GraceTime+KillWait or the cluster's KillWait: warn in its output and status, fail it at start (error), or also checkpoint it every MIN minutes unless it set --container-ckpt-interval."),
 ];
 
 impl KeyDoc {

@@ -33,7 +33,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 24] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -55,6 +55,9 @@ pub const KEYS: [&str; 21] = [
     "cpu_quota",
     "encrypt",
     "on_restore_failure",
+    "restore_compat",
+    "cpuinfo_path",
+    "preempt_window",
 ];
 
 /// Longest helper call timeout (one day).
@@ -216,6 +219,76 @@ impl Compression {
     }
 }
 
+/// How strictly a node is checked against a generation's compatibility record before a rank
+/// restores on it (helper's compat.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreCompat {
+    /// Same CPU vendor, CPU flags a superset of the recorded ones, same page size, and the same
+    /// kernel, CRIU, runc and Docker versions.
+    Strict,
+    /// Same CPU vendor, CPU flags a superset of the recorded ones, same page size.
+    Cpu,
+    /// No check: CRIU finds out.
+    Off,
+}
+
+impl RestoreCompat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreCompat::Strict => "strict",
+            RestoreCompat::Cpu => "cpu",
+            RestoreCompat::Off => "off",
+        }
+    }
+
+    pub fn parse(v: &str) -> Result<Self, String> {
+        match v {
+            "strict" => Ok(RestoreCompat::Strict),
+            "cpu" => Ok(RestoreCompat::Cpu),
+            "off" => Ok(RestoreCompat::Off),
+            _ => Err("valid values are strict, cpu, off".into()),
+        }
+    }
+}
+
+/// What to do when a job's checkpoint is not expected to fit in the time Slurm gives it between
+/// SIGTERM and SIGKILL (helper's window.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreemptWindow {
+    /// Say so in the job's output and `slurm-ckpt status`.
+    Warn,
+    /// Fail the job at its start.
+    Error,
+    /// Warn, and checkpoint it every N minutes unless it asked for an interval itself.
+    Periodic(u32),
+}
+
+impl PreemptWindow {
+    pub fn parse(v: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "valid values are warn, error, periodic:MINUTES (MINUTES 1..{INTERVAL_MAX_MIN})"
+            )
+        };
+        match v.split_once(':') {
+            None if v == "warn" => Ok(PreemptWindow::Warn),
+            None if v == "error" => Ok(PreemptWindow::Error),
+            Some(("periodic", m)) => whole_in(m, 1..=INTERVAL_MAX_MIN)
+                .map(PreemptWindow::Periodic)
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            PreemptWindow::Warn => "warn".into(),
+            PreemptWindow::Error => "error".into(),
+            PreemptWindow::Periodic(m) => format!("periodic:{m}"),
+        }
+    }
+}
+
 /// The plugin's site settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteConfig {
@@ -260,6 +333,13 @@ pub struct SiteConfig {
     /// always dump into `stage_dir` first).
     pub encrypt: bool,
     pub on_restore_failure: RestoreFailure,
+    /// Check of a node against a generation's compatibility record before a rank restores there.
+    pub restore_compat: RestoreCompat,
+    /// Where a node's CPU description is read (`%n` = node name): /proc/cpuinfo, or per-node files
+    /// to emulate different CPUs on virtual nodes sharing one host (tests).
+    pub cpuinfo_path: String,
+    /// A checkpoint that will not fit in the job's preemption or requeue window.
+    pub preempt_window: PreemptWindow,
 }
 
 impl Default for SiteConfig {
@@ -289,6 +369,9 @@ impl Default for SiteConfig {
             cpu_quota: false,
             encrypt: false,
             on_restore_failure: RestoreFailure::Fail,
+            restore_compat: RestoreCompat::Cpu,
+            cpuinfo_path: "/proc/cpuinfo".into(),
+            preempt_window: PreemptWindow::Warn,
         }
     }
 }
@@ -391,6 +474,9 @@ impl SiteConfig {
                 self.on_restore_failure = RestoreFailure::parse(value)
                     .ok_or_else(|| "valid values are fail, hold, previous".to_string())?
             }
+            "restore_compat" => self.restore_compat = RestoreCompat::parse(value)?,
+            "cpuinfo_path" => self.cpuinfo_path = node_path(value)?,
+            "preempt_window" => self.preempt_window = PreemptWindow::parse(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -421,6 +507,9 @@ impl SiteConfig {
             "cpu_quota" => if self.cpu_quota { "yes" } else { "no" }.to_string(),
             "encrypt" => if self.encrypt { "yes" } else { "no" }.to_string(),
             "on_restore_failure" => self.on_restore_failure.as_str().to_string(),
+            "restore_compat" => self.restore_compat.as_str().to_string(),
+            "cpuinfo_path" => self.cpuinfo_path.clone(),
+            "preempt_window" => self.preempt_window.name(),
             _ => return None,
         })
     }
@@ -457,6 +546,11 @@ impl SiteConfig {
     /// The Docker socket of `node` (`%n` in the template is the node name).
     pub fn socket_for(&self, node: &str) -> String {
         self.docker_socket.replace("%n", node)
+    }
+
+    /// Where `node`'s CPU description is read (`%n` in `cpuinfo_path` is the node name).
+    pub fn cpuinfo_for(&self, node: &str) -> PathBuf {
+        PathBuf::from(self.cpuinfo_path.replace("%n", node))
     }
 
     /// Whether checkpoint images take Docker's own path (the helper copies them between the
@@ -555,6 +649,15 @@ fn absolute_path(v: &str) -> Result<String, String> {
         return Err(format!("not an absolute path; {VALID}"));
     }
     normalize_path(v).map_err(|why| format!("{why}; {VALID}"))
+}
+
+/// An absolute path in which `%n` (only) stands for the node name.
+fn node_path(v: &str) -> Result<String, String> {
+    const VALID: &str = "expected an absolute path without '..', where %n stands for the node name";
+    if v.replace("%n", "").contains('%') {
+        return Err(format!("only %n may follow '%'; {VALID}"));
+    }
+    absolute_path(v).map_err(|_| VALID.to_string())
 }
 
 fn docker_socket(v: &str) -> Result<String, String> {
@@ -812,6 +915,11 @@ mod tests {
             ("stage_dir=tmp", "not an absolute path"),
             ("incremental=sometimes", "expected 1/true/yes/y"),
             ("encrypt=maybe", "expected 1/true/yes/y"),
+            ("restore_compat=loose", "strict, cpu, off"),
+            ("cpuinfo_path=cpuinfo", "absolute path"),
+            ("cpuinfo_path=/x/%h", "only %n"),
+            ("preempt_window=periodic:0", "periodic:MINUTES"),
+            ("preempt_window=loud", "warn, error"),
             ("cpu_quota=half", "expected 1/true/yes/y"),
             ("network=", "Docker network name"),
             ("network=bad name", "Docker network name"),
@@ -859,6 +967,9 @@ mod tests {
                 "keep_generations=5",
                 "dump_parallel=2",
                 "cpu_quota=yes",
+                "restore_compat=strict",
+                "cpuinfo_path=/shared/cpuinfo-%n",
+                "preempt_window=periodic:30",
             ])
             .unwrap(),
         ];

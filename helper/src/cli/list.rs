@@ -31,7 +31,7 @@ pub struct GcArgs {
 }
 
 /// Every job directory: (user, dir name, layout).
-fn job_dirs(root: &Path) -> Vec<(String, String, Layout)> {
+pub(super) fn job_dirs(root: &Path) -> Vec<(String, String, Layout)> {
     let mut out = Vec::new();
     let Ok(users) = std::fs::read_dir(root) else {
         return out;
@@ -94,28 +94,46 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Why nodes could not restore a job (kept in its checkpoint directory).
+    let mut refused: HashMap<u32, Vec<String>> = HashMap::new();
+    for (p, m, _, _) in &rows {
+        if let Some(dir) = p.parent() {
+            let list = refused.entry(m.job).or_default();
+            for r in slurm_ckpt::compat::refusals(dir) {
+                let line = format!("{} ({})", r.reason, slurm_ckpt::state::utc(r.at));
+                if !list.contains(&line) {
+                    list.push(line);
+                }
+            }
+        }
+    }
     if a.json {
         let v: Vec<_> = rows
             .iter()
             .map(|(p, m, state, bad)| {
-                serde_json::json!({"path": p, "state": state, "manifest": m, "set_aside": bad})
+                serde_json::json!({"path": p, "state": state, "manifest": m, "set_aside": bad,
+                    "restore_refused": refused.get(&m.job)})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!(
-        "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {:<9} {:<13} PATH",
-        "JOB", "USER", "GEN", "RANKS", "BYTES", "POLICY", "INSTANCE", "STATE"
+        "{:>8} {:<10} {:>5} {:>6} {:>12} {:>8} {:>8} {:<12} {:<9} {:<13} PATH",
+        "JOB", "USER", "GEN", "RANKS", "BYTES", "SECONDS", "HELD", "POLICY", "INSTANCE", "STATE"
     );
     for (p, m, state, bad) in &rows {
+        // The job's held time is its slowest rank's: the cut needs every rank dumped.
+        let held = m.ranks.iter().map(|r| r.held_seconds).fold(0.0, f64::max);
         println!(
-            "{:>8} {:<10} {:>5} {:>6} {:>12} {:<12} {:<9} {:<13} {}",
+            "{:>8} {:<10} {:>5} {:>6} {:>12} {:>8.2} {:>8.2} {:<12} {:<9} {:<13} {}",
             m.job,
             m.user,
             m.generation,
             m.ntasks,
             m.total_bytes,
+            m.checkpoint_seconds,
+            held,
             m.policy,
             short_instance(m),
             state,
@@ -123,6 +141,13 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
         );
         if let Some(b) = bad {
             println!("{:>8} set aside: {}", "", b.reason);
+        }
+    }
+    let mut jobs: Vec<_> = refused.iter().filter(|(_, w)| !w.is_empty()).collect();
+    jobs.sort();
+    for (job, whys) in jobs {
+        for why in whys {
+            println!("job {job}: restore refused: {why}");
         }
     }
     Ok(())

@@ -1,4 +1,5 @@
 pub mod check_paths;
+pub mod check_restore;
 pub mod checkpoint;
 pub mod cleanup;
 pub mod guard;

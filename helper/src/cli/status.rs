@@ -37,6 +37,28 @@ pub fn main(a: Args) -> i32 {
                 "{:>8} {:>4} {:<10} {:<12} {:<14} {:<15} {:<17} {:<8}",
                 s.job, s.rank, s.node, id, s.hostname, s.ip, s.mac, s.state
             );
+            if let (Some(c), Some(p)) = (&s.last_checkpoint, &s.last_checkpoint_phases) {
+                println!(
+                    "{:>13} checkpoint {}: {}",
+                    "",
+                    slurm_ckpt::ckpt::gen_name(c.generation),
+                    p.line()
+                );
+            }
+            if let Some(p) = &s.last_restore {
+                println!(
+                    "{:>13} restore from {}: {}",
+                    "",
+                    slurm_ckpt::ckpt::gen_name(p.generation),
+                    p.line()
+                );
+            }
+            if let Some(why) = &s.window_warning {
+                println!("{:>13} warning: {why}", "");
+            }
+            if let Some(why) = &s.restore_refused {
+                println!("{:>13} restore refused: {why}", "");
+            }
             if let Some(e) = s.events.last() {
                 println!("{:>13} last event: {} ({})", "", e.what, e.at);
             }

@@ -13,6 +13,7 @@ use crate::guard::{Guard, GuardArgs};
 use crate::pack::{is_packed, unpack_dir, Packed, Packing, Scratch};
 use crate::redirect::{self, POINTER};
 use crate::state::{CheckpointOutcome, ContainerState};
+use crate::timing::{CkptPhases, Laps, RestorePhases};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -130,6 +131,8 @@ impl<E: ContainerEngine> Rank<'_, E> {
             return Err(Error::CkptDisabled);
         };
         let (a, n, t) = (self.a, self.a.ntasks, self.timeout());
+        let mut laps = Laps::start();
+        let mut phases = CkptPhases::default();
         layout.create()?;
         // Lets `slurm-ckpt gc` tell this directory's job before its first generation exists.
         crate::gc::mark_owner(&layout.job_dir, a.job)?;
@@ -179,6 +182,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             t,
         )
         .await?;
+        phases.freeze = laps.lap();
         // For `slurm-ckpt checkpoint`'s progress: where the images grow, and about how large.
         self.st.dumping = Some(crate::state::Dumping {
             generation: g,
@@ -208,6 +212,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         }
         res?;
         let dump_seconds = t0.elapsed().as_secs_f64();
+        phases.dump = laps.lap();
         // The images are complete: the next rank in the order may dump.
         touch(&marker(&tmp, "dumped", a.rank))?;
         // Once every rank is dumped the cut is on disk: a job that goes on runs again now, while
@@ -217,6 +222,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         if !stop {
             self.thaw(was_frozen).await?;
         }
+        phases.wait_dumped = laps.lap();
         // The images are elsewhere when Docker's own path wrote them (the daemon's checkpoint
         // directory) or they are to be packed (the staging directory): move them to the shared
         // storage now, while the job runs.
@@ -234,7 +240,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
         };
         let pack_seconds = t_pack.elapsed().as_secs_f64();
         drop(stage);
+        phases.pack = laps.lap();
         let (bytes, files) = seal_rank_dir(&rank_dir, self.remap_root)?;
+        phases.seal = laps.lap();
+        phases.total = laps.total();
         if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
             return Err(Error::NoImages { dir: rank_dir });
         }
@@ -259,6 +268,8 @@ impl<E: ContainerEngine> Rank<'_, E> {
             raw_bytes: moved.map_or(bytes, |m| m.raw),
             reused_bytes: moved.map_or(0, |m| m.reused),
             pack_seconds,
+            compat: self.compat.clone(),
+            phases: phases.clone(),
         };
         write_json_signed(&tmp.join(format!("rank-{}.json", a.rank)), &rec, &self.key)?;
         touch(&marker(&tmp, "sealed", a.rank))?;
@@ -274,7 +285,19 @@ impl<E: ContainerEngine> Rank<'_, E> {
             pack_seconds,
         );
 
+        // The node's measured speed, for the estimates of later jobs (window.rs).
+        if let Err(e) = crate::window::record_speed(
+            &a.site.ckpt_root,
+            &a.node,
+            rec.raw_bytes,
+            phases.dump + phases.pack + phases.seal,
+            phases.total,
+        ) {
+            tracing::warn!("recording the node's checkpoint speed: {e}");
+        }
+        self.st.last_checkpoint_phases = Some(phases);
         if a.rank == 0 {
+            let t_commit = std::time::Instant::now();
             barrier(&tmp, "sealed", 0..n, t, absent).await?;
             let mut recs = Vec::new();
             for r in 0..n {
@@ -307,14 +330,17 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 engine_version: format!("docker {}", info.version),
                 total_bytes: recs.iter().map(|r| r.bytes).sum(),
                 ranks: recs,
+                commit_seconds: t_commit.elapsed().as_secs_f64(),
+                checkpoint_seconds: laps.total(),
             };
             commit(&layout, g, &m, &self.key)?;
             prune(&layout, a.site.keep_generations as usize, None);
             tracing::info!(
-                "generation {} of job {} committed ({} bytes)",
+                "generation {} of job {} committed ({} bytes) in {:.2}s",
                 gen_name(g),
                 a.job,
-                m.total_bytes
+                m.total_bytes,
+                laps.total()
             );
         } else {
             let gd = layout.gen_dir(g);
@@ -411,6 +437,11 @@ impl<E: ContainerEngine> Rank<'_, E> {
             .restore_steps(m, daemon_root)
             .instrument(tracing::info_span!("restore", generation = m.generation))
             .await;
+        if let Err(e @ Error::NodeIncompatible { .. }) = &res {
+            // Requeued before the others learn of it: they then end the step, and a job whose
+            // step failed before its requeue would end FAILED instead.
+            self.requeue_elsewhere(e).await;
+        }
         if let (Err(e), Some(l)) = (&res, &self.layout) {
             let attempt = restore_attempt_dir(l, m.generation, self.a.restart_count);
             publish_restore_failure(&attempt, self.a.rank, e);
@@ -418,8 +449,66 @@ impl<E: ContainerEngine> Rank<'_, E> {
         res
     }
 
+    /// This node cannot restore the rank: requeue the job with the node excluded, and record why
+    /// for `slurm-ckpt status`.
+    async fn requeue_elsewhere(&mut self, why: &Error) {
+        let (job, node) = (self.a.job, self.a.node.clone());
+        let done = match self.jobctl.exclude_and_requeue(job, &node).await {
+            Ok(excluded) => format!("job requeued with node(s) {} excluded", excluded.join(",")),
+            Err(e) => {
+                tracing::error!("could not requeue job {job} away from {node}: {e}");
+                format!("requeue away from {node} failed: {e}")
+            }
+        };
+        let text = format!("{why}; {done}");
+        tracing::warn!("{text}");
+        if let (Some(l), Error::NodeIncompatible { generation, .. }) = (&self.layout, why) {
+            let r = crate::compat::Refusal {
+                at: crate::state::now(),
+                instance: self.a.instance.as_ref().map(|i| i.to_string()),
+                generation: *generation,
+                rank: self.a.rank,
+                node: node.clone(),
+                reason: text.clone(),
+            };
+            if let Err(e) = crate::compat::record_refusal(&l.job_dir, &r) {
+                tracing::warn!("recording the refusal: {e}");
+            }
+        }
+        self.st.event(format!("restore refused: {text}"));
+        self.st.state = ContainerState::Failed;
+        self.st.restore_refused = Some(text);
+        save(&mut self.st, &self.a.site.ckpt_root);
+    }
+
+    /// Whether this node can restore what `rec` recorded, under the site's `restore_compat`.
+    fn check_compat(&self, m: &Manifest, rec: &RankRecord) -> Result<()> {
+        let a = self.a;
+        let mismatches = crate::compat::check_node(
+            &rec.compat,
+            &self.compat,
+            &a.site.cpuinfo_for(&a.node),
+            a.site.restore_compat,
+        );
+        if mismatches.is_empty() {
+            return Ok(());
+        }
+        Err(Error::NodeIncompatible {
+            node: a.node.clone(),
+            rank: a.rank,
+            generation: m.generation,
+            taken_on: rec.node.clone(),
+            mismatches,
+        })
+    }
+
     async fn restore_steps(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
         let (a, t) = (self.a, self.timeout());
+        let mut laps = Laps::start();
+        let mut phases = RestorePhases {
+            generation: m.generation,
+            ..Default::default()
+        };
         let Some(layout) = self.layout.clone() else {
             return Err(Error::CkptDisabled);
         };
@@ -431,10 +520,12 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 generation: m.generation,
                 rank: a.rank,
             })?;
+        self.check_compat(m, rec)?;
         let images = layout
             .gen_dir(m.generation)
             .join(format!("rank-{}", a.rank));
         verify_rank_dir(&images, rec)?;
+        phases.verify = laps.lap();
         // Docker restores from <root>/containers/<id>/checkpoints/<name>/: put only the pointer there;
         // the runtime wrapper hands CRIU the real images on shared storage.
         let name = gen_name(m.generation);
@@ -481,6 +572,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 t_unpack.elapsed().as_secs_f64()
             );
         }
+        phases.unpack = laps.lap();
         let attempt = restore_attempt_dir(&layout, m.generation, a.restart_count);
         std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
         let _alive = Heartbeat::start(&attempt, a.rank);
@@ -493,6 +585,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             None,
         )
         .await?;
+        phases.wait = laps.lap();
         let t0 = std::time::Instant::now();
         if let Err(e) = self.engine.start_from_checkpoint(&self.id, &name).await {
             return Err(with_criu_log(e, &self.id, "restore"));
@@ -505,6 +598,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             .await;
         touch(&marker(&attempt, "restored", a.rank))?;
         let restore_seconds = t0.elapsed().as_secs_f64();
+        phases.criu = laps.lap();
         // The runtime wrapper restored the container with its network dropped: lift that only when
         // every rank's sockets exist again, so no segment meets a missing socket (and draws a RST).
         let all = barrier(&attempt, "restored", 0..a.ntasks, t, None).await;
@@ -515,15 +609,25 @@ impl<E: ContainerEngine> Rank<'_, E> {
             );
         }
         all?;
+        phases.network = laps.lap();
+        phases.total = laps.total();
         tracing::info!(
-            "rank {} restored from {} in {:.2}s",
+            "rank {} restored from {} in {:.2}s ({})",
             a.rank,
             images.display(),
-            restore_seconds
+            restore_seconds,
+            phases.line()
         );
+        self.st.last_restore = Some(phases);
         self.st.state = ContainerState::Running;
         self.st
             .event(format!("restored from {name} (taken on {})", rec.node));
+        // Why an earlier run of this job was moved off a node: its own records went with it.
+        let instance = a.instance.as_ref().map(|i| i.to_string());
+        self.st.restore_refused = crate::compat::summary(
+            &crate::compat::refusals(&layout.job_dir),
+            instance.as_deref(),
+        );
         self.next_gen = m.generation + 1;
         Ok(())
     }

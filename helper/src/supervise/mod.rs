@@ -7,6 +7,7 @@ mod order;
 mod restore_failure;
 #[cfg(test)]
 mod tests_sequence;
+mod window;
 
 use crate::auth::SiteKey;
 use crate::barrier::touch;
@@ -30,7 +31,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// Munge's key: identical on every node, root-only; the secret the job's ssh keys derive from.
-const SECRET_FILE: &str = "/etc/munge/munge.key";
+pub const SECRET_FILE: &str = "/etc/munge/munge.key";
 /// How long a rank waits for its node's dockerd to answer again after it went away (a restart
 /// with live-restore takes seconds; an upgrade a little longer).
 const DAEMON_GRACE: Duration = Duration::from_secs(90);
@@ -315,7 +316,7 @@ pub async fn run(
     sock: std::os::unix::net::UnixStream,
     log_problem: Option<String>,
 ) -> i32 {
-    if let Some(what) = crate::cgroup::leave_step_freezer(Path::new("/sys/fs/cgroup/freezer")) {
+    if let Some(what) = crate::cgroup::leave_own_step_cgroup() {
         tracing::info!("rank {}: {what}", args.rank);
     }
     let _sigs = match ignore_step_signals() {
@@ -447,6 +448,11 @@ struct Rank<'a, E = Engine> {
     key: SiteKey,
     /// Start a `slurm-ckpt guard` process for each checkpoint (off in unit tests: no binary).
     guarded: bool,
+    /// This node as a restore depends on it (compat.rs): recorded with each checkpoint, checked
+    /// against the generation's record before a restore.
+    compat: crate::compat::Compat,
+    /// Requeues the job away from a node that cannot restore it.
+    jobctl: std::sync::Arc<dyn crate::slurm::JobControl>,
 }
 
 /// `restoring` is set to the restore attempt's directory from the moment this rank knows it
@@ -504,10 +510,22 @@ async fn supervise(
             attempt: checkpoint::restore_attempt_dir(l, m.generation, a.restart_count),
             generation: m.generation,
             layout: l.clone(),
+            started: crate::state::now(),
         });
     }
 
     let info = engine.daemon_info().await?;
+    let cpuinfo = a.site.cpuinfo_for(&a.node);
+    let version = info.version.clone();
+    // Only checkpointing jobs record or check it (two small commands run).
+    let compat = match a.ckpt {
+        Some(_) => tokio::task::spawn_blocking(move || crate::compat::probe(&cpuinfo, &version))
+            .await
+            .map_err(|_| Error::ThreadPanicked {
+                what: "probing the node's restore compatibility",
+            })?,
+        None => crate::compat::Compat::default(),
+    };
     check_ids_mapped(&user, info.remap_root, &a.node, |f| {
         std::fs::read_to_string(f).ok()
     })?;
@@ -559,6 +577,10 @@ async fn supervise(
         events: vec![],
         last_checkpoint: None,
         dumping: None,
+        restore_refused: None,
+        last_checkpoint_phases: None,
+        last_restore: None,
+        window_warning: None,
     };
     let next_gen = layout
         .as_ref()
@@ -576,6 +598,8 @@ async fn supervise(
         ranks,
         key,
         guarded: true,
+        compat,
+        jobctl: std::sync::Arc::new(crate::slurm::Scontrol),
     };
     r.st.event("created");
     save(&mut r.st, &a.site.ckpt_root);
@@ -598,8 +622,15 @@ async fn supervise(
         me.ip
     );
 
+    // Will a checkpoint fit in the job's preemption and requeue windows? (rank 0 says so)
+    let forced = if a.rank == 0 && r.layout.is_some() {
+        r.check_window(tx).await?
+    } else {
+        None
+    };
     let mut periodic = a
         .ckpt_interval
+        .or(forced)
         .filter(|_| a.rank == 0 && r.layout.is_some())
         .map(|m| {
             let every = Duration::from_secs(u64::from(m) * 60);
@@ -678,7 +709,12 @@ async fn supervise(
                 Some(Frame::Terminate) => {
                     stopped_by_slurm = true;
                     r.st.event("terminate requested");
-                    if r.layout.is_some() {
+                    if let (true, crate::window::OnTerminate::Skip { estimate, left }) = (r.layout.is_some(), r.terminate_decision()) {
+                        r.skip_checkpoint(tx, estimate, left).await;
+                        if a.rank == 0 && crate::slurm::requeue_if_preempted(a.job).await {
+                            r.st.event("preempted: requeued without a new checkpoint");
+                        }
+                    } else if r.layout.is_some() {
                         // Preemption, requeue, scancel or time limit: save the job before it goes.
                         match r.checkpoint(true).await {
                             Ok(g) => {

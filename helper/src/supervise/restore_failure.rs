@@ -6,6 +6,9 @@ use crate::ckpt::{gen_name, BadGeneration, Layout};
 use crate::error::Error;
 use slurm_ckpt_site::RestoreFailure;
 
+/// Seconds by which nodes' clocks may disagree.
+const CLOCK_SLACK: u64 = 30;
+
 /// The restore this rank was doing when it failed.
 #[derive(Debug, Clone)]
 pub(super) struct Restoring {
@@ -13,10 +16,15 @@ pub(super) struct Restoring {
     pub attempt: std::path::PathBuf,
     pub generation: u32,
     pub layout: Layout,
+    /// When this attempt began (seconds since the epoch).
+    pub started: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Action {
+    /// A node could not restore the generation (compat.rs): that rank has already requeued the
+    /// job with the node excluded; nothing more to do.
+    RequeuedElsewhere,
     /// Let the job fail (the generation stays for a manual requeue).
     Fail,
     /// Requeue and hold it.
@@ -54,6 +62,7 @@ pub(super) fn decide(policy: RestoreFailure, at_fault: bool, older: bool) -> Act
 pub(super) fn comment(generation: u32, action: &Action, reason: &str) -> String {
     let what = match action {
         Action::Fail => "job failed",
+        Action::RequeuedElsewhere => "requeued away from an incompatible node",
         Action::Hold => "job held",
         Action::Requeue => "requeued to restore it again",
         Action::SetAsideAndRequeue => "set aside, requeued to restore the previous generation",
@@ -79,12 +88,22 @@ pub(super) async fn act(
 ) -> Action {
     let reason = e.to_string();
     let older = r.layout.generations().iter().any(|&g| g < r.generation);
-    let action = decide(policy, generation_at_fault(e), older);
+    // A peer's refusal reaches rank 0 as a Peer error; its record says so (written before the
+    // failure was published; nodes' clocks may differ by a little).
+    let refused_here = matches!(e, Error::NodeIncompatible { .. })
+        || crate::compat::refusals(&r.layout.job_dir)
+            .iter()
+            .any(|f| f.generation == r.generation && f.at + CLOCK_SLACK >= r.started);
+    let action = if refused_here {
+        Action::RequeuedElsewhere
+    } else {
+        decide(policy, generation_at_fault(e), older)
+    };
     let text = comment(r.generation, &action, &reason);
     tracing::error!(job, generation = r.generation, ?action, "{text}");
     crate::slurm::set_comment(job, &text).await;
     match action {
-        Action::Fail => {}
+        Action::Fail | Action::RequeuedElsewhere => {}
         Action::Hold => crate::slurm::requeue(job, true).await,
         Action::Requeue => crate::slurm::requeue(job, false).await,
         Action::SetAsideAndRequeue => {

@@ -101,6 +101,10 @@ impl World {
                     events: vec![],
                     last_checkpoint: None,
                     dumping: None,
+                    restore_refused: None,
+                    last_checkpoint_phases: None,
+                    last_restore: None,
+                    window_warning: None,
                 };
                 Rank {
                     a,
@@ -113,9 +117,40 @@ impl World {
                     ranks,
                     key: key(),
                     guarded: false,
+                    compat: node_compat("fpu sse2 avx2"),
+                    jobctl: std::sync::Arc::new(FakeSlurm::default()),
                 }
             })
             .collect()
+    }
+}
+
+/// Records the requeues a rank asks for.
+#[derive(Default)]
+struct FakeSlurm {
+    requeued: std::sync::Mutex<Vec<(u32, String)>>,
+}
+
+impl crate::slurm::JobControl for FakeSlurm {
+    fn exclude_and_requeue<'a>(
+        &'a self,
+        job: u32,
+        node: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, crate::error::Result<Vec<String>>> {
+        Box::pin(async move {
+            let mut calls = self.requeued.lock().expect("lock");
+            calls.push((job, node.to_string()));
+            Ok(calls.iter().map(|(_, n)| n.clone()).collect())
+        })
+    }
+}
+
+fn node_compat(flags: &str) -> crate::compat::Compat {
+    crate::compat::Compat {
+        cpu_vendor: "GenuineIntel".into(),
+        cpu_flags: flags.split_whitespace().map(String::from).collect(),
+        page_size: 4096,
+        ..Default::default()
     }
 }
 
@@ -435,4 +470,125 @@ async fn a_restore_refused_on_one_rank_ends_every_rank_at_once() {
         .calls()
         .iter()
         .any(|c| c.op == Op::StartFromCheckpoint && c.id == "c2"));
+}
+
+#[tokio::test]
+async fn an_incompatible_node_requeues_the_job_without_it_and_stops_every_rank() {
+    const N: u32 = 2;
+    let (w, _) = checkpointed(OrderPolicy::FreezeAll, N).await;
+    let m: Manifest =
+        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    assert_eq!(m.ranks[1].compat, node_compat("fpu sse2 avx2"), "recorded");
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Created);
+    let slurm = std::sync::Arc::new(FakeSlurm::default());
+    // Rank 1 is to restore on a node whose CPU lacks avx2.
+    ranks[1].compat = node_compat("fpu sse2");
+    for r in ranks.iter_mut() {
+        r.jobctl = slurm.clone();
+    }
+    let root = w.docker_root();
+    let t0 = std::time::Instant::now();
+    let res = join_all(ranks.iter_mut().map(|r| r.restore(&m, &root))).await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    match &res[1] {
+        Err(e @ Error::NodeIncompatible { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("node n1") && text.contains("avx2"), "{text}")
+        }
+        other => panic!("rank 1: {other:?}"),
+    }
+    assert!(
+        matches!(&res[0], Err(Error::Peer { why, .. }) if why.contains("rank 1 failed") && why.contains("avx2")),
+        "{:?}",
+        res[0]
+    );
+    assert_eq!(
+        *slurm.requeued.lock().expect("lock"),
+        [(JOB, "n1".to_string())]
+    );
+    let why = ranks[1].st.restore_refused.clone().unwrap_or_default();
+    assert!(why.contains("requeued with node(s) n1 excluded"), "{why}");
+    assert!(!engine
+        .calls()
+        .iter()
+        .any(|c| c.op == Op::StartFromCheckpoint));
+}
+
+#[tokio::test]
+async fn every_phase_is_timed_and_the_phases_add_up() {
+    const N: u32 = 2;
+    let (w, _) = checkpointed(OrderPolicy::FreezeAll, N).await;
+    let m: Manifest =
+        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.01 + 0.03 * b;
+    for r in &m.ranks {
+        let p = &r.phases;
+        assert!(
+            p.total > 0.0 && close(p.sum(), p.total),
+            "rank {}: {p:?}",
+            r.rank
+        );
+        // The planted 300 ms: rank 1 paused late (everyone waits in freeze), ranks 0 and 1 dump late.
+        assert!(p.freeze >= 0.25 && p.dump >= 0.25, "rank {}: {p:?}", r.rank);
+        assert!(r.held_seconds <= p.total, "rank {}", r.rank);
+    }
+    // The round trip covers every rank's phases and rank 0's commit.
+    let longest = m.ranks.iter().map(|r| r.phases.total).fold(0.0, f64::max);
+    assert!(m.checkpoint_seconds >= longest, "{m:?}");
+    assert!(
+        close(
+            m.checkpoint_seconds,
+            m.ranks[0].phases.total + m.commit_seconds
+        ),
+        "{} vs {} + {}",
+        m.checkpoint_seconds,
+        m.ranks[0].phases.total,
+        m.commit_seconds
+    );
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Created);
+    let root = w.docker_root();
+    let res = join_all(ranks.iter_mut().map(|r| r.restore(&m, &root))).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    for r in &ranks {
+        let p = r.st.last_restore.clone().expect("restore phases");
+        assert_eq!(p.generation, 1);
+        assert!(p.total > 0.0 && close(p.sum(), p.total), "{p:?}");
+    }
+}
+
+#[tokio::test]
+async fn on_sigterm_a_checkpoint_that_cannot_finish_is_not_started() {
+    use crate::window::{job_window_path, JobWindow, OnTerminate, Windows};
+    let w = World::new(OrderPolicy::FreezeAll, 1, 30);
+    let engine = w.engine();
+    let ranks = w.ranks(&engine, ContainerState::Running);
+    let root = &w.args[0].site.ckpt_root;
+    // Nothing known: dump.
+    assert_eq!(ranks[0].terminate_decision(), OnTerminate::Dump);
+    let jw = JobWindow {
+        windows: Windows {
+            partition: "lowrq".into(),
+            grace: Some(60),
+            kill_wait: Some(30),
+        },
+        ..Default::default()
+    };
+    let p = job_window_path(root, JOB);
+    std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+    crate::ckpt::write_json_durable(&p, &jw).expect("window");
+    // The node once took 200 s of overhead alone: 90 s window + 30 s site timeout is too short.
+    crate::window::record_speed(root, "n0", 0, 0.0, 200.0).expect("speed");
+    assert_eq!(
+        ranks[0].terminate_decision(),
+        OnTerminate::Skip {
+            estimate: 200.0,
+            left: 120.0
+        }
+    );
+    // A fast node: dump.
+    std::fs::remove_file(crate::window::speed_path(root, "n0")).expect("rm");
+    crate::window::record_speed(root, "n0", 0, 0.0, 5.0).expect("speed");
+    assert_eq!(ranks[0].terminate_decision(), OnTerminate::Dump);
 }
