@@ -162,6 +162,17 @@ requeue_now() {
     fi
 }
 
+# requeuehold_now ID: requeue the job (its ranks checkpoint on SIGTERM) and hold it; returns once
+# it is pending, so the test can change its generations or nodes before releasing it.
+requeuehold_now() {
+    local end=$((SECONDS + 120))
+    scontrol requeuehold "$1" || fail "scontrol requeuehold $1 failed"
+    until [ "$(job_field "$1" JobState)" = PENDING ]; do
+        [ "$SECONDS" -lt "$end" ] || { show_job "$1"; fail "job $1 not pending after requeuehold"; }
+        sleep 0.5
+    done
+}
+
 # rank_nodes JOB: "rank:node" pairs from the status records.
 rank_nodes() { slurm-ckpt status "$1" --json | jq -r '.[] | "\(.rank):\(.node)"' | tr '\n' ' '; }
 

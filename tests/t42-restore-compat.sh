@@ -14,12 +14,7 @@ wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 2
 sleep 4
 # The requeue checkpoints the job and holds it, so the test can change node3 first.
-scontrol requeuehold "$id" || fail "scontrol requeuehold $id failed"
-end=$((SECONDS + 120))
-until [ "$(job_field "$id" JobState)" = PENDING ]; do
-    [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "job $id not pending after requeuehold"; }
-    sleep 0.5
-done
+requeuehold_now "$id"
 gen="$(ls -d "$VC_CKPT_ROOT/$VC_USER/$id"/g[0-9]* 2>/dev/null | tail -n1)"
 [ -n "$gen" ] || { show_job "$id"; fail "job $id has no generation after its requeue"; }
 jq -e '.ranks | all(.compat.cpu_flags | length > 0)' "$gen/manifest.json" >/dev/null ||

@@ -7,12 +7,7 @@ id=$(submit -w node1,node2 -N2 -n2 --open-mode=append --container-image="$VC_IMA
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 2
 sleep 3
-scontrol requeuehold "$id" || fail "scontrol requeuehold $id failed"
-end=$((SECONDS + 120))
-until [ "$(job_field "$id" JobState)" = PENDING ]; do
-    [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "job $id not pending after requeuehold"; }
-    sleep 0.5
-done
+requeuehold_now "$id"
 [ -n "$(ls -d "$VC_CKPT_ROOT/$VC_USER/$id"/g[0-9]* 2>/dev/null)" ] || { show_job "$id"; fail "no generation after the requeue"; }
 "$REPO/scripts/vcluster" restart-slurmctld >&2 || fail "slurmctld did not restart"
 [ "$(job_field "$id" JobState)" = PENDING ] || { show_job "$id"; fail "job $id lost by the controller's restart"; }

@@ -12,12 +12,7 @@ sleep 3
 slurm-ckpt checkpoint "$id" --wait 120 >&2 || { show_job "$id"; fail "the on-demand checkpoint failed"; }
 sleep 2
 # The requeue checkpoints again (g0002) and holds the job: alter g0002 on rank 1.
-scontrol requeuehold "$id" || fail "scontrol requeuehold $id failed"
-end=$((SECONDS + 120))
-until [ "$(job_field "$id" JobState)" = PENDING ]; do
-    [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "job $id not pending after requeuehold"; }
-    sleep 0.5
-done
+requeuehold_now "$id"
 dir="$VC_CKPT_ROOT/$VC_USER/$id"
 [ -d "$dir/g0002" ] || { show_job "$id"; ls -la "$dir" >&2; fail "no g0002 after the requeue"; }
 img="$(ls -S "$dir/g0002/rank-1/"pages-*.img 2>/dev/null | head -n1)"
