@@ -99,6 +99,22 @@ pub struct RankState {
     /// otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dumping: Option<Dumping>,
+    /// The restore this rank is doing now and its phase, for `slurm-ckpt status` (None once the
+    /// container runs; left in place by a restore that failed, to say where).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restoring: Option<Restoring>,
+}
+
+/// A restore under way: which phase since when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Restoring {
+    pub generation: u32,
+    /// What the rank does now: verifying, unpacking, waiting, restoring, releasing the network.
+    pub phase: String,
+    /// When this phase began, seconds since the epoch.
+    pub since: u64,
+    /// The rank's images in the generation.
+    pub bytes: u64,
 }
 
 /// A dump under way: where its images grow and how large they are expected to be.

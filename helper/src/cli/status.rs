@@ -62,6 +62,17 @@ pub fn main(a: Args) -> i32 {
             if let Some(e) = s.events.last() {
                 println!("{:>13} last event: {} ({})", "", e.what, e.at);
             }
+            // A restore under way (or where a failed one stopped).
+            if let Some(r) = &s.restoring {
+                println!(
+                    "{:>13} restore from {}: {} for {} s ({} MB of images)",
+                    "",
+                    slurm_ckpt::ckpt::gen_name(r.generation),
+                    r.phase,
+                    state::now().saturating_sub(r.since),
+                    r.bytes >> 20
+                );
+            }
             // A dump under way: how far (the supervisor's measure, world-readable).
             if let Some(d) = &s.dumping {
                 let p = progress::RankProgress {

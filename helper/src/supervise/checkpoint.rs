@@ -502,6 +502,17 @@ impl<E: ContainerEngine> Rank<'_, E> {
         })
     }
 
+    /// Say which phase of its restore this rank is in (`slurm-ckpt status`).
+    fn restore_phase(&mut self, generation: u32, phase: &str, bytes: u64) {
+        self.st.restoring = Some(crate::state::Restoring {
+            generation,
+            phase: phase.to_string(),
+            since: crate::state::now(),
+            bytes,
+        });
+        save(&mut self.st, &self.a.site.ckpt_root);
+    }
+
     async fn restore_steps(&mut self, m: &Manifest, daemon_root: &Path) -> Result<()> {
         let (a, t) = (self.a, self.timeout());
         let mut laps = Laps::start();
@@ -521,11 +532,13 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 rank: a.rank,
             })?;
         self.check_compat(m, rec)?;
+        self.restore_phase(m.generation, "verifying images", rec.bytes);
         let images = layout
             .gen_dir(m.generation)
             .join(format!("rank-{}", a.rank));
         verify_rank_dir(&images, rec)?;
         phases.verify = laps.lap();
+        self.restore_phase(m.generation, "unpacking or linking images", rec.bytes);
         // Docker restores from <root>/containers/<id>/checkpoints/<name>/: put only the pointer there;
         // the runtime wrapper hands CRIU the real images on shared storage.
         let name = gen_name(m.generation);
@@ -573,6 +586,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             );
         }
         phases.unpack = laps.lap();
+        self.restore_phase(m.generation, "waiting for the ranks before it", rec.bytes);
         let attempt = restore_attempt_dir(&layout, m.generation, a.restart_count);
         std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
         let _alive = Heartbeat::start(&attempt, a.rank);
@@ -586,6 +600,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         )
         .await?;
         phases.wait = laps.lap();
+        self.restore_phase(m.generation, "restoring (CRIU)", rec.bytes);
         let t0 = std::time::Instant::now();
         if let Err(e) = self.engine.start_from_checkpoint(&self.id, &name).await {
             return Err(with_criu_log(e, &self.id, "restore"));
@@ -599,6 +614,11 @@ impl<E: ContainerEngine> Rank<'_, E> {
         touch(&marker(&attempt, "restored", a.rank))?;
         let restore_seconds = t0.elapsed().as_secs_f64();
         phases.criu = laps.lap();
+        self.restore_phase(
+            m.generation,
+            "waiting for every rank, then releasing the network",
+            rec.bytes,
+        );
         // The runtime wrapper restored the container with its network dropped: lift that only when
         // every rank's sockets exist again, so no segment meets a missing socket (and draws a RST).
         let all = barrier(&attempt, "restored", 0..a.ntasks, t, None).await;
@@ -619,6 +639,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             phases.line()
         );
         self.st.last_restore = Some(phases);
+        self.st.restoring = None;
         self.st.state = ContainerState::Running;
         self.st
             .event(format!("restored from {name} (taken on {})", rec.node));

@@ -577,6 +577,7 @@ async fn supervise(
         events: vec![],
         last_checkpoint: None,
         dumping: None,
+        restoring: None,
         restore_refused: None,
         last_checkpoint_phases: None,
         last_restore: None,

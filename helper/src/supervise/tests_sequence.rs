@@ -101,6 +101,7 @@ impl World {
                     events: vec![],
                     last_checkpoint: None,
                     dumping: None,
+                    restoring: None,
                     restore_refused: None,
                     last_checkpoint_phases: None,
                     last_restore: None,
@@ -456,6 +457,9 @@ async fn a_restore_refused_on_one_rank_ends_every_rank_at_once() {
         "{:?}",
         res[2]
     );
+    // The refusing rank's record says where its restore stopped (`slurm-ckpt status`).
+    let stopped = ranks[2].st.restoring.as_ref().map(|r| r.phase.as_str());
+    assert_eq!(stopped, Some("verifying images"));
     for r in 0..2 {
         match &res[r] {
             Err(Error::Peer { why, .. }) => assert!(
@@ -554,6 +558,7 @@ async fn every_phase_is_timed_and_the_phases_add_up() {
     for r in &ranks {
         let p = r.st.last_restore.clone().expect("restore phases");
         assert_eq!(p.generation, 1);
+        assert!(r.st.restoring.is_none(), "a finished restore still shows a phase");
         assert!(p.total > 0.0 && close(p.sum(), p.total), "{p:?}");
     }
 }
