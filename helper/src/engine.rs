@@ -551,6 +551,9 @@ impl Engine {
 }
 
 /// Container name of a rank: unique per job and rank on a node.
+/// Dumps retried while containerd still holds the previous checkpoint's blob.
+const CHECKPOINT_RETRIES: u64 = 4;
+
 pub fn container_name(job: u32, rank: u32) -> String {
     format!("slurm-ckpt-{job}-r{rank}")
 }
@@ -583,10 +586,29 @@ impl Engine {
     }
 
     /// `POST /containers/{id}/checkpoints`: bollard 0.18 has no checkpoint API.
+    ///
+    /// containerd stores each checkpoint's container spec as a content blob, identical from one
+    /// checkpoint to the next, and refuses to commit a blob it still has ("content sha256:…:
+    /// already exists"): Docker deletes the previous checkpoint's image, but the blob goes only
+    /// when containerd's garbage collection has run, a moment later. Two checkpoints in quick
+    /// succession hit that window: the dump is retried, a few times, after a short wait (the
+    /// network of every rank stays dropped meanwhile, so the cut stays consistent). Docker says
+    /// this in text only.
     pub async fn checkpoint_create(&self, id: &str, name: &str, exit: bool) -> Result<()> {
-        self.extra
-            .send(&extra_api::Call::checkpoint_create(id, name, exit))
-            .await
+        let call = extra_api::Call::checkpoint_create(id, name, exit);
+        let mut tries = 0u64;
+        loop {
+            match self.extra.send(&call).await {
+                Err(Error::DockerApi { message, .. })
+                    if tries < CHECKPOINT_RETRIES && message.contains("already exists") =>
+                {
+                    tries += 1;
+                    tracing::warn!(container = id, tries, "containerd still holds the previous checkpoint's blob ({message}); dumping again");
+                    tokio::time::sleep(Duration::from_millis(300 * tries)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// `POST /containers/{id}/start?checkpoint=NAME`: restore from a checkpoint.
