@@ -162,6 +162,17 @@ requeue_now() {
     fi
 }
 
+# wait_output ID PATTERN [TIMEOUT]: until the job's output has a line matching PATTERN (grep -E).
+# cg prints "cg: solve" once every rank has exchanged data: Open MPI connects lazily, and a
+# checkpoint while a TCP connection is still being set up fails (CRIU: "In-flight connection").
+wait_output() {
+    local end=$((SECONDS + ${3:-90}))
+    until job_out "$1" | grep -qE "$2"; do
+        [ "$SECONDS" -lt "$end" ] || { show_job "$1"; fail "job $1 did not print '$2'"; }
+        sleep 0.5
+    done
+}
+
 # requeuehold_now ID: requeue the job (its ranks checkpoint on SIGTERM) and hold it; returns once
 # it is pending, so the test can change its generations or nodes before releasing it.
 requeuehold_now() {

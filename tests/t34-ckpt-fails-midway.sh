@@ -14,7 +14,7 @@ id=$(submit -N2 -n4 --open-mode=append --container-image="$VC_IMAGE" --container
     --wrap "srun /opt/ckpt-tests/bin/cg --n 20 --mem-mb 200 --min-seconds 60 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 4 120
-sleep 3
+wait_output "$id" "^cg: solve"
 slurm-ckpt checkpoint "$id" || { show_job "$id"; fail "first checkpoint of job $id failed"; }
 say "generation 1 written ($(df -h --output=used "$area" | tail -1) used)"
 sleep 2

@@ -8,7 +8,7 @@ id=$(submit -N2 -n4 --open-mode=append --container-image="$VC_IMAGE" --container
     --wrap "srun /opt/ckpt-tests/bin/cg --n 20 --mem-mb 200 --min-seconds 45 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 4 120
-sleep 3
+wait_output "$id" "^cg: solve"
 victim="$(pgrep -f "^slurm-ckpt supervise .*--job $id --step [0-9]+ --rank 1 " | head -n1)"
 [ -n "$victim" ] || { show_job "$id"; fail "no supervisor of rank 1 of job $id"; }
 t0=$SECONDS

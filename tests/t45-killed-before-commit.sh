@@ -8,7 +8,7 @@ id=$(submit -w node1,node2 -N2 -n2 --open-mode=append --container-image="$VC_IMA
     --wrap "srun /opt/ckpt-tests/bin/cg --n 20 --mem-mb 300 --min-seconds 50 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 2 120
-sleep 2
+wait_output "$id" "^cg: solve"
 slurm-ckpt checkpoint "$id" --wait 200 >&2 || { show_job "$id"; fail "first checkpoint failed"; }
 dir="$VC_CKPT_ROOT/$VC_USER/$id"
 [ -d "$dir/g0001" ] || { show_job "$id"; fail "no g0001 after the first checkpoint"; }

@@ -36,7 +36,7 @@ id=$(submit -N2 -n2 --open-mode=append --container-image="$VC_IMAGE" --container
     --wrap "srun /opt/ckpt-tests/bin/cg --n 20 --mem-mb 150 --min-seconds 60 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 2 120
-sleep 2
+wait_output "$id" "^cg: solve"
 slurm-ckpt checkpoint "$id" --wait 120 >&2 || { show_job "$id"; fail "first checkpoint failed"; }
 dir="$VC_CKPT_ROOT/$VC_USER/$id"
 victim="$(node_of_rank "$id" 1)"
