@@ -110,6 +110,17 @@ pub fn env_lookup<'e>(env: &'e [String], name: &str) -> Option<&'e str> {
         .find_map(|e| e.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
 }
 
+/// How often the job has been requeued: Slurm 22.05's `S_SLURM_RESTART_COUNT` item says 0 in a
+/// step of a requeued batch job, while its environment (which srun inherits from the batch
+/// script) has `SLURM_RESTART_COUNT`. The larger of the two. The ranks of one run agree on it;
+/// it only names the run's restore meeting directory inside the job's own checkpoint directory.
+pub fn restart_count(item: u32, env: &[String]) -> u32 {
+    let from_env = env_lookup(env, "SLURM_RESTART_COUNT")
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    item.max(from_env)
+}
+
 /// The task's working directory as the job sees it: `PWD` if absolute, else `/`.
 pub fn job_cwd(env: &[String]) -> String {
     match env_lookup(env, "PWD") {
@@ -138,6 +149,15 @@ pub fn node_name(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn restart_count_from_item_or_job_env() {
+        let env = |v: &str| vec![format!("SLURM_RESTART_COUNT={v}")];
+        assert_eq!(super::restart_count(0, &env("2")), 2);
+        assert_eq!(super::restart_count(3, &env("1")), 3);
+        assert_eq!(super::restart_count(0, &env("x")), 0);
+        assert_eq!(super::restart_count(0, &[]), 0);
+    }
+
     use super::*;
     use crate::options::{Mount, MpiKind};
 

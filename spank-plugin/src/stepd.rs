@@ -60,7 +60,7 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         node: &node,
         uid: sp.get_item_u32(Item::JobUid)?,
         gid: sp.get_item_u32(Item::JobGid)?,
-        restart_count: sp.get_item_u32(Item::RestartCount)?,
+        restart_count: helper_argv::restart_count(sp.get_item_u32(Item::RestartCount)?, &env),
         instance: instance.as_ref(),
         // Resource limits of the rank's container: the task's CPUs and its share of the step's
         // memory on this node (unknown or unlimited: no limit).
