@@ -427,16 +427,7 @@ impl Layout {
 
     /// Set a generation aside after its restore failed (`on_restore_failure=previous`).
     pub fn mark_bad(&self, b: &BadGeneration, key: &SiteKey) -> Result<()> {
-        let p = self.bad_path(b.generation);
-        for old in [p.clone(), crate::auth::mac_path(&p)] {
-            match fs::remove_file(&old) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(&old, e))
-                }
-                _ => {}
-            }
-        }
-        write_json_signed(&p, b, key)
+        replace_json_signed(&self.bad_path(b.generation), b, key)
     }
 
     /// The authentic bad marker of generation `g`, if any. A forged one is ignored (and logged):
@@ -470,17 +461,7 @@ impl Layout {
         if !self.job_dir.is_dir() {
             return Ok(false);
         }
-        let p = self.closed_path();
-        // Replace, never write through, whatever a storage writer may have put there (a link).
-        for old in [p.clone(), crate::auth::mac_path(&p)] {
-            match fs::remove_file(&old) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(&old, e))
-                }
-                _ => {}
-            }
-        }
-        write_json_signed(&p, c, key)?;
+        replace_json_signed(&self.closed_path(), c, key)?;
         Ok(true)
     }
 
@@ -675,6 +656,18 @@ pub fn copy_images(src: &Path, dst: &Path) -> Result<u64> {
 }
 
 /// Write JSON to `path` with its site-key MAC beside it, durably.
+/// `write_json_signed`, replacing (never writing through) whatever a storage writer may have put
+/// at `path` or its MAC file (a link).
+fn replace_json_signed<T: Serialize>(path: &Path, v: &T, key: &SiteKey) -> Result<()> {
+    for old in [path.to_path_buf(), crate::auth::mac_path(path)] {
+        match fs::remove_file(&old) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&old, e)),
+            _ => {}
+        }
+    }
+    write_json_signed(path, v, key)
+}
+
 pub fn write_json_signed<T: Serialize>(path: &Path, v: &T, key: &SiteKey) -> Result<()> {
     let body = encode_json(path, v)?;
     key.write_signed(path, &body)
