@@ -1,7 +1,8 @@
 //! Authenticated checkpoint records. Anyone who can write the checkpoint storage (a root-squashed
 //! network file system, a storage admin, a restored backup, another compromised node) could
 //! otherwise make root restore crafted CRIU images, since the image checksums sit in the same
-//! files. A site key only root on the nodes can read — derived from munge's key, as the job ssh
+//! files. A site key only root on the nodes can read — derived from the site's `key_file` (munge's
+//! key by default), as the job ssh
 //! keys are — keys an HMAC-SHA256 over the exact bytes of each rank record and of the manifest
 //! (which lists every image file's sha256). Restore verifies it before anything else is trusted.
 //! With site `encrypt=yes` the same site key also yields each user's [`ImageKey`] (crypt.rs).

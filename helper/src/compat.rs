@@ -7,7 +7,7 @@
 use crate::site::RestoreCompat;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One node's side of a restore: recorded per rank at checkpoint time, probed at restore time.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -233,7 +233,8 @@ pub fn parse_runc_version(text: &str) -> String {
 
 /// This host as node `cpuinfo` describes it; `docker` is the node daemon's version. What cannot be
 /// read stays empty (the check then says so where it matters).
-pub fn probe(cpuinfo: &Path, docker: &str) -> Compat {
+/// `runc` are the site's runc candidates (`SiteConfig::runc_candidates`).
+pub fn probe(cpuinfo: &Path, docker: &str, runc: &[PathBuf]) -> Compat {
     let cpu = std::fs::read_to_string(cpuinfo)
         .map(|t| parse_cpuinfo(&t))
         .unwrap_or_default();
@@ -241,8 +242,7 @@ pub fn probe(cpuinfo: &Path, docker: &str) -> Compat {
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     // The runc the runtime wrapper runs (Docker's own when there is no wrapper: same package).
-    let runc_bin = crate::runtime_wrapper::real_runc(&crate::runtime_wrapper::REAL_RUNC)
-        .unwrap_or_else(|_| "runc".into());
+    let runc_bin = crate::runtime_wrapper::real_runc(runc).unwrap_or_else(|_| "runc".into());
     let runc = std::process::Command::new(runc_bin)
         .arg("--version")
         .output()

@@ -198,6 +198,16 @@ pub enum Error {
     UserAdd { user: String, why: String },
     #[error("ids 1..{max_id} cannot map to themselves: the container root needs a host id above them below 2^32-1")]
     IdRangeTooWide { max_id: u64 },
+    /// The site secret (`key_file`) may be read by others than its owner: they could forge
+    /// checkpoints that root restores (site_secret.rs).
+    #[error("{path}: the site key (site setting key_file) is readable by group or others (mode {mode:o}): make it readable by its owner only, e.g. chmod 0400 {path}")]
+    KeyFileExposed { path: PathBuf, mode: u32 },
+    #[error("{path}: the site key (site setting key_file) has {len} bytes, fewer than {min}: name a root-only file of at least {min} random bytes, identical on every node (munge's key, or on auth/slurm sites /etc/slurm/slurm.key)")]
+    KeyFileShort {
+        path: PathBuf,
+        len: usize,
+        min: usize,
+    },
 }
 
 /// Why an HTTP exchange with the daemon failed (see `Error::DockerHttp`).

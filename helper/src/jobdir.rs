@@ -3,8 +3,8 @@
 //! job's ssh keys and configs, the MPI hostfile and the in-container launch script.
 //!
 //! Every rank on every node must agree on the ssh keys without talking to each other, so they are
-//! derived from (site secret, job id). The secret is the munge key: identical on every node of a
-//! Slurm cluster by construction and readable by root only. Files are written atomically with
+//! derived from (site secret, job id). The secret is the site's `key_file` (munge's key by
+//! default): identical on every node of a Slurm cluster and readable by root only (site_secret.rs). Files are written atomically with
 //! deterministic content, so several ranks of a node (or a restore on another node) produce the
 //! same directory.
 use crate::error::{Error, Result};

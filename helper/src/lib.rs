@@ -24,6 +24,7 @@ pub mod redirect;
 pub mod relay;
 pub mod runtime_wrapper;
 pub mod site;
+pub mod site_secret;
 pub mod slots;
 pub mod slurm;
 pub mod state;

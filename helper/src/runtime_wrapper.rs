@@ -23,9 +23,10 @@ use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// The runc the wrapper runs: the first of these that exists. Fixed, never taken from the
-/// environment: whoever could set it would choose what runs as root.
-pub const REAL_RUNC: [&str; 2] = ["/usr/sbin/runc", "/usr/bin/runc"];
+/// The runc the wrapper runs without a (readable) `runc_path` site setting: the first of these
+/// that exists. Never taken from the environment: whoever could set it would choose what runs as
+/// root; plugstack.conf is root's and read through the trust checks.
+pub use crate::site::RUNC_DEFAULTS as REAL_RUNC;
 /// Where the site settings are read (and its `include`s followed).
 pub const PLUGSTACK: &str = "/etc/slurm/plugstack.conf";
 /// Largest plugstack.conf (or included file).
@@ -60,7 +61,7 @@ pub enum WrapperError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no runc at {0}")]
+    #[error("no runc at {0}: install runc, or name it with the site setting runc_path in plugstack.conf")]
     NoRunc(String),
     #[error("the real runc is not trusted: {0}")]
     Runc(#[source] TrustError),
@@ -118,12 +119,18 @@ pub fn load_site(plugstack: &Path) -> Result<SiteConfig, ConfigError> {
 }
 
 /// The runc to run: the first of `candidates` that exists, resolved and trusted.
-pub fn real_runc(candidates: &[&str]) -> Result<PathBuf, WrapperError> {
+pub fn real_runc<P: AsRef<Path>>(candidates: &[P]) -> Result<PathBuf, WrapperError> {
     let found = candidates
         .iter()
-        .map(Path::new)
+        .map(AsRef::as_ref)
         .find(|p| std::fs::symlink_metadata(p).is_ok())
-        .ok_or_else(|| WrapperError::NoRunc(candidates.join(" or ")))?;
+        .ok_or_else(|| {
+            let tried: Vec<String> = candidates
+                .iter()
+                .map(|p| p.as_ref().display().to_string())
+                .collect();
+            WrapperError::NoRunc(tried.join(" or "))
+        })?;
     resolve_trusted(found).map_err(WrapperError::Runc)
 }
 
@@ -746,10 +753,15 @@ mod tests {
         let t = Tree::new();
         let missing = t.p("bin/runc");
         let missing = missing.to_str().unwrap();
-        assert!(matches!(
-            real_runc(&[missing]),
-            Err(WrapperError::NoRunc(_))
-        ));
+        let e = real_runc(&[missing, "/nonexistent/runc"]).unwrap_err();
+        assert!(matches!(e, WrapperError::NoRunc(_)));
+        // Both paths and the fix are named.
+        let msg = e.to_string();
+        assert!(
+            msg.contains(missing) && msg.contains("/nonexistent/runc"),
+            "{msg}"
+        );
+        assert!(msg.contains("runc_path"), "{msg}");
         let runc = t.file("elsewhere/runc", "#!/bin/true\n");
         chmod(&runc, 0o755);
         let name = runc.to_str().unwrap();

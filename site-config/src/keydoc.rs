@@ -38,11 +38,13 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("stage_dir", "DIR", "Node-local directory where CRIU dumps before images are packed (needs room for the node's ranks)."),
     d("incremental", "yes|no", "yes: page images are stored in 4 MiB chunks, unchanged ones linked from the previous generation."),
     d("cpu_quota", "yes|no", "yes: also cap each rank container's CPU time at its task's CPUs (CFS quota); the cpuset applies either way."),
-    d("encrypt", "yes|no", "yes: stored images are encrypted (XChaCha20-Poly1305, per-user key derived from munge's key); dumps to stage_dir first."),
+    d("encrypt", "yes|no", "yes: stored images are encrypted (XChaCha20-Poly1305, per-user key derived from the site key, key_file); dumps to stage_dir first."),
     d("on_restore_failure", "fail|hold|previous", "A restore that fails on any rank: fail the job, requeue and hold it, or mark the generation bad and requeue the job to restore the previous good one (held when there is none). The reason goes into the job's Comment."),
     d("restore_compat", "strict|cpu|off", "Check of a node before a rank restores on it, against what the generation recorded: cpu = same CPU vendor, the CPU flags it recorded, same page size; strict = also the same kernel, CRIU, runc and Docker versions; off = no check. An incompatible node is excluded and the job requeued."),
     d("cpuinfo_path", "PATH", "Where a node's CPU description is read (%n = node name). Only for testing or emulation, e.g. per-node files for virtual nodes that share one host."),
     d("preempt_window", "warn|error|periodic:MIN", "When a job's checkpoint (its memory at its nodes' measured speed) will not fit in its partition's GraceTime+KillWait or the cluster's KillWait: warn in its output and status, fail it at start (error), or also checkpoint it every MIN minutes unless it set --container-ckpt-interval."),
+    d("key_file", "PATH", "The site secret the job ssh keys and the checkpoint signing/encryption keys are derived from: a root-only file (no group or other read permission) of at least 32 bytes, identical on every node. munge's key by default; on Slurm's auth/slurm (no munge) use Slurm's key, e.g. /etc/slurm/slurm.key, or any such file of random bytes. Changing it makes existing checkpoints unverifiable."),
+    d("runc_path", "PATH", "The runc the runtime wrapper runs (and whose version a generation records). Empty = the first of /usr/sbin/runc (Debian's runc package) and /usr/bin/runc (Docker CE's containerd.io) that exists. The wrapper reads it from plugstack.conf."),
 ];
 
 impl KeyDoc {

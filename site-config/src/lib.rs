@@ -33,7 +33,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 24] = [
+pub const KEYS: [&str; 26] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -58,6 +58,8 @@ pub const KEYS: [&str; 24] = [
     "restore_compat",
     "cpuinfo_path",
     "preempt_window",
+    "key_file",
+    "runc_path",
 ];
 
 /// Longest helper call timeout (one day).
@@ -340,7 +342,16 @@ pub struct SiteConfig {
     pub cpuinfo_path: String,
     /// A checkpoint that will not fit in the job's preemption or requeue window.
     pub preempt_window: PreemptWindow,
+    /// The site secret (identical on every node, root-only) that the job ssh keys and the
+    /// checkpoint MAC/encryption keys are derived from: munge's key by default.
+    pub key_file: PathBuf,
+    /// The runc the runtime wrapper runs and whose version is recorded; `None` = the first of
+    /// [`RUNC_DEFAULTS`] that exists.
+    pub runc_path: Option<PathBuf>,
 }
+
+/// Where runc is looked for when `runc_path` is empty: Debian's package, then Docker CE's.
+pub const RUNC_DEFAULTS: [&str; 2] = ["/usr/sbin/runc", "/usr/bin/runc"];
 
 impl Default for SiteConfig {
     fn default() -> Self {
@@ -372,6 +383,8 @@ impl Default for SiteConfig {
             restore_compat: RestoreCompat::Cpu,
             cpuinfo_path: "/proc/cpuinfo".into(),
             preempt_window: PreemptWindow::Warn,
+            key_file: "/etc/munge/munge.key".into(),
+            runc_path: None,
         }
     }
 }
@@ -477,6 +490,13 @@ impl SiteConfig {
             "restore_compat" => self.restore_compat = RestoreCompat::parse(value)?,
             "cpuinfo_path" => self.cpuinfo_path = node_path(value)?,
             "preempt_window" => self.preempt_window = PreemptWindow::parse(value)?,
+            "key_file" => self.key_file = absolute_path(value)?.into(),
+            "runc_path" => {
+                self.runc_path = match value {
+                    "" => None,
+                    v => Some(absolute_path(v)?.into()),
+                }
+            }
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -510,6 +530,8 @@ impl SiteConfig {
             "restore_compat" => self.restore_compat.as_str().to_string(),
             "cpuinfo_path" => self.cpuinfo_path.clone(),
             "preempt_window" => self.preempt_window.name(),
+            "key_file" => path_text(&self.key_file),
+            "runc_path" => self.runc_path.as_deref().map(path_text).unwrap_or_default(),
             _ => return None,
         })
     }
@@ -563,6 +585,15 @@ impl SiteConfig {
     /// incremental storage or encryption) instead of CRIU writing them there.
     pub fn packs(&self) -> bool {
         self.compress != Compression::None || self.incremental || self.encrypt
+    }
+
+    /// The runc candidates in the order they are tried: the configured one only, else the
+    /// defaults.
+    pub fn runc_candidates(&self) -> Vec<PathBuf> {
+        match &self.runc_path {
+            Some(p) => vec![p.clone()],
+            None => RUNC_DEFAULTS.iter().map(PathBuf::from).collect(),
+        }
     }
 
     /// The allowlist as shown to users.
@@ -797,6 +828,40 @@ mod tests {
         assert_eq!(cfg.runtime, "slurm-ckpt");
         assert_eq!(cfg.keep_generations, 2);
         assert!(!cfg.cpu_quota);
+        assert_eq!(cfg.key_file, Path::new("/etc/munge/munge.key"));
+        assert_eq!(cfg.runc_path, None);
+        assert_eq!(
+            cfg.runc_candidates(),
+            vec![
+                PathBuf::from("/usr/sbin/runc"),
+                PathBuf::from("/usr/bin/runc")
+            ]
+        );
+    }
+
+    #[test]
+    fn key_file_and_runc_path() {
+        let cfg = SiteConfig::parse(&[
+            "key_file=/etc/slurm/slurm.key",
+            "runc_path=/opt/runc/bin/runc",
+        ])
+        .unwrap();
+        assert_eq!(cfg.key_file, Path::new("/etc/slurm/slurm.key"));
+        assert_eq!(
+            cfg.runc_candidates(),
+            vec![PathBuf::from("/opt/runc/bin/runc")]
+        );
+        assert_eq!(cfg.value_of("runc_path").unwrap(), "/opt/runc/bin/runc");
+        assert_eq!(SiteConfig::parse(&["runc_path="]).unwrap().runc_path, None);
+        for bad in [
+            "key_file=",
+            "key_file=munge.key",
+            "key_file=/etc/../x",
+            "runc_path=runc",
+        ] {
+            let e = SiteConfig::parse(&[bad]).unwrap_err();
+            assert!(matches!(e, ConfigError::BadValue { .. }), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! 2. the user must be able to read it (and search it, for a directory), and write it for a
 //!    read-write mount;
 //! 3. the resolved path must not be inside a directory the service itself owns (checkpoint root,
-//!    runtime and stage dirs, Docker's, containerd's, Slurm's, munge's, /proc, /sys, /dev).
+//!    runtime and stage dirs, the site key's directory, Docker's, containerd's, Slurm's, munge's,
+//!    /proc, /sys, /dev).
 //!
 //! The resolved path is what goes to Docker.
 
@@ -66,8 +67,14 @@ pub enum PathRefusal {
 pub fn reserved_roots(site: &SiteConfig) -> Vec<(PathBuf, &'static str)> {
     let mut roots: Vec<(PathBuf, &'static str)> = vec![
         (site.ckpt_root.clone(), "site's checkpoint root"),
-        (site.runtime_dir.clone(), "container service's runtime directory"),
+        (
+            site.runtime_dir.clone(),
+            "container service's runtime directory",
+        ),
         (site.stage_dir.clone(), "checkpoint staging directory"),
+        // The site key's directory (its parent is /etc/munge or /etc/slurm by default; a key
+        // directly below / reserves only the file).
+        (key_dir(&site.key_file), "site key's directory"),
     ];
     for (p, why) in [
         ("/var/lib/docker", "Docker daemon's directory"),
@@ -106,6 +113,14 @@ pub fn reserved_roots(site: &SiteConfig) -> Vec<(PathBuf, &'static str)> {
         .collect();
     roots.extend(resolved);
     roots
+}
+
+/// The directory holding `key_file`, or the file itself when that directory is `/`.
+fn key_dir(key_file: &Path) -> PathBuf {
+    match key_file.parent() {
+        Some(d) if d != Path::new("/") => d.to_path_buf(),
+        _ => key_file.to_path_buf(),
+    }
 }
 
 /// Refuse a resolved path equal to or below a reserved root.
@@ -193,6 +208,28 @@ mod tests {
         for ok in ["/home/alice", "/ckptx", "/scratch/run", "/etc/hosts"] {
             assert!(check_not_reserved(ok, Path::new(ok), &r).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn the_configured_key_files_directory_is_reserved() {
+        let r = reserved_roots(&SiteConfig {
+            key_file: "/srv/keys/site.key".into(),
+            ..SiteConfig::default()
+        });
+        for bad in ["/srv/keys", "/srv/keys/site.key", "/etc/munge"] {
+            assert!(
+                check_not_reserved(bad, Path::new(bad), &r).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(check_not_reserved("/srv/data", Path::new("/srv/data"), &r).is_ok());
+        // A key directly below / reserves the file, not the whole tree.
+        let r = reserved_roots(&SiteConfig {
+            key_file: "/site.key".into(),
+            ..SiteConfig::default()
+        });
+        assert!(check_not_reserved("/site.key", Path::new("/site.key"), &r).is_err());
+        assert!(check_not_reserved("/home/a", Path::new("/home/a"), &r).is_ok());
     }
 
     #[test]

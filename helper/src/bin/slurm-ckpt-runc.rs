@@ -3,11 +3,13 @@
 //! execs runc, redirecting checkpoint/restore images to the checkpoint storage. See runtime_wrapper.rs.
 //!
 //! Runs as root: it fails closed. A checkpoint/restore it cannot vouch for is refused (exit 1, the
-//! reason on stderr and in /var/log/slurm-ckpt/runtime.log); runc itself is a fixed, trusted path.
+//! reason on stderr and in /var/log/slurm-ckpt/runtime.log); runc itself is the site's `runc_path`
+//! (plugstack.conf, read through the trust checks) or a fixed default, and must be trusted.
 use slurm_ckpt::runtime_wrapper::{
     classify, kept_criu_log, load_site, netlock_hook, real_runc, rewrite, Op, Roots, NETLOCK_HOOK,
     PLUGSTACK, REAL_RUNC,
 };
+use slurm_ckpt::site::{ConfigError, SiteConfig};
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -27,15 +29,22 @@ fn main() {
         return;
     }
     let op = classify(&args);
+    let site = load_site(Path::new(PLUGSTACK));
+    // The site's runc_path; while plugstack.conf is unusable, the default places, so containers
+    // can still be managed (checkpoint/restore are refused below in that case).
+    let candidates = match &site {
+        Ok(s) => s.runc_candidates(),
+        Err(_) => REAL_RUNC.iter().map(PathBuf::from).collect(),
+    };
     // Whatever the call, root never runs a runc it cannot trust.
-    let runc = real_runc(&REAL_RUNC).unwrap_or_else(|e| refuse(op_name(&op), &e));
+    let runc = real_runc(&candidates).unwrap_or_else(|e| refuse(op_name(&op), &e));
     if matches!(op, Op::Other) {
         // create/start/kill/delete/state...: no site settings needed, passed through unchanged,
         // so containers can still be managed (and deleted) while the settings are broken.
         let err = std::process::Command::new(&runc).args(&args).exec();
         refuse("exec", &format!("{}: {err}", runc.display()));
     }
-    let argv = plan(&op, args.clone());
+    let argv = plan(&op, args.clone(), site);
     let code = run_waiting(&runc, &argv);
     if code != 0 {
         if let Some(kept) = keep_criu_log(&args, &op) {
@@ -50,8 +59,8 @@ fn main() {
 }
 
 /// The argv of a checkpoint/restore, or a refusal: site settings first, then the trust checks.
-fn plan(op: &Op, args: Vec<String>) -> Vec<OsString> {
-    let site = load_site(Path::new(PLUGSTACK)).unwrap_or_else(|e| refuse(op_name(op), &e));
+fn plan(op: &Op, args: Vec<String>, site: Result<SiteConfig, ConfigError>) -> Vec<OsString> {
+    let site = site.unwrap_or_else(|e| refuse(op_name(op), &e));
     match rewrite(args, &Roots::of(&site)) {
         Ok(r) => {
             if let Some(n) = r.note {

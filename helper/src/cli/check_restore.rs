@@ -67,8 +67,7 @@ fn this_node() -> String {
 
 fn run(a: &Args) -> anyhow::Result<bool> {
     let site = super::site_config(&[], &a.plugstack)?;
-    let secret = std::fs::read(slurm_ckpt::supervise::SECRET_FILE)
-        .map_err(|e| slurm_ckpt::Error::io(slurm_ckpt::supervise::SECRET_FILE, e))?;
+    let secret = slurm_ckpt::site_secret::read(&site.key_file)?;
     let key = SiteKey::derive(&secret);
     let Some((layout, m)) = newest_verified(&site, a.job, &key) else {
         anyhow::bail!(
@@ -86,7 +85,7 @@ fn run(a: &Args) -> anyhow::Result<bool> {
         }
     });
     let cpuinfo = site.cpuinfo_for(&node);
-    let here: Compat = compat::probe(&cpuinfo, &docker);
+    let here: Compat = compat::probe(&cpuinfo, &docker, &site.runc_candidates());
     let verdicts: Vec<RankVerdict> = m
         .ranks
         .iter()

@@ -93,7 +93,7 @@ slurm\-ckpt\-runc \- OCI runtime wrapper of slurm\-container\-ckpt, registered w
 .SH DESCRIPTION
 Not run by hand: dockerd runs it in place of \fBrunc\fR for containers started with the
 runtime named by the site setting \fBruntime\fR (default \fBslurm\-ckpt\fR). It executes the real
-runc (/usr/sbin/runc or /usr/bin/runc) unchanged, except that checkpoint and restore of rank
+runc (site setting \fBrunc_path\fR; by default /usr/sbin/runc, else /usr/bin/runc) unchanged, except that checkpoint and restore of rank
 containers write and read CRIU images directly in the job's checkpoint directory, checked against
 the site settings it reads from /etc/slurm/plugstack.conf.
 .PP

@@ -207,6 +207,19 @@ fn check(a: &Args) -> anyhow::Result<Vec<Finding>> {
     out.extend(docker_findings(&site, dj.as_ref()));
     out.extend(ns::file_findings(&paths, &w, &accounts, false));
     out.push(criu_finding());
+    out.push(match slurm_ckpt::site_secret::read(&site.key_file) {
+        Ok(k) => Finding::ok(
+            "key_file",
+            format!("{} ({} bytes, root-only)", site.key_file.display(), k.len()),
+        ),
+        Err(e) => Finding::missing("key_file", e.to_string()),
+    });
+    out.push(
+        match slurm_ckpt::runtime_wrapper::real_runc(&site.runc_candidates()) {
+            Ok(p) => Finding::ok("runc", p.display().to_string()),
+            Err(e) => Finding::missing("runc", e.to_string()),
+        },
+    );
     for tool in ["iptables", "nsenter"] {
         out.push(match on_path(tool) {
             Some(p) => Finding::ok(tool, p.display().to_string()),

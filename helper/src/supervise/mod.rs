@@ -30,8 +30,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-/// Munge's key: identical on every node, root-only; the secret the job's ssh keys derive from.
-pub const SECRET_FILE: &str = "/etc/munge/munge.key";
 /// How long a rank waits for its node's dockerd to answer again after it went away (a restart
 /// with live-restore takes seconds; an upgrade a little longer).
 const DAEMON_GRACE: Duration = Duration::from_secs(90);
@@ -393,13 +391,13 @@ pub async fn run(
             if let Some(r) = &restoring {
                 checkpoint::publish_restore_failure(&r.attempt, args.rank, &e);
                 if args.rank == 0 {
-                    match std::fs::read(SECRET_FILE) {
+                    match crate::site_secret::read(&args.site.key_file) {
                         Ok(secret) => {
                             let key = SiteKey::derive(&secret);
                             let policy = args.site.on_restore_failure;
                             restore_failure::act(args.job, policy, r, &e, &key).await;
                         }
-                        Err(k) => tracing::error!("after the failed restore: {SECRET_FILE}: {k}"),
+                        Err(k) => tracing::error!("after the failed restore: {k}"),
                     }
                 }
             }
@@ -473,7 +471,7 @@ async fn supervise(
         .clone();
     let user = JobUser::lookup(a.uid, a.gid)?;
     let home = container_home(&user.home, &named_binds(a)?).unwrap_or_else(|| "/tmp".into());
-    let secret = std::fs::read(SECRET_FILE).map_err(|e| Error::io(SECRET_FILE, e))?;
+    let secret = crate::site_secret::read(&a.site.key_file)?;
     let dir = jobdir::prepare(&JobDirSpec {
         runtime_dir: &a.site.runtime_dir,
         job_id: a.job,
@@ -517,13 +515,16 @@ async fn supervise(
     let info = engine.daemon_info().await?;
     let cpuinfo = a.site.cpuinfo_for(&a.node);
     let version = info.version.clone();
+    let runc = a.site.runc_candidates();
     // Only checkpointing jobs record or check it (two small commands run).
     let compat = match a.ckpt {
-        Some(_) => tokio::task::spawn_blocking(move || crate::compat::probe(&cpuinfo, &version))
-            .await
-            .map_err(|_| Error::ThreadPanicked {
-                what: "probing the node's restore compatibility",
-            })?,
+        Some(_) => {
+            tokio::task::spawn_blocking(move || crate::compat::probe(&cpuinfo, &version, &runc))
+                .await
+                .map_err(|_| Error::ThreadPanicked {
+                    what: "probing the node's restore compatibility",
+                })?
+        }
         None => crate::compat::Compat::default(),
     };
     check_ids_mapped(&user, info.remap_root, &a.node, |f| {
