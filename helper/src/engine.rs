@@ -87,10 +87,14 @@ impl Engine {
         };
         let docker =
             Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(err)?;
-        // The daemon here speaks API 1.41: negotiate rather than assume bollard's default.
+        // The daemon's version (capped at bollard's), never an assumed one: Debian's docker.io
+        // and Docker CE speak different versions. Every request, bollard's and ours, uses it.
         let docker = docker.negotiate_version().await.map_err(err)?;
+        let version = docker.client_version().to_string();
+        api_version::check(&version, socket, node)?;
+        tracing::debug!(socket, node, version, "docker API negotiated");
         Ok(Engine {
-            extra: extra_api::ExtraApi::new(socket, docker.client_version().to_string()),
+            extra: extra_api::ExtraApi::new(socket, version),
             docker,
             socket: socket.to_string(),
             node: node.to_string(),
@@ -242,6 +246,7 @@ impl Engine {
                 ipv4_address: Some(s.me.ip.to_string()),
                 ..Default::default()
             }),
+            mac_address: Some(s.me.mac.clone()),
             ..Default::default()
         };
         let config = Config {
@@ -252,7 +257,8 @@ impl Engine {
             env: Some(s.env.clone()),
             working_dir: Some(s.cwd.to_string()),
             labels: Some(labels),
-            // API 1.41 takes the MAC on the container config, not on the endpoint.
+            // Before API 1.44 the MAC is taken here only; from 1.44 on this field is deprecated
+            // in favour of the endpoint's (set there too, same value: the daemon accepts both).
             mac_address: Some(s.me.mac.clone()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -715,6 +721,7 @@ impl ContainerEngine for Engine {
     }
 }
 
+pub mod api_version;
 pub mod extra_api;
 #[cfg(test)]
 pub mod fake;

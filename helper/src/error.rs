@@ -90,6 +90,14 @@ pub enum Error {
         status: u16,
         message: String,
     },
+    /// The node's daemon speaks an API older than the checkpoint endpoints (engine/api_version.rs).
+    #[error("the Docker daemon of node {node} ({socket}) speaks API {version}, older than {min}, the first with the checkpoint API the product needs: upgrade Docker on that node")]
+    DockerApiTooOld {
+        socket: String,
+        node: String,
+        version: String,
+        min: String,
+    },
     /// A checkpoint or restore failed and CRIU's log said why (its log is gone with the container).
     // `failed` is not a `source`: its text is already part of this message.
     #[error("{failed}\nCRIU errors:\n{errors}")]

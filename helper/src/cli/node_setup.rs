@@ -286,11 +286,20 @@ fn docker_findings(site: &SiteConfig, dj: Option<&DaemonJson>) -> Vec<Finding> {
             Ok(d) => d,
             Err(e) => return vec![Finding::missing("dockerd", format!("{socket}: {e}"))],
         };
+        // bollard's default version is newer than older daemons accept: speak the daemon's.
+        let docker = match docker.negotiate_version().await {
+            Ok(d) => d,
+            Err(e) => return vec![Finding::missing("dockerd", format!("not reachable at {socket}: {e}"))],
+        };
+        let api = docker.client_version().to_string();
+        if let Err(e) = slurm_ckpt::engine::api_version::check(&api, &socket, &node) {
+            return vec![Finding::missing("dockerd", e.to_string())];
+        }
         let info = match docker.info().await {
             Ok(i) => i,
             Err(e) => return vec![Finding::missing("dockerd", format!("not reachable at {socket}: {e}"))],
         };
-        out.push(Finding::ok("dockerd", format!("{socket}, {}", info.server_version.unwrap_or_default())));
+        out.push(Finding::ok("dockerd", format!("{socket}, {}, API {api}", info.server_version.unwrap_or_default())));
         out.push(if info.experimental_build == Some(true) {
             Finding::ok("experimental", "dockerd runs with experimental features (checkpoint)")
         } else {
