@@ -158,6 +158,9 @@ pub enum Error {
         mpi: String,
         missing: Vec<String>,
     },
+    /// The image's MPI is Open MPI 5 (PRRTE), which the launcher cannot start or checkpoint.
+    #[error("image '{image}' has {found} (PRRTE runtime: prterun/prted, no orted), which is not supported: the product starts the MPI world with Open MPI 4's rsh/orted daemon tree inside the rank containers and checkpoints those daemons, and PRRTE's DVM is not supported yet; use an image with Open MPI 4.x, or MPICH (the mpich MPI family) (see docs/IMAGES.md)")]
+    MpiUnsupported { image: String, found: String },
     /// A request to a Docker endpoint bollard lacks could not be made or its answer not read.
     #[error("docker {method} {path}: {why}")]
     DockerHttp {

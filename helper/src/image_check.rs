@@ -4,6 +4,9 @@
 //! Requirements (docs/IMAGES.md): a POSIX shell and the coreutils/sed the launch script uses;
 //! OpenSSH's sshd and ssh client (the MPI launcher in rank 0's container reaches the others over
 //! ssh); and the MPI family's launcher: MPICH's hydra `mpiexec`, or Open MPI's `mpirun` and `orted`.
+//! Open MPI 5 is refused by name: it has no `orted` (its runtime is PRRTE: `prterun`/`prted`),
+//! while the launcher starts the MPI world with Open MPI 4's rsh/orted tree and CRIU checkpoints
+//! those daemons inside the rank containers; PRRTE's DVM is not supported yet.
 //! The image needs no user entry (the job's passwd/group are bound in) and no network setup.
 //! The check runs a throwaway container (no network, no capabilities, user nobody) that looks for
 //! each piece and prints what is missing.
@@ -50,6 +53,13 @@ const OPENMPI: &[Need] = &[
     },
 ];
 
+/// Open MPI 5 (PRRTE) detection, for openmpi images: prints `prrte: MAJOR` (MAJOR may be empty)
+/// when the image has PRRTE's daemon or launcher and no orted, or `ompi_info` says 5 or later.
+const PRRTE_PROBE: &str = r#"v=$( (ompi_info --version) 2>/dev/null | sed -n 's/^Open MPI v\{0,1\}\([0-9][0-9]*\)\..*/\1/p' | head -n 1)
+if ! ( command -v orted || [ -x /usr/bin/orted ] ) >/dev/null 2>&1 && ( command -v prted || command -v prterun ) >/dev/null 2>&1; then echo "prrte: $v"; ok=1
+elif [ -n "$v" ] && [ "$v" -ge 5 ]; then echo "prrte: $v"; ok=1; fi
+"#;
+
 /// The requirements for MPI family `mpi` ("mpich", "openmpi", "none").
 fn needs(mpi: &str) -> Result<Vec<&'static Need>> {
     let family: &[Need] = match mpi {
@@ -75,6 +85,9 @@ pub fn script(mpi: &str, program: Option<&str>) -> Result<String> {
             n.test, n.what
         ));
     }
+    if mpi == "openmpi" {
+        s.push_str(PRRTE_PROBE);
+    }
     if let Some(p) = program {
         if !p
             .chars()
@@ -98,17 +111,56 @@ pub struct Report {
     pub image: String,
     pub mpi: String,
     pub missing: Vec<String>,
+    /// The image's MPI is one the product refuses by name (Open MPI 5 / PRRTE), as described to
+    /// the user, e.g. "Open MPI 5".
+    pub unsupported: Option<String>,
 }
 
 impl Report {
-    pub fn ok(&self) -> bool {
-        self.missing.is_empty()
+    /// The verdict from the probe's exit `code` and output.
+    pub fn from_probe(image: &str, mpi: &str, code: i64, out: &str) -> Report {
+        let mut missing: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("missing: "))
+            .map(String::from)
+            .collect();
+        let unsupported =
+            out.lines()
+                .find_map(|l| l.strip_prefix("prrte:"))
+                .map(|major| match major.trim() {
+                    "" => "Open MPI 5 or later".to_string(),
+                    m => format!("Open MPI {m}"),
+                });
+        if code != 0 && missing.is_empty() && unsupported.is_none() {
+            missing.push(format!(
+                "a working /bin/sh (the probe exited with {code}: {})",
+                out.trim()
+            ));
+        }
+        Report {
+            image: image.to_string(),
+            mpi: mpi.to_string(),
+            missing,
+            unsupported,
+        }
     }
+
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty() && self.unsupported.is_none()
+    }
+
+    /// Why the image is refused: an unsupported MPI first (a missing orted is its symptom).
     pub fn error(&self) -> Error {
-        Error::ImageUnfit {
-            image: self.image.clone(),
-            mpi: self.mpi.clone(),
-            missing: self.missing.clone(),
+        match &self.unsupported {
+            Some(found) => Error::MpiUnsupported {
+                image: self.image.clone(),
+                found: found.clone(),
+            },
+            None => Error::ImageUnfit {
+                image: self.image.clone(),
+                mpi: self.mpi.clone(),
+                missing: self.missing.clone(),
+            },
         }
     }
 }
@@ -122,22 +174,7 @@ pub async fn check(
 ) -> Result<Report> {
     engine.check_image(image).await?;
     let (code, out) = engine.run_probe(image, &script(mpi, program)?).await?;
-    let mut missing: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("missing: "))
-        .map(String::from)
-        .collect();
-    if code != 0 && missing.is_empty() {
-        missing.push(format!(
-            "a working /bin/sh (the probe exited with {code}: {})",
-            out.trim()
-        ));
-    }
-    Ok(Report {
-        image: image.to_string(),
-        mpi: mpi.to_string(),
-        missing,
-    })
+    Ok(Report::from_probe(image, mpi, code, &out))
 }
 
 /// The supervisor's check (it also fails clearly when the node lacks the image): once per node,
@@ -172,5 +209,112 @@ mod tests {
         assert!(script("none", None).unwrap().lines().count() == 2);
         assert!(script("lam", None).is_err());
         assert!(script("mpich", Some("/x'; rm -rf /")).is_err());
+        assert!(script("openmpi", None).unwrap().contains("prted"));
+        assert!(!script("mpich", None).unwrap().contains("prrte"));
+    }
+
+    /// Run the script with /bin/sh in a fake image: `bin` holds stub commands (PATH is only it).
+    fn run_in(bin: &[(&str, &str)], mpi: &str) -> Report {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        for (name, body) in bin {
+            let p = d.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // The probe's own tools, from the host.
+        for tool in ["sed", "head", "date", "tail"] {
+            let host = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|b| Path::new(b).join(tool))
+                .find(|p| p.exists())
+                .unwrap();
+            std::os::unix::fs::symlink(host, d.path().join(tool)).unwrap();
+        }
+        // The script's fixed fallback path, pointed into the fake image (the host may have one).
+        let fake_orted = d.path().join("orted");
+        let text = script(mpi, None)
+            .unwrap()
+            .replace("/usr/bin/orted", &fake_orted.display().to_string());
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(text)
+            .env_clear()
+            .env("PATH", d.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        Report::from_probe("img", mpi, out.status.code().unwrap().into(), &text)
+    }
+
+    const SSH: (&str, &str) = ("ssh", "true");
+
+    #[test]
+    fn open_mpi_4_passes_the_mpi_part() {
+        let r = run_in(
+            &[
+                SSH,
+                ("mpirun", "true"),
+                ("orted", "true"),
+                (
+                    "ompi_info",
+                    "echo 'Open MPI v4.1.4'; echo; echo https://www.open-mpi.org",
+                ),
+            ],
+            "openmpi",
+        );
+        assert_eq!(r.unsupported, None);
+        // Only sshd is missing (no /usr/sbin/sshd stub can be placed).
+        assert!(
+            r.missing.iter().all(|m| m.contains("sshd")),
+            "{:?}",
+            r.missing
+        );
+    }
+
+    #[test]
+    fn open_mpi_5_is_refused_by_name_with_the_way_out() {
+        // PRRTE present, no orted.
+        let r = run_in(
+            &[
+                SSH,
+                ("mpirun", "true"),
+                ("prterun", "true"),
+                ("prted", "true"),
+                ("ompi_info", "echo 'Open MPI v5.0.3'"),
+            ],
+            "openmpi",
+        );
+        assert_eq!(r.unsupported.as_deref(), Some("Open MPI 5"));
+        assert!(!r.ok());
+        let msg = r.error().to_string();
+        for part in ["img", "Open MPI 5", "PRRTE", "orted", "Open MPI 4", "MPICH"] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        // PRRTE without ompi_info: still refused by name.
+        let r = run_in(&[SSH, ("mpirun", "true"), ("prted", "true")], "openmpi");
+        assert_eq!(r.unsupported.as_deref(), Some("Open MPI 5 or later"));
+        // ompi_info says 5 even though an orted is there (a leftover): refused.
+        let r = run_in(
+            &[
+                SSH,
+                ("mpirun", "true"),
+                ("orted", "true"),
+                ("ompi_info", "echo 'Open MPI v5.0.0rc12'"),
+            ],
+            "openmpi",
+        );
+        assert_eq!(r.unsupported.as_deref(), Some("Open MPI 5"));
+    }
+
+    #[test]
+    fn an_image_without_any_open_mpi_is_missing_it_not_refused() {
+        let r = run_in(&[SSH], "openmpi");
+        assert_eq!(r.unsupported, None);
+        assert!(
+            r.missing.iter().any(|m| m.contains("orted")),
+            "{:?}",
+            r.missing
+        );
     }
 }

@@ -23,7 +23,7 @@ pub struct CheckArgs {
     pub node: Option<String>,
     #[arg(long, default_value = "/etc/slurm/plugstack.conf")]
     pub plugstack: std::path::PathBuf,
-    /// The verdict per MPI family as JSON (image, mpi, usable, missing).
+    /// The verdict per MPI family as JSON (image, mpi, usable, missing, unsupported).
     #[arg(long)]
     pub json: bool,
 }
@@ -57,9 +57,12 @@ pub fn main(cmd: ImageCmd) -> i32 {
                 if a.json {
                     verdicts.push(serde_json::json!({
                         "image": a.image, "mpi": mpi, "usable": r.ok(), "missing": r.missing,
+                        "unsupported": r.unsupported,
                     }));
                 } else if r.ok() {
                     println!("{}: usable for {mpi} jobs", a.image);
+                } else if r.unsupported.is_some() {
+                    println!("{}: NOT usable for {mpi} jobs: {}", a.image, r.error());
                 } else {
                     println!(
                         "{}: NOT usable for {mpi} jobs: missing {}",
