@@ -6,7 +6,7 @@ pub const INTERVAL_MAX_MIN: u32 = 525_600;
 
 const ENV_RULES: &str =
     "expected NAME=VALUE entries separated by commas, NAME a shell identifier, \
-                         e.g. --container-env=UCX_TLS=tcp,self,OMPI_MCA_btl_tcp_if_include=eth0";
+                         e.g. UCX_TLS=tcp,self,OMPI_MCA_btl_tcp_if_include=eth0";
 
 /// Variables the containers' launcher and the product rely on: not the user's to change.
 pub const RESERVED_ENV_PREFIXES: [&str; 2] = ["SLURM_", "OMPI_MCA_plm_rsh_agent"];

@@ -16,6 +16,7 @@ mod job_env;
 pub mod job_paths;
 pub mod keydoc;
 mod names;
+pub mod option_names;
 pub mod plugstack;
 pub mod request;
 pub mod user_paths;
@@ -33,7 +34,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 26] = [
+pub const KEYS: [&str; 27] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -60,6 +61,7 @@ pub const KEYS: [&str; 26] = [
     "preempt_window",
     "key_file",
     "runc_path",
+    "option_prefix",
 ];
 
 /// Longest helper call timeout (one day).
@@ -348,6 +350,9 @@ pub struct SiteConfig {
     /// The runc the runtime wrapper runs and whose version is recorded; `None` = the first of
     /// [`RUNC_DEFAULTS`] that exists.
     pub runc_path: Option<PathBuf>,
+    /// What replaces `container` in the user options' names (option_names.rs), so the plugin can
+    /// live beside pyxis.
+    pub option_prefix: String,
 }
 
 /// Where runc is looked for when `runc_path` is empty: Debian's package, then Docker CE's.
@@ -385,6 +390,7 @@ impl Default for SiteConfig {
             preempt_window: PreemptWindow::Warn,
             key_file: "/etc/munge/munge.key".into(),
             runc_path: None,
+            option_prefix: option_names::DEFAULT_PREFIX.into(),
         }
     }
 }
@@ -497,6 +503,7 @@ impl SiteConfig {
                     v => Some(absolute_path(v)?.into()),
                 }
             }
+            "option_prefix" => self.option_prefix = option_names::parse_prefix(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -532,6 +539,7 @@ impl SiteConfig {
             "preempt_window" => self.preempt_window.name(),
             "key_file" => path_text(&self.key_file),
             "runc_path" => self.runc_path.as_deref().map(path_text).unwrap_or_default(),
+            "option_prefix" => self.option_prefix.clone(),
             _ => return None,
         })
     }
@@ -594,6 +602,12 @@ impl SiteConfig {
             Some(p) => vec![p.clone()],
             None => RUNC_DEFAULTS.iter().map(PathBuf::from).collect(),
         }
+    }
+
+    /// `--NAME` of the user option whose default name is `default_name` (`container-...`) under
+    /// this site's `option_prefix`, for messages.
+    pub fn flag(&self, default_name: &str) -> String {
+        option_names::option_flag(&self.option_prefix, default_name)
     }
 
     /// The allowlist as shown to users.

@@ -71,14 +71,19 @@ pub fn init(sp: &Spank, args: &[String]) -> c_int {
         // slurm_error reaches the user's terminal in sbatch/srun and the log in the daemons.
         Err(e) => return report(Err(e.into())),
     };
-    state::with(|s| s.site = Some(site));
+    // Before any option is registered or its callback runs: the names depend on it.
+    let prefix = site.option_prefix.clone();
+    state::with(|s| {
+        s.options.set_prefix(&prefix);
+        s.site = Some(site);
+    });
     // Registering in prolog/epilog would make spank_option_getopt answer "not given" from the
     // empty option cache instead of reading the job's SPANK_* variables (plugstack.c, 22.05).
     if context == Context::JobScript {
         return 0;
     }
     for id in OptId::ALL {
-        if let Err(e) = sp.register_option(id) {
+        if let Err(e) = sp.register_option(id, &prefix) {
             return report(Err(e.into()));
         }
     }
@@ -94,7 +99,8 @@ pub fn option(val: c_int, arg: Option<&str>, remote: bool) -> c_int {
     let result = if remote {
         state::with(|s| s.options.record_remote(id, arg))
     } else {
-        let inherited = std::env::var(id.inherited_env_var()).ok();
+        let prefix = state::with(|s| s.options.prefix().to_string());
+        let inherited = std::env::var(id.inherited_env_var(&prefix)).ok();
         state::with(|s| s.options.record_local(id, arg, inherited.as_deref()))
     };
     report(result.map_err(PluginError::from))

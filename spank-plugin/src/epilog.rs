@@ -21,7 +21,7 @@ pub fn job_epilog(sp: &Spank, site: &SiteConfig) -> Result<(), PluginError> {
     let job = sp.get_item_u32(Item::JobId)?;
     // sbatch/salloc options reach the epilog as SPANK__SLURM_SPANK_OPTION_container_ckpt_*;
     // the marker covers containers started by an srun that alone had the options.
-    let requested = match sp.option_getopt(OptId::Image) {
+    let requested = match sp.option_getopt(OptId::Image, &site.option_prefix) {
         Ok(v) => v.is_some(),
         Err(e) => {
             log_debug(&format!("epilog of job {job}: {e}"));

@@ -365,9 +365,9 @@ impl Spank {
 
     /// Value of one of our options where Slurm can tell (prolog/epilog: the job's
     /// `SPANK__SLURM_SPANK_OPTION_*` variables). `Some("")` = given without argument.
-    pub fn option_getopt(&self, id: OptId) -> Result<Option<String>, SpankError> {
-        let name = cstring("option name", id.name())?;
-        let usage = cstring("option usage", id.usage())?;
+    pub fn option_getopt(&self, id: OptId, prefix: &str) -> Result<Option<String>, SpankError> {
+        let name = cstring("option name", &id.name(prefix))?;
+        let usage = cstring("option usage", &id.usage(prefix))?;
         let mut opt = sys::spank_option {
             name: name.as_ptr().cast_mut(),
             arginfo: std::ptr::null_mut(),
@@ -392,14 +392,14 @@ impl Spank {
         }
     }
 
-    /// Registers one option of the table (slurm_spank_init only).
-    pub fn register_option(&self, id: OptId) -> Result<(), SpankError> {
-        let name = cstring("option name", id.name())?;
+    /// Registers one option of the table under the site's `option_prefix` (slurm_spank_init only).
+    pub fn register_option(&self, id: OptId, prefix: &str) -> Result<(), SpankError> {
+        let name = cstring("option name", &id.name(prefix))?;
         let arginfo = id
             .arginfo()
             .map(|a| cstring("option arginfo", a))
             .transpose()?;
-        let usage = cstring("option usage", id.usage())?;
+        let usage = cstring("option usage", &id.usage(prefix))?;
         let mut opt = sys::spank_option {
             name: name.as_ptr().cast_mut(),
             arginfo: arginfo

@@ -4,6 +4,7 @@
 
 use crate::options::OptId;
 use slurm_ckpt_site::keydoc::KEY_DOCS;
+use slurm_ckpt_site::option_names::DEFAULT_PREFIX;
 
 /// Slurm release the plugin is built for (from its headers): `(major, minor, micro)`.
 pub fn slurm_version() -> (u32, u32, u32) {
@@ -22,8 +23,8 @@ fn esc(s: &str) -> String {
 
 /// Usage text without Slurm's `[container-ckpt]` prefix, whitespace collapsed.
 fn usage_text(id: OptId) -> String {
-    let u = id.usage();
-    let u = u.strip_prefix("[container-ckpt]").unwrap_or(u);
+    let u = id.usage(DEFAULT_PREFIX);
+    let u = u.strip_prefix("[container-ckpt]").unwrap_or(&u);
     u.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -44,7 +45,10 @@ The containers of a job are frozen together on suspend and, with \\fB\\-\\-conta
 preemption, on demand (\\fBslurm\\-ckpt checkpoint\\fR) or periodically, and restored on whatever nodes the job gets next. \
 The batch script itself runs outside containers.\n");
     m.push_str(".SH OPTIONS\nOptions of \\fBsbatch\\fR, \\fBsalloc\\fR and \\fBsrun\\fR. Precedence: command line, then the options of the \
-enclosing sbatch/salloc, then the environment variable.\n");
+enclosing sbatch/salloc, then the environment variable. The names shown are those of the default \
+\\fBoption_prefix\\fR=container; a site that sets another prefix (to load the plugin beside pyxis) has \
+\\fB\\-\\-\\fR\\fIPREFIX\\fR\\fB\\-image\\fR, \\fB\\-mounts\\fR, \\fB\\-env\\fR, \\fB\\-mpi\\fR, \
+\\fB\\-checkpoint\\fR, \\fB\\-checkpoint\\-interval\\fR and \\fB\\-checkpoint\\-compress\\fR instead.\n");
     for id in OptId::ALL {
         let arg = match (id.arginfo(), id.has_arg()) {
             (Some(a), _) => format!("=\\fI{}\\fR", esc(a)),
@@ -54,7 +58,7 @@ enclosing sbatch/salloc, then the environment variable.\n");
         m.push_str(&format!(
             // The usage text names the environment variable.
             ".TP\n\\fB\\-\\-{}\\fR{}\n{}\n",
-            esc(id.name()),
+            esc(id.default_name()),
             arg,
             esc(&usage_text(id)),
         ));
@@ -64,7 +68,11 @@ the default is shown. An unknown key, a key given twice or a bad value makes the
 \\fBslurm\\-ckpt\\fR reads the same line from /etc/slurm/plugstack.conf (following \\fBinclude\\fR lines).\n");
     for k in KEY_DOCS {
         let def = k.default_value();
-        let def = if def.is_empty() { "(empty)".to_string() } else { def };
+        let def = if def.is_empty() {
+            "(empty)".to_string()
+        } else {
+            def
+        };
         m.push_str(&format!(
             ".TP\n\\fB{}\\fR=\\fI{}\\fR\n{}\n.br\nDefault: {}\n",
             esc(k.key),
@@ -100,15 +108,22 @@ mod tests {
     fn page_names_every_option_and_setting() {
         let page = render("0.0.0");
         for id in OptId::ALL {
-            assert!(page.contains(&esc(id.name())), "{}", id.name());
+            assert!(
+                page.contains(&esc(id.default_name())),
+                "{}",
+                id.default_name()
+            );
             assert!(page.contains(&esc(id.env_var())), "{}", id.env_var());
         }
         for key in KEYS {
-            assert!(page.contains(&format!(".TP\n\\fB{}\\fR=", esc(key))), "{key}");
+            assert!(
+                page.contains(&format!(".TP\n\\fB{}\\fR=", esc(key))),
+                "{key}"
+            );
         }
         // No line may start a roff request by accident.
         for line in page.lines() {
-            assert!(!line.starts_with('\'') , "{line}");
+            assert!(!line.starts_with('\''), "{line}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! Pure Rust: the SPANK glue in `dispatch` feeds it what Slurm hands to the option callbacks.
 
 pub use slurm_ckpt_site::job_paths::{parse_mounts, path_within, Mount, RESERVED_DESTINATIONS};
+use slurm_ckpt_site::option_names::{option_name, DEFAULT_PREFIX};
 pub use slurm_ckpt_site::{
     normalize_path, parse_env, parse_image, parse_interval, MpiKind, IMAGE_MAX_LEN,
     INTERVAL_MAX_MIN, PATH_MAX_LEN, RESERVED_ENV_PREFIXES,
@@ -46,8 +47,8 @@ impl OptId {
         }
     }
 
-    /// Long option name without dashes, as registered with Slurm.
-    pub fn name(self) -> &'static str {
+    /// Long option name without dashes under the default `option_prefix` (`container`).
+    pub fn default_name(self) -> &'static str {
         match self {
             OptId::Image => "container-image",
             OptId::Ckpt => "container-ckpt",
@@ -59,9 +60,15 @@ impl OptId {
         }
     }
 
+    /// Long option name without dashes under the site's `option_prefix`, as registered with
+    /// Slurm (slurm_ckpt_site::option_names).
+    pub fn name(self, prefix: &str) -> String {
+        option_name(prefix, self.default_name())
+    }
+
     /// `--name`, for messages.
-    pub fn flag(self) -> String {
-        format!("--{}", self.name())
+    pub fn flag(self, prefix: &str) -> String {
+        format!("--{}", self.name(prefix))
     }
 
     /// Environment variable used when the option is not on the command line.
@@ -91,8 +98,13 @@ impl OptId {
         }
     }
 
-    /// Usage text shown by `--help`.
-    pub fn usage(self) -> &'static str {
+    /// Usage text shown by `--help`, naming the options under `prefix`.
+    pub fn usage(self, prefix: &str) -> String {
+        self.default_usage()
+            .replace("--container-ckpt", &OptId::Ckpt.flag(prefix))
+    }
+
+    fn default_usage(self) -> &'static str {
         match self {
             OptId::Image => {
                 "[container-ckpt] run every task of srun steps in its own container from IMAGE \
@@ -146,13 +158,13 @@ impl OptId {
     /// Name of the variable through which sbatch/salloc hand their SPANK options to the job's
     /// environment (`SLURM_SPANK_` + Slurm's `_SLURM_SPANK_OPTION_<plugin>_<option>`); srun
     /// inside the allocation replays it through the option callback before its own command line.
-    pub fn inherited_env_var(self) -> String {
-        format!("SLURM_SPANK_{}", self.slurm_option_env_name())
+    pub fn inherited_env_var(self, prefix: &str) -> String {
+        format!("SLURM_SPANK_{}", self.slurm_option_env_name(prefix))
     }
 
     /// Slurm's own name for this option in a job/prolog environment: `_SLURM_SPANK_OPTION_`,
     /// the plugin name, `_`, the option name, non-alphanumerics replaced by `_`.
-    pub fn slurm_option_env_name(self) -> String {
+    pub fn slurm_option_env_name(self, prefix: &str) -> String {
         let canon = |s: &str| -> String {
             s.chars()
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -161,7 +173,7 @@ impl OptId {
         format!(
             "_SLURM_SPANK_OPTION_{}_{}",
             canon(PLUGIN_NAME),
-            canon(self.name())
+            canon(&self.name(prefix))
         )
     }
 }
@@ -215,19 +227,19 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
     #[error("--{option} specified multiple times")]
-    Duplicate { option: &'static str },
+    Duplicate { option: String },
     #[error("invalid {origin} value '{value}': {reason}")]
     Invalid {
         origin: String,
         value: String,
         reason: String,
     },
-    #[error("{origin} requires --container-image (or SLURM_CKPT_CONTAINER_IMAGE)")]
-    RequiresImage { origin: String },
-    #[error("{origin} requires --container-ckpt: the interval only applies to checkpointed jobs")]
-    IntervalRequiresCkpt { origin: String },
-    #[error("{origin} requires --container-ckpt: compression only applies to checkpointed jobs")]
-    CompressRequiresCkpt { origin: String },
+    #[error("{origin} requires {image} (or SLURM_CKPT_CONTAINER_IMAGE)")]
+    RequiresImage { origin: String, image: String },
+    #[error("{origin} requires {ckpt}: the interval only applies to checkpointed jobs")]
+    IntervalRequiresCkpt { origin: String, ckpt: String },
+    #[error("{origin} requires {ckpt}: compression only applies to checkpointed jobs")]
+    CompressRequiresCkpt { origin: String, ckpt: String },
 }
 
 /// A validated option value.
@@ -254,6 +266,8 @@ pub struct OptionState {
     slots: [Option<Slot>; 7],
     /// First value slurmstepd could not accept: the step must fail rather than run outside containers.
     remote_error: Option<OptionError>,
+    /// The site's `option_prefix` (empty = the default), for the option names in messages.
+    prefix: String,
 }
 
 impl Default for OptionState {
@@ -267,6 +281,21 @@ impl OptionState {
         OptionState {
             slots: [None, None, None, None, None, None, None],
             remote_error: None,
+            prefix: String::new(),
+        }
+    }
+
+    /// The site's `option_prefix` (set in slurm_spank_init, before any option callback).
+    pub fn set_prefix(&mut self, prefix: &str) {
+        self.prefix = prefix.to_string();
+    }
+
+    /// The option prefix in effect.
+    pub fn prefix(&self) -> &str {
+        if self.prefix.is_empty() {
+            DEFAULT_PREFIX
+        } else {
+            &self.prefix
         }
     }
 
@@ -307,16 +336,17 @@ impl OptionState {
     }
 
     fn record(&mut self, id: OptId, arg: Option<&str>, source: Source) -> Result<(), OptionError> {
-        let value = parse_value(id, arg, source)?;
+        let prefix = self.prefix().to_string();
+        let value = parse_value(id, arg, source, &prefix)?;
         let slot = &mut self.slots[id.index()];
         match (slot.as_ref().map(|s| s.source), source) {
             (None, _) | (Some(Source::Inherited), Source::CommandLine) => {
                 *slot = Some(Slot { value, source });
                 Ok(())
             }
-            (Some(Source::CommandLine), Source::CommandLine) => {
-                Err(OptionError::Duplicate { option: id.name() })
-            }
+            (Some(Source::CommandLine), Source::CommandLine) => Err(OptionError::Duplicate {
+                option: id.name(&prefix),
+            }),
             // Later replays of inherited or forwarded values never override the first.
             _ => Ok(()),
         }
@@ -328,6 +358,8 @@ impl OptionState {
         if let Some(e) = &self.remote_error {
             return Err(e.clone());
         }
+        let prefix = self.prefix();
+        let origin = |id, source| origin(id, source, prefix);
         // Recorded value first, else the environment variable (empty = not set, so that
         // `export X=` switches a fallback off).
         let value_of = |id: OptId| -> Result<Option<(Value, Source)>, OptionError> {
@@ -336,7 +368,7 @@ impl OptionState {
             }
             match env(id.env_var()) {
                 Some(v) if !v.is_empty() => Ok(Some((
-                    parse_value(id, Some(&v), Source::Environment)?,
+                    parse_value(id, Some(&v), Source::Environment, prefix)?,
                     Source::Environment,
                 ))),
                 _ => Ok(None),
@@ -352,6 +384,7 @@ impl OptionState {
             {
                 return Err(OptionError::RequiresImage {
                     origin: origin(id, slot.source),
+                    image: OptId::Image.flag(prefix),
                 });
             }
             return Ok(JobOptions::default());
@@ -380,6 +413,7 @@ impl OptionState {
             Some((_, source)) => {
                 return Err(OptionError::IntervalRequiresCkpt {
                     origin: origin(OptId::CkptInterval, source),
+                    ckpt: OptId::Ckpt.flag(prefix),
                 })
             }
         }
@@ -389,6 +423,7 @@ impl OptionState {
             Some((_, source)) => {
                 return Err(OptionError::CompressRequiresCkpt {
                     origin: origin(OptId::CkptCompress, source),
+                    ckpt: OptId::Ckpt.flag(prefix),
                 })
             }
         }
@@ -397,22 +432,33 @@ impl OptionState {
 }
 
 /// How an option's source is named in messages.
-fn origin(id: OptId, source: Source) -> String {
+fn origin(id: OptId, source: Source, prefix: &str) -> String {
     match source {
         Source::Environment => format!("environment variable {}", id.env_var()),
-        _ => id.flag(),
+        _ => id.flag(prefix),
     }
 }
 
-fn invalid(id: OptId, source: Source, value: &str, reason: impl Into<String>) -> OptionError {
+fn invalid(
+    id: OptId,
+    source: Source,
+    prefix: &str,
+    value: &str,
+    reason: impl Into<String>,
+) -> OptionError {
     OptionError::Invalid {
-        origin: origin(id, source),
+        origin: origin(id, source, prefix),
         value: value.to_string(),
         reason: reason.into(),
     }
 }
 
-fn parse_value(id: OptId, arg: Option<&str>, source: Source) -> Result<Value, OptionError> {
+fn parse_value(
+    id: OptId,
+    arg: Option<&str>,
+    source: Source,
+    prefix: &str,
+) -> Result<Value, OptionError> {
     let arg_or_empty = arg.unwrap_or("");
     match id {
         OptId::Image => parse_image(arg_or_empty).map(Value::Image),
@@ -432,14 +478,14 @@ fn parse_value(id: OptId, arg: Option<&str>, source: Source) -> Result<Value, Op
         OptId::Env => parse_env(arg_or_empty).map(Value::Env),
         OptId::CkptCompress => crate::config::Compression::parse(arg_or_empty).map(Value::Compress),
     }
-    .map_err(|reason| invalid(id, source, arg_or_empty, reason))
+    .map_err(|reason| invalid(id, source, prefix, arg_or_empty, reason))
 }
 
 /// `--container-ckpt[=DIR]`: no DIR (or empty) = default directory.
 pub fn parse_ckpt_dir(arg: Option<&str>) -> Result<CkptDir, String> {
     const VALID: &str =
         "DIR is a relative path (under the site checkpoint root) or an absolute path under it, \
-                         without '..', e.g. --container-ckpt=myrun";
+                         without '..', e.g. myrun";
     let s = match arg {
         // Slurm replays an optional-argument option given without a value as the text "(null)".
         None | Some("") | Some("(null)") => return Ok(CkptDir::Default),
@@ -468,7 +514,6 @@ fn parse_ckpt_env(s: &str) -> Result<Option<CkptDir>, String> {
         _ => parse_ckpt_dir(Some(s)).map(Some),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -499,20 +544,67 @@ mod tests {
     fn option_table_is_consistent() {
         for id in OptId::ALL {
             assert_eq!(OptId::from_val(id.val()), Some(id));
-            assert!(id.name().len() <= 75, "SPANK_OPTION_MAXLEN");
-            assert!(id.usage().starts_with("[container-ckpt]"));
+            assert!(id.name(DEFAULT_PREFIX).len() <= 75, "SPANK_OPTION_MAXLEN");
+            let longest = "p".repeat(slurm_ckpt_site::option_names::PREFIX_MAX_LEN);
+            assert!(id.name(&longest).len() <= 75, "SPANK_OPTION_MAXLEN");
+            assert!(id.usage(DEFAULT_PREFIX).starts_with("[container-ckpt]"));
             assert!(id.env_var().starts_with("SLURM_CKPT_CONTAINER_"));
         }
         assert_eq!(OptId::from_val(0), None);
         assert_eq!(OptId::Ckpt.has_arg(), 2);
         assert_eq!(OptId::Image.has_arg(), 1);
         assert_eq!(
-            OptId::Image.inherited_env_var(),
+            OptId::Image.inherited_env_var(DEFAULT_PREFIX),
             "SLURM_SPANK__SLURM_SPANK_OPTION_container_ckpt_container_image"
         );
         assert_eq!(
-            OptId::CkptInterval.slurm_option_env_name(),
+            OptId::CkptInterval.slurm_option_env_name(DEFAULT_PREFIX),
             "_SLURM_SPANK_OPTION_container_ckpt_container_ckpt_interval"
+        );
+    }
+
+    #[test]
+    fn another_prefix_names_the_options_everywhere() {
+        assert_eq!(OptId::Image.name("ckpt"), "ckpt-image");
+        assert_eq!(OptId::Ckpt.name("ckpt"), "ckpt-checkpoint");
+        assert_eq!(
+            OptId::CkptInterval.flag("ckpt"),
+            "--ckpt-checkpoint-interval"
+        );
+        assert_eq!(
+            OptId::Image.inherited_env_var("ckpt"),
+            "SLURM_SPANK__SLURM_SPANK_OPTION_container_ckpt_ckpt_image"
+        );
+        let u = OptId::CkptInterval.usage("ckpt");
+        assert!(
+            u.contains("(needs --ckpt-checkpoint)") && !u.contains("--container-"),
+            "{u}"
+        );
+        assert!(OptId::Ckpt.usage("ckpt").contains("--ckpt-checkpoint=DIR"));
+
+        let mut st = OptionState::new();
+        st.set_prefix("ckpt");
+        st.record_local(OptId::CkptInterval, Some("5"), None)
+            .unwrap();
+        assert_eq!(
+            st.resolve(&no_env).unwrap_err().to_string(),
+            "--ckpt-checkpoint-interval requires --ckpt-image (or SLURM_CKPT_CONTAINER_IMAGE)"
+        );
+        st.record_local(OptId::Image, Some("img"), None).unwrap();
+        assert_eq!(
+            st.resolve(&no_env).unwrap_err().to_string(),
+            "--ckpt-checkpoint-interval requires --ckpt-checkpoint: the interval only applies to checkpointed jobs"
+        );
+        assert_eq!(
+            st.record_local(OptId::Image, Some("img"), None)
+                .unwrap_err()
+                .to_string(),
+            "--ckpt-image specified multiple times"
+        );
+        let e = st.record_local(OptId::Mpi, Some("lam"), None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("invalid --ckpt-mpi value 'lam'"),
+            "{e}"
         );
     }
 
@@ -640,7 +732,13 @@ mod tests {
             ("/a:/b,/c:/b/", "used twice"),
         ];
         for (value, why) in cases {
-            let err = parse_value(OptId::Mounts, Some(value), Source::CommandLine).unwrap_err();
+            let err = parse_value(
+                OptId::Mounts,
+                Some(value),
+                Source::CommandLine,
+                DEFAULT_PREFIX,
+            )
+            .unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains(why), "{value}: {msg}");
             assert!(
@@ -659,17 +757,27 @@ mod tests {
 
     #[test]
     fn invalid_mpi_and_interval() {
-        let e = parse_value(OptId::Mpi, Some("intel"), Source::CommandLine)
-            .unwrap_err()
-            .to_string();
+        let e = parse_value(
+            OptId::Mpi,
+            Some("intel"),
+            Source::CommandLine,
+            DEFAULT_PREFIX,
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "invalid --container-mpi value 'intel': valid values are mpich, openmpi or none"
         );
         for bad in ["0", "-5", "+5", "1.5", "", "abc", "525601", "99999999999"] {
-            let e = parse_value(OptId::CkptInterval, Some(bad), Source::CommandLine)
-                .unwrap_err()
-                .to_string();
+            let e = parse_value(
+                OptId::CkptInterval,
+                Some(bad),
+                Source::CommandLine,
+                DEFAULT_PREFIX,
+            )
+            .unwrap_err()
+            .to_string();
             assert!(
                 e.contains("whole number of minutes from 1 to 525600"),
                 "{bad}: {e}"
@@ -680,8 +788,18 @@ mod tests {
 
     #[test]
     fn invalid_ckpt_dirs() {
-        for bad in ["../x", "a/../../b", "-x", "./-x", "/", ".", "a\nb", ".hidden", "a/.b"] {
-            let e = parse_value(OptId::Ckpt, Some(bad), Source::CommandLine)
+        for bad in [
+            "../x",
+            "a/../../b",
+            "-x",
+            "./-x",
+            "/",
+            ".",
+            "a\nb",
+            ".hidden",
+            "a/.b",
+        ] {
+            let e = parse_value(OptId::Ckpt, Some(bad), Source::CommandLine, DEFAULT_PREFIX)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -705,7 +823,7 @@ mod tests {
         assert_eq!(
             st.record_local(OptId::Ckpt, Some("d"), None).unwrap_err(),
             OptionError::Duplicate {
-                option: "container-ckpt"
+                option: "container-ckpt".into()
             }
         );
     }
@@ -830,7 +948,7 @@ mod tests {
                 err.to_string(),
                 format!(
                     "--{} requires --container-image (or SLURM_CKPT_CONTAINER_IMAGE)",
-                    id.name()
+                    id.name(DEFAULT_PREFIX)
                 )
             );
         }

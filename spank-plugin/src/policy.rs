@@ -9,18 +9,26 @@ use slurm_ckpt_site::job_paths::ckpt_subdir_in;
 /// A job's container request that the site refuses. Display text has no plugin prefix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("containers are disabled on this cluster (site setting enabled=no); submit without --container-* options")]
-    Disabled,
+    #[error("containers are disabled on this cluster (site setting enabled=no); submit without {image} and the other {prefix}-* options")]
+    Disabled { image: String, prefix: String },
     #[error("image '{image}' is not allowed on this cluster (allowed: {allowed})")]
     ImageNotAllowed { image: String, allowed: String },
     #[error(
-        "--container-ckpt directory '{dir}' is outside the site checkpoint root {root} \
+        "{flag} directory '{dir}' is outside the site checkpoint root {root} \
          (or names no directory inside a user's area {root}/USER); give a relative DIR or a \
          path under {root}/USER"
     )]
-    CkptOutsideRoot { dir: String, root: String },
-    #[error("--container-mounts {spec}: {reason}")]
-    Mount { spec: String, reason: String },
+    CkptOutsideRoot {
+        flag: String,
+        dir: String,
+        root: String,
+    },
+    #[error("{flag} {spec}: {reason}")]
+    Mount {
+        flag: String,
+        spec: String,
+        reason: String,
+    },
 }
 
 /// Checks a job in container mode against the site settings.
@@ -29,7 +37,10 @@ pub fn check_job(site: &SiteConfig, opts: &JobOptions) -> Result<(), PolicyError
         return Ok(());
     };
     if !site.enabled {
-        return Err(PolicyError::Disabled);
+        return Err(PolicyError::Disabled {
+            image: site.flag("container-image"),
+            prefix: site.option_prefix.clone(),
+        });
     }
     if !image_allowed(site, image) {
         return Err(PolicyError::ImageNotAllowed {
@@ -50,6 +61,7 @@ pub fn check_job(site: &SiteConfig, opts: &JobOptions) -> Result<(), PolicyError
             let inside = area.is_some_and(|a| ckpt_subdir_in(dir, &a).is_ok());
             if !inside {
                 return Err(PolicyError::CkptOutsideRoot {
+                    flag: site.flag("container-ckpt"),
                     dir: dir.clone(),
                     root: root.into_owned(),
                 });
@@ -76,6 +88,7 @@ pub fn check_mounts(site: &SiteConfig, opts: &JobOptions) -> Result<(), PolicyEr
             Access::ReadWrite
         };
         let refused = |r: PathRefusal| PolicyError::Mount {
+            flag: site.flag("container-mounts"),
             spec: m.to_string(),
             reason: r.to_string(),
         };
@@ -117,10 +130,26 @@ mod tests {
             enabled: false,
             ..SiteConfig::default()
         };
-        assert_eq!(
-            check_job(&site, &job("x", None)),
-            Err(PolicyError::Disabled)
+        let e = check_job(&site, &job("x", None)).unwrap_err();
+        assert!(matches!(e, PolicyError::Disabled { .. }));
+        assert!(
+            e.to_string()
+                .contains("without --container-image and the other container-* options"),
+            "{e}"
         );
+        // With another option prefix, the message names the options the user has.
+        let site = SiteConfig {
+            enabled: false,
+            option_prefix: "ckpt".into(),
+            ..SiteConfig::default()
+        };
+        let e = check_job(&site, &job("x", None)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("without --ckpt-image and the other ckpt-* options"),
+            "{e}"
+        );
+        assert_eq!(check_job(&site, &job("x", None)).map_err(|_| ()), Err(()));
     }
 
     #[test]

@@ -70,9 +70,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
             Some(m) => text.push_str(&format!(
                 "; periodic checkpoints every {m} min turned on (site preempt_window)"
             )),
-            None if a.ckpt_interval.is_none() => text.push_str(
-                "; a preempted or requeued job may restart from scratch: consider --container-ckpt-interval",
-            ),
+            None if a.ckpt_interval.is_none() => text.push_str(&format!(
+                "; a preempted or requeued job may restart from scratch: consider {}",
+                a.site.flag("container-ckpt-interval")
+            )),
             None => {}
         }
         tracing::warn!("{text}");
