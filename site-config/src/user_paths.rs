@@ -72,9 +72,6 @@ pub fn reserved_roots(site: &SiteConfig) -> Vec<(PathBuf, &'static str)> {
             "container service's runtime directory",
         ),
         (site.stage_dir.clone(), "checkpoint staging directory"),
-        // The site key's directory (its parent is /etc/munge or /etc/slurm by default; a key
-        // directly below / reserves only the file).
-        (key_dir(&site.key_file), "site key's directory"),
     ];
     for (p, why) in [
         ("/var/lib/docker", "Docker daemon's directory"),
@@ -101,6 +98,9 @@ pub fn reserved_roots(site: &SiteConfig) -> Vec<(PathBuf, &'static str)> {
     ] {
         roots.push((PathBuf::from(p), why));
     }
+    // The site key's directory (/etc/munge by default, named above; a key directly below / reserves
+    // only the file).
+    roots.push((key_dir(&site.key_file), "site key's directory"));
     // Also each root's resolved form (/var/run -> /run, a checkpoint root behind a symlink).
     let resolved: Vec<(PathBuf, &'static str)> = roots
         .iter()
