@@ -43,6 +43,7 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("restore_compat", "strict|cpu|off", "Check of a node before a rank restores on it, against what the generation recorded: cpu = same CPU vendor, the CPU flags it recorded, same page size; strict = also the same kernel, CRIU, runc and Docker versions; off = no check. An incompatible node is excluded and the job requeued."),
     d("cpuinfo_path", "PATH", "Where a node's CPU description is read (%n = node name). Only for testing or emulation, e.g. per-node files for virtual nodes that share one host."),
     d("preempt_window", "warn|error|periodic:MIN", "When a job's checkpoint (its memory at its nodes' measured speed) will not fit in its partition's GraceTime+KillWait or the cluster's KillWait: warn in its output and status, fail it at start (error), or also checkpoint it every MIN minutes unless it set --container-ckpt-interval."),
+    d("max_ranks", "N", "Most ranks (one container each) a job may run (1..65536); a job also needs that many free addresses in subnet (after its first 256), leased to it while it or a checkpoint of it exists."),
 ];
 
 impl KeyDoc {

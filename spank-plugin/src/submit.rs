@@ -18,6 +18,11 @@ pub fn post_opt(site: &SiteConfig, who: Submitter) -> Result<(), PluginError> {
     }
     policy::check_job(site, &opts)?;
     policy::check_mounts(site, &opts)?;
+    // srun in an allocation: its default task count. sbatch cannot see -n here; slurmstepd
+    // checks every step's real count before any container starts (stepd.rs).
+    if let Some(n) = env("SLURM_NTASKS").and_then(|n| n.parse().ok()) {
+        policy::check_ntasks(site, n)?;
+    }
     log_verbose(&format!(
         "image {}, mpi {}, checkpoint {}, {} mount(s)",
         opts.image.as_deref().unwrap_or(""),

@@ -50,6 +50,7 @@ pub fn main(a: Args) -> i32 {
             tracing::error!("cleanup: {e}");
         }
         jobdir::remove(&site.runtime_dir, a.job, &a.node)?;
+        release_lease(&site.ckpt_root, a.job);
         Ok(removed)
     };
     match run() {
@@ -71,6 +72,19 @@ pub fn main(a: Args) -> i32 {
             eprintln!("slurm-ckpt cleanup: job {}: {}", a.job, super::report(&e));
             1
         }
+    }
+}
+
+/// The job's address lease goes back unless a generation still needs it (every node's epilog
+/// tries; one wins). A failure only delays it to `slurm-ckpt gc`.
+fn release_lease(ckpt_root: &std::path::Path, job: u32) {
+    let secret = slurm_ckpt::supervise::SECRET_FILE;
+    let key = match std::fs::read(secret) {
+        Ok(s) => slurm_ckpt::auth::SiteKey::derive(&s),
+        Err(e) => return tracing::error!("cleanup: address lease kept: {secret}: {e}"),
+    };
+    if let Err(e) = slurm_ckpt::lease::Store::new(ckpt_root).release(job, &key) {
+        tracing::error!("cleanup: address lease kept: {e}");
     }
 }
 

@@ -15,8 +15,9 @@ use crate::ckpt::{gen_name, Closed, Expect, Layout};
 use crate::engine::{container_name, Bind, ContainerEngine, Engine, RankSpec};
 use crate::error::{Error, Result};
 use crate::jobdir::{self, JobDirSpec, JobUser, MOUNT_POINT};
-use crate::plan::job_plan;
+use crate::lease::{Lease, LeaseRequest, Store as LeaseStore};
 use crate::plan::RankIdentity;
+use crate::plan::{job_plan, leased_plan};
 use crate::protocol::Frame;
 use crate::site::SiteConfig;
 use crate::state::{ContainerState, RankState};
@@ -444,6 +445,8 @@ struct Rank<'a, E = Engine> {
     next_gen: u32,
     remap_root: Option<(u32, u32)>,
     ranks: Vec<RankIdentity>,
+    /// The job's address lease (None: a job restored from a generation taken before leases).
+    lease: Option<Lease>,
     /// Authenticates the rank records and manifests this job writes and restores.
     key: SiteKey,
     /// Start a `slurm-ckpt guard` process for each checkpoint (off in unit tests: no binary).
@@ -463,7 +466,18 @@ async fn supervise(
     cmds: &mut mpsc::Receiver<Option<Frame>>,
     restoring: &mut Option<restore_failure::Restoring>,
 ) -> Result<i32> {
-    let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
+    let user = JobUser::lookup(a.uid, a.gid)?;
+    let secret = std::fs::read(SECRET_FILE).map_err(|e| Error::io(SECRET_FILE, e))?;
+    let key = SiteKey::derive(&secret);
+    let layout = match &a.ckpt {
+        Some(d) => Some(Layout::new(
+            &a.site.ckpt_root,
+            &user.name,
+            &ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?,
+        )),
+        None => None,
+    };
+    let (lease, ranks) = network_identity(a, layout.as_ref(), &key).await?;
     let me = ranks
         .get(a.rank as usize)
         .ok_or(Error::RankOutOfRange {
@@ -471,9 +485,7 @@ async fn supervise(
             ntasks: a.ntasks,
         })?
         .clone();
-    let user = JobUser::lookup(a.uid, a.gid)?;
     let home = container_home(&user.home, &named_binds(a)?).unwrap_or_else(|| "/tmp".into());
-    let secret = std::fs::read(SECRET_FILE).map_err(|e| Error::io(SECRET_FILE, e))?;
     let dir = jobdir::prepare(&JobDirSpec {
         runtime_dir: &a.site.runtime_dir,
         job_id: a.job,
@@ -492,19 +504,13 @@ async fn supervise(
 
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
     // not match it.
-    let layout = match &a.ckpt {
-        Some(d) => Some(Layout::new(
-            &a.site.ckpt_root,
-            &user.name,
-            &ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?,
-        )),
-        None => None,
-    };
-    let key = SiteKey::derive(&secret);
     let restore_from = match &layout {
         Some(l) => restore_point(a, l, &key, &image_id, tx).await?,
         None => None,
     };
+    if let Some(m) = &restore_from {
+        same_addresses(m, lease.as_ref())?;
+    }
     if let (Some(l), Some(m)) = (&layout, &restore_from) {
         *restoring = Some(restore_failure::Restoring {
             attempt: checkpoint::restore_attempt_dir(l, m.generation, a.restart_count),
@@ -597,6 +603,7 @@ async fn supervise(
         next_gen,
         remap_root: info.remap_root,
         ranks,
+        lease,
         key,
         guarded: true,
         compat,
@@ -797,6 +804,58 @@ fn output_frame(out: LogOutput) -> Option<Frame> {
 /// generation is reported (by rank 0, to the job's output) and an older good one used. If every
 /// generation is skipped (other instances', or closed) the job starts fresh, saying so; if one of
 /// this run is refused and none is usable, the job fails rather than silently starting over.
+/// The job's address lease and its ranks' identities (rank 0 takes the lease, the others wait for
+/// it: `lease.rs`). A job whose newest generation was taken before leases keeps the old slot
+/// formula's addresses, which its restored connections expect.
+async fn network_identity(
+    a: &SuperviseArgs,
+    layout: Option<&Layout>,
+    key: &SiteKey,
+) -> Result<(Option<Lease>, Vec<RankIdentity>)> {
+    a.site
+        .check_ntasks(a.ntasks)
+        .map_err(|limit| Error::TooManyRanks { job: a.job, limit })?;
+    if layout
+        .and_then(|l| l.latest())
+        .is_some_and(|m| m.lease.is_none())
+    {
+        return Ok((None, job_plan(a.job, a.ntasks, &a.site.subnet)?));
+    }
+    let req = LeaseRequest {
+        job: a.job,
+        rank: a.rank,
+        ntasks: a.ntasks,
+        subnet: &a.site.subnet,
+        ckpt_dir: layout.map(|l| l.job_dir.as_path()),
+    };
+    let wait = Duration::from_secs(a.site.timeout_secs);
+    let lease = LeaseStore::new(&a.site.ckpt_root)
+        .for_rank(&req, key, wait)
+        .await?;
+    let ranks = leased_plan(a.job, a.ntasks, &lease)?;
+    Ok((Some(lease), ranks))
+}
+
+/// A generation restores only onto the addresses it was taken with.
+fn same_addresses(m: &crate::ckpt::Manifest, lease: Option<&Lease>) -> Result<()> {
+    let first = |l: Option<&Lease>| l.map(|l| l.first);
+    if first(m.lease.as_ref()) == first(lease) {
+        return Ok(());
+    }
+    let show = |l: Option<&Lease>| match l {
+        Some(l) => format!("the lease at {}", l.first),
+        None => "the old slot formula".to_string(),
+    };
+    Err(Error::GenerationRefused {
+        generation: m.generation,
+        reason: format!(
+            "it was taken with the addresses of {}, the job now has {}",
+            show(m.lease.as_ref()),
+            show(lease)
+        ),
+    })
+}
+
 async fn restore_point(
     a: &SuperviseArgs,
     layout: &Layout,
