@@ -150,7 +150,14 @@ impl Store {
             Err(e) => return Err(self.unreachable(&p, e)),
             Ok(_) => {}
         }
-        read_json_signed(&p, key).map(Some)
+        let l: Lease = read_json_signed(&p, key)?;
+        if l.job != job {
+            return Err(Error::Unauthenticated {
+                path: p,
+                why: "it is the lease of another job",
+            });
+        }
+        Ok(Some(l))
     }
 
     /// Units taken now (by name; a unit being written counts as taken).
@@ -362,7 +369,18 @@ impl Store {
             .filter_map(|e| {
                 let n = e.file_name();
                 let job: u32 = n.to_str()?.strip_suffix(".json")?.parse().ok()?;
-                Some((job, read_json_signed(&e.path(), key)))
+                // A signed record copied under another job's name is not that job's lease.
+                let lease = read_json_signed::<Lease>(&e.path(), key).and_then(|l| {
+                    if l.job == job {
+                        Ok(l)
+                    } else {
+                        Err(Error::Unauthenticated {
+                            path: e.path(),
+                            why: "it is the lease of another job",
+                        })
+                    }
+                });
+                Some((job, lease))
             })
             .collect();
         out.sort_by_key(|(j, _)| *j);
@@ -571,8 +589,16 @@ mod tests {
         let got = s.reclaim_stale(&key(), |j| j != 7);
         assert_eq!(got.iter().map(|l| l.job).collect::<Vec<_>>(), vec![6]);
         fs::remove_dir_all(ckpt.join("g0001")).unwrap();
+        // A record copied under another name is never acted on.
+        fs::copy(s.pointer(7), s.pointer(8)).unwrap();
+        fs::copy(
+            crate::auth::mac_path(&s.pointer(7)),
+            crate::auth::mac_path(&s.pointer(8)),
+        )
+        .unwrap();
         let got = s.reclaim_stale(&key(), |j| j != 7);
         assert_eq!(got.iter().map(|l| l.job).collect::<Vec<_>>(), vec![5]);
+        assert!(s.lookup(7, &key()).unwrap().is_some());
         assert_eq!(s.taken().unwrap().len(), 1);
         fs::remove_dir_all(&d).unwrap();
     }
