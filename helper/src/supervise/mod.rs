@@ -203,6 +203,9 @@ fn rank_env(a: &SuperviseArgs, home: &str) -> Vec<String> {
     let mut defaults = vec![
         format!("SLURM_CKPT_ENV_NAMES={}", names.join(" ")),
         format!("SLURM_CKPT_CWD={}", a.cwd),
+        // How long rank 0's launcher waits for every peer's sshd: the site's timeout, since the
+        // peers' containers start with the job's other supervisors (slow for large jobs).
+        format!("SLURM_CKPT_PEER_TIMEOUT={}", a.site.timeout_secs),
         format!("HOME={home}"),
     ];
     defaults.extend(slurm_task_env(a));
