@@ -274,35 +274,46 @@ impl Store {
         timeout: Duration,
     ) -> Result<Lease> {
         let end = tokio::time::Instant::now() + timeout;
-        let lease = loop {
+        loop {
+            let waiting = tokio::time::Instant::now() < end;
             match self.lookup(req.job, key) {
-                Ok(Some(l)) => break l,
+                Ok(Some(l)) if l.size >= req.ntasks => return Ok(l),
+                // A later step of the job with more ranks than the first: rank 0 trades the
+                // lease for a larger one unless a generation still needs its addresses.
+                Ok(Some(l)) if req.rank == 0 && !l.has_generations() => {
+                    tracing::info!(
+                        job = req.job,
+                        size = l.size,
+                        ntasks = req.ntasks,
+                        "lease too small for this step: taking a larger one"
+                    );
+                    self.remove(&l)?;
+                }
+                Ok(Some(l)) if req.rank == 0 || !waiting => {
+                    return Err(Error::LeaseTooSmall {
+                        job: req.job,
+                        ntasks: req.ntasks,
+                        size: l.size,
+                    })
+                }
                 Ok(None) if req.rank == 0 => {
-                    break self.allocate(req.job, req.ntasks, req.subnet, req.ckpt_dir, key)?
+                    return self.allocate(req.job, req.ntasks, req.subnet, req.ckpt_dir, key)
                 }
-                // A record being written does not verify yet: retry until the deadline.
-                Ok(None) | Err(Error::Unauthenticated { .. }) | Err(Error::BadJson { .. })
-                    if tokio::time::Instant::now() < end =>
-                {
-                    tokio::time::sleep(POLL).await
-                }
-                Ok(None) => {
+                Ok(None) if !waiting => {
                     return Err(Error::Timeout {
                         what: format!("rank 0 to take job {}'s address lease", req.job),
                         secs: timeout.as_secs(),
                     })
                 }
+                // Not there yet, being written (does not verify yet), or being replaced by a
+                // larger one: retry until the deadline.
+                Ok(_) => tokio::time::sleep(POLL).await,
+                Err(Error::Unauthenticated { .. }) | Err(Error::BadJson { .. }) if waiting => {
+                    tokio::time::sleep(POLL).await
+                }
                 Err(e) => return Err(e),
             }
-        };
-        if lease.size < req.ntasks {
-            return Err(Error::LeaseTooSmall {
-                job: req.job,
-                ntasks: req.ntasks,
-                size: lease.size,
-            });
         }
-        Ok(lease)
     }
 
     /// Give the job's lease back unless a generation of it remains; `Ok(true)` when this call
@@ -563,6 +574,20 @@ mod tests {
         assert_eq!(
             s.for_rank(&req(77, 0, 16, &net), &key(), t).await.unwrap(),
             l0
+        );
+        // A later, larger step: rank 0 takes a larger lease, the others wait for it.
+        let waiting = {
+            let s = s.clone();
+            tokio::spawn(async move { s.for_rank(&req(77, 5, 40, &net), &key(), t).await })
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let big = s.for_rank(&req(77, 0, 40, &net), &key(), t).await.unwrap();
+        assert_eq!(big.size, 40);
+        assert_eq!(waiting.await.unwrap().unwrap(), big);
+        assert_eq!(
+            s.taken().unwrap().len(),
+            5,
+            "the small lease's units given back"
         );
         // No rank 0: the others give up with a named timeout.
         let e = s
