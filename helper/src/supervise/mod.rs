@@ -801,15 +801,9 @@ fn output_frame(out: LogOutput) -> Option<Frame> {
     }
 }
 
-/// The generation to restore: the newest one that is authentic (site-key MAC), taken by this job
-/// instance, not closed, and of this job, user, shape, image, program and working directory.
-/// Every rank reads the same manifests, so all choose the same one. A refused or skipped newer
-/// generation is reported (by rank 0, to the job's output) and an older good one used. If every
-/// generation is skipped (other instances', or closed) the job starts fresh, saying so; if one of
-/// this run is refused and none is usable, the job fails rather than silently starting over.
 /// The job's address lease and its ranks' identities (rank 0 takes the lease, the others wait for
-/// it: `lease.rs`). A job whose newest generation was taken before leases keeps the old slot
-/// formula's addresses, which its restored connections expect.
+/// it: `lease.rs`). A job whose newest generation of this instance was taken before leases keeps
+/// the old slot formula's addresses, which its restored connections expect.
 async fn network_identity(
     a: &SuperviseArgs,
     layout: Option<&Layout>,
@@ -818,9 +812,10 @@ async fn network_identity(
     a.site
         .check_ntasks(a.ntasks)
         .map_err(|limit| Error::TooManyRanks { job: a.job, limit })?;
+    let instance = a.instance.as_ref().map(|i| i.as_str());
     if layout
         .and_then(|l| l.latest())
-        .is_some_and(|m| m.lease.is_none())
+        .is_some_and(|m| m.lease.is_none() && m.instance.as_deref() == instance)
     {
         return Ok((None, job_plan(a.job, a.ntasks, &a.site.subnet)?));
     }
@@ -859,6 +854,12 @@ fn same_addresses(m: &crate::ckpt::Manifest, lease: Option<&Lease>) -> Result<()
     })
 }
 
+/// The generation to restore: the newest one that is authentic (site-key MAC), taken by this job
+/// instance, not closed, and of this job, user, shape, image, program and working directory.
+/// Every rank reads the same manifests, so all choose the same one. A refused or skipped newer
+/// generation is reported (by rank 0, to the job's output) and an older good one used. If every
+/// generation is skipped (other instances', or closed) the job starts fresh, saying so; if one of
+/// this run is refused and none is usable, the job fails rather than silently starting over.
 async fn restore_point(
     a: &SuperviseArgs,
     layout: &Layout,
@@ -1037,6 +1038,37 @@ pub fn log_path(job: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_restores_only_onto_its_own_addresses() {
+        let mut m: crate::ckpt::Manifest = serde_json::from_value(serde_json::json!({
+            "format": 3, "job": 7, "step": 0, "generation": 2, "user": "u", "uid": 1, "gid": 1,
+            "image": "i", "image_id": "x", "ntasks": 1, "mpi": "none", "argv": [],
+            "policy": "freeze-all", "created": 0, "criu_version": "", "engine_version": "",
+            "total_bytes": 0, "ranks": []
+        }))
+        .unwrap();
+        // A manifest from before leases reads as None and restores with the old formula only.
+        assert!(m.lease.is_none());
+        assert!(same_addresses(&m, None).is_ok());
+        let lease = |first: [u8; 4]| Lease {
+            job: 7,
+            first: first.into(),
+            size: 8,
+            ntasks: 1,
+            created: 0,
+            ckpt_dir: None,
+        };
+        let e = same_addresses(&m, Some(&lease([10, 88, 1, 0]))).unwrap_err();
+        assert!(
+            matches!(e, Error::GenerationRefused { generation: 2, .. }),
+            "{e}"
+        );
+        m.lease = Some(lease([10, 88, 1, 0]));
+        assert!(same_addresses(&m, Some(&lease([10, 88, 1, 0]))).is_ok());
+        assert!(same_addresses(&m, Some(&lease([10, 88, 1, 8]))).is_err());
+        assert!(same_addresses(&m, None).is_err());
+    }
 
     #[test]
     fn docker_before_23_cannot_checkpoint_readopted_containers() {
