@@ -5,11 +5,13 @@
 #    restore with the same addresses (the lease outlives the requeue) and verify;
 #  - several jobs submitted at once get distinct leases; those without checkpoints give their lease
 #    back at their end (epilog);
+#  - a step of more ranks than the site's max_ranks (16 here) fails before any container starts,
+#    naming the limit;
 #  - a job that checkpointed keeps its lease after it ended; once Slurm no longer knows it,
 #    `slurm-ckpt gc` removes its directory and releases the lease (Slurm's answer faked for that
 #    one job id through a scontrol wrapper on PATH: MinJobAge would take 5 minutes).
 . "$(dirname "$0")/lib.sh"
-with_site subnet=10.88.0.0/22
+with_site subnet=10.88.0.0/22 max_ranks=16
 leases="$VC_CKPT_ROOT/.leases"
 old_slots=11
 
@@ -19,6 +21,15 @@ lease_first() { jq -r .first "$leases/jobs/$1.json" 2>/dev/null || true; }
 ips() { slurm-ckpt status "$1" --json | jq -r '.[].ip' | sort; }
 # in_subnet IP: inside 10.88.0.0/22 past the reserved first 256 addresses.
 in_subnet() { case "$1" in 10.88.[123].*) return 0 ;; *) return 1 ;; esac; }
+
+# Too many ranks: refused in slurmstepd, no container created.
+big=$(submit -N2 -n20 --overcommit --container-image="$VC_IMAGE" --wrap "srun --overcommit /opt/ckpt-tests/bin/ring --seconds 5")
+st="$(wait_job "$big" 120)" || fail "job $big did not end"
+[ "$st" != COMPLETED ] || { show_job "$big"; fail "a 20-rank job ran with max_ranks=16"; }
+job_out "$big" | grep -q "20 ranks exceed this cluster's limit of 16 per job (site setting max_ranks)" ||
+    { show_job "$big"; fail "job $big: the rank limit is not named in its output"; }
+[ "$(containers_of "$big")" = 0 ] || fail "job $big created containers"
+say "a 20-rank step was refused: max_ranks=16 named"
 
 ring="srun /opt/ckpt-tests/bin/ring --seconds 60 --sleep-ms 5"
 a=$(submit -w node1,node2 -N2 -n4 --open-mode=append --container-image="$VC_IMAGE" --container-ckpt --wrap "$ring")
