@@ -305,10 +305,13 @@ impl Store {
                         secs: timeout.as_secs(),
                     })
                 }
-                // Not there yet, being written (does not verify yet), or being replaced by a
-                // larger one: retry until the deadline.
+                // Not there yet, or being replaced by a larger one: retry until the deadline.
                 Ok(_) => tokio::time::sleep(POLL).await,
-                Err(Error::Unauthenticated { .. }) | Err(Error::BadJson { .. }) if waiting => {
+                // Being written by rank 0 (does not verify yet). Rank 0 itself, the only writer,
+                // takes an unverifiable record as an error (altered, or another site key).
+                Err(Error::Unauthenticated { .. }) | Err(Error::BadJson { .. })
+                    if waiting && req.rank != 0 =>
+                {
                     tokio::time::sleep(POLL).await
                 }
                 Err(e) => return Err(e),
