@@ -14,6 +14,15 @@ set -- $VC_NODES
 [ $# -ge 4 ] || fail "needs 4 nodes (scripts/vcluster up 4), the cluster has $#"
 nodes="$1,$2,$3,$4"
 n="${SLURM_CKPT_BIG_RANKS:-128}"
+# Frozen containers of the job: one `docker ps` per node (lib.sh's paused_count inspects each
+# container, seconds at this size).
+frozen() {
+    local node c=0
+    for node in ${nodes//,/ }; do
+        c=$((c + $(/usr/bin/docker -H "unix://$VC_RUN/$node/docker.sock" ps -q --filter "label=slurm-ckpt.job=$1" --filter status=paused | wc -l)))
+    done
+    echo "$c"
+}
 per_node=$((n / 4))
 
 # Block placement first, cyclic after the requeue (the batch script reads it at every start), so
@@ -38,15 +47,15 @@ sleep 10
 t=$SECONDS
 scontrol suspend "$id"
 end=$((SECONDS + 60))
-until [ "$(paused_count "$id")" = "$n" ]; do
-    [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "only $(paused_count "$id")/$n frozen 60 s after suspend"; }
+until [ "$(frozen "$id")" = "$n" ]; do
+    [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "only $(frozen "$id")/$n frozen 60 s after suspend"; }
     sleep 0.5
 done
 say "$n/$n frozen within $((SECONDS - t)) s"
 sleep 3
 scontrol resume "$id"
 end=$((SECONDS + 60))
-until [ "$(paused_count "$id")" = 0 ]; do
+until [ "$(frozen "$id")" = 0 ]; do
     [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "containers still frozen 60 s after resume"; }
     sleep 0.5
 done
