@@ -118,6 +118,9 @@ impl Store {
     fn unit_path(&self, u: u32) -> PathBuf {
         self.units_dir().join(u.to_string())
     }
+    fn refusal(&self, job: u32, run: &str) -> PathBuf {
+        self.jobs_dir().join(format!(".refused-{job}-{run}"))
+    }
     pub fn pointer(&self, job: u32) -> PathBuf {
         self.jobs_dir().join(format!("{job}.json"))
     }
@@ -297,7 +300,21 @@ impl Store {
                     })
                 }
                 Ok(None) if req.rank == 0 => {
-                    return self.allocate(req.job, req.ntasks, req.subnet, req.ckpt_dir, key)
+                    let got = self.allocate(req.job, req.ntasks, req.subnet, req.ckpt_dir, key);
+                    if let Err(e) = &got {
+                        // Best effort: without it the other ranks wait out their timeout.
+                        let _ = fs::write(self.refusal(req.job, &req.run), e.to_string());
+                    }
+                    return got;
+                }
+                _ if req.rank != 0 && self.refusal(req.job, &req.run).exists() => {
+                    let why =
+                        fs::read_to_string(self.refusal(req.job, &req.run)).unwrap_or_default();
+                    return Err(Error::Peer {
+                        rank: 0,
+                        gone: false,
+                        why: format!("rank 0 could not take the job's address lease: {why}"),
+                    });
                 }
                 Ok(None) if !waiting => {
                     return Err(Error::Timeout {
@@ -323,6 +340,19 @@ impl Store {
     /// released it. Safe from several nodes at once: the record is renamed away first, and only
     /// the one rename that succeeds removes the units.
     pub fn release(&self, job: u32, key: &SiteKey) -> Result<bool> {
+        let refused = format!(".refused-{job}-");
+        for e in fs::read_dir(self.jobs_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&refused))
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let Some(lease) = self.lookup(job, key)? else {
             return Ok(false);
         };
@@ -438,6 +468,9 @@ pub struct LeaseRequest<'a> {
     pub ntasks: u32,
     pub subnet: &'a Subnet,
     pub ckpt_dir: Option<&'a Path>,
+    /// This step's run (`s<step>-r<restart count>`): names rank 0's refusal, so the waiting ranks
+    /// of this run stop at once and no later run takes an old refusal for its own.
+    pub run: String,
 }
 
 #[cfg(test)]
@@ -465,6 +498,7 @@ mod tests {
             ntasks,
             subnet,
             ckpt_dir: None,
+            run: "s0-r0".into(),
         }
     }
 
@@ -592,6 +626,25 @@ mod tests {
             5,
             "the small lease's units given back"
         );
+        // Rank 0 cannot take one (subnet full): the others stop at once, not at their timeout.
+        s.allocate(1000, 700, &net, None, &key()).unwrap();
+        let waiting = {
+            let s = s.clone();
+            tokio::spawn(async move { s.for_rank(&req(79, 1, 100, &net), &key(), t).await })
+        };
+        let e = s
+            .for_rank(&req(79, 0, 100, &net), &key(), t)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::SubnetFull { .. }), "{e}");
+        let e = waiting.await.unwrap().unwrap_err();
+        assert!(
+            matches!(e, Error::Peer { rank: 0, .. }) && e.to_string().contains("no free block"),
+            "{e}"
+        );
+        // The epilog's release clears the refusal: the next run is not refused by it.
+        s.release(79, &key()).unwrap();
+        assert!(!s.refusal(79, "s0-r0").exists());
         // No rank 0: the others give up with a named timeout.
         let e = s
             .for_rank(&req(78, 1, 4, &net), &key(), Duration::from_millis(300))

@@ -825,6 +825,7 @@ async fn network_identity(
         ntasks: a.ntasks,
         subnet: &a.site.subnet,
         ckpt_dir: layout.map(|l| l.job_dir.as_path()),
+        run: format!("s{}-r{}", a.step, a.restart_count),
     };
     let wait = Duration::from_secs(a.site.timeout_secs);
     let lease = LeaseStore::new(&a.site.ckpt_root)
