@@ -207,7 +207,10 @@ impl Store {
             };
             match self.claim(&lease, start, need, key)? {
                 None => {
-                    write_json_signed(&self.pointer(job), &lease, key)?;
+                    if let Err(e) = write_json_signed(&self.pointer(job), &lease, key) {
+                        self.give_back(start..start + need);
+                        return Err(e);
+                    }
                     tracing::info!(job, first = %lease.first, size = lease.size, "address lease taken");
                     return Ok(lease);
                 }
