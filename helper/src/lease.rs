@@ -209,7 +209,10 @@ impl Store {
                 None => {
                     if let Err(e) = write_json_signed(&self.pointer(job), &lease, key) {
                         self.give_back(start..start + need);
-                        return Err(e);
+                        return Err(match e {
+                            Error::Io { path, err } => Error::LeaseStore { path, err },
+                            e => e,
+                        });
                     }
                     tracing::info!(job, first = %lease.first, size = lease.size, "address lease taken");
                     return Ok(lease);
