@@ -25,6 +25,12 @@ pub enum Error {
     },
     #[error("job {job}: its address lease holds {size} addresses but the job now runs {ntasks} ranks (a lease of an earlier job with this id? `slurm-ckpt gc` releases stale leases)")]
     LeaseTooSmall { job: u32, ntasks: u32, size: u32 },
+    #[error("job {job} restores a checkpoint taken before address leases, with the addresses from {first}, but part of them are now leased to {}; requeue it once that job has ended", .holder.map_or("another job".to_string(), |h| format!("job {h}")))]
+    LegacyAddressesTaken {
+        job: u32,
+        first: std::net::Ipv4Addr,
+        holder: Option<u32>,
+    },
     /// The cause is in the message and not also a `source()`: printed with `{e}` (logs, the job's
     /// output) or as an anyhow chain (`{e:#}`), it then appears once either way.
     #[error("{path}: {err}")]

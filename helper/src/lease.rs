@@ -226,6 +226,43 @@ impl Store {
         }
     }
 
+    /// Register the addresses a job restored from a generation taken before leases has anyway (the
+    /// old slot formula's block at `first`), so that no new lease hands them out while it runs.
+    /// Rank 0 only. An error when a lease of another job already holds part of them.
+    pub fn reserve_legacy(
+        &self,
+        job: u32,
+        first: Ipv4Addr,
+        ntasks: u32,
+        subnet: &Subnet,
+        ckpt_dir: Option<&Path>,
+        key: &SiteKey,
+    ) -> Result<()> {
+        if self.lookup(job, key)?.is_some_and(|l| l.first == first) {
+            return Ok(());
+        }
+        self.ensure_dirs()?;
+        let space = Space::of(subnet);
+        let offset = u32::from(first).saturating_sub(space.first);
+        let (start, need) = (offset / UNIT, units_for(ntasks.max(1)));
+        let lease = Lease {
+            job,
+            first,
+            size: need * UNIT,
+            ntasks,
+            created: crate::state::now(),
+            ckpt_dir: ckpt_dir.map(Path::to_path_buf),
+        };
+        if let Some(lost) = self.claim(&lease, start, need, key)? {
+            let holder = fs::read(self.unit_path(lost))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
+                .map(|l| l.job);
+            return Err(Error::LegacyAddressesTaken { job, first, holder });
+        }
+        write_json_signed(&self.pointer(job), &lease, key)
+    }
+
     /// Claim units `start..start+need` for `lease`; `Some(u)` when unit `u` was already taken (the
     /// ones claimed before it are given back).
     fn claim(&self, lease: &Lease, start: u32, need: u32, key: &SiteKey) -> Result<Option<u32>> {
@@ -574,6 +611,36 @@ mod tests {
         assert!(s.release(1, &key()).unwrap());
         assert!(!s.release(1, &key()).unwrap());
         s.allocate(2, 100, &net, None, &key()).unwrap();
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_job_from_before_leases_reserves_its_slot() {
+        let d = tmp("legacy");
+        let s = Store::new(&d);
+        let net = small();
+        let slot = crate::plan::job_plan(3, 4, &net).unwrap()[0].ip;
+        s.reserve_legacy(3, slot, 4, &net, None, &key()).unwrap();
+        // Again (a later restore): fine.
+        s.reserve_legacy(3, slot, 4, &net, None, &key()).unwrap();
+        // New leases go around it.
+        let l = s.allocate(4, 700, &net, None, &key()).unwrap_err();
+        assert!(matches!(l, Error::SubnetFull { .. }));
+        let other = crate::plan::job_plan(3 + crate::plan::slots(&net), 4, &net).unwrap()[0].ip;
+        assert_eq!(other, slot);
+        let e = s
+            .reserve_legacy(3 + crate::plan::slots(&net), other, 4, &net, None, &key())
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::LegacyAddressesTaken {
+                    holder: Some(3),
+                    ..
+                }
+            ),
+            "{e}"
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -817,7 +817,18 @@ async fn network_identity(
         .and_then(|l| l.latest())
         .is_some_and(|m| m.lease.is_none() && m.instance.as_deref() == instance)
     {
-        return Ok((None, job_plan(a.job, a.ntasks, &a.site.subnet)?));
+        let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
+        if a.rank == 0 {
+            LeaseStore::new(&a.site.ckpt_root).reserve_legacy(
+                a.job,
+                ranks[0].ip,
+                a.ntasks,
+                &a.site.subnet,
+                layout.map(|l| l.job_dir.as_path()),
+                key,
+            )?;
+        }
+        return Ok((None, ranks));
     }
     let req = LeaseRequest {
         job: a.job,
