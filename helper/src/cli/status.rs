@@ -31,11 +31,14 @@ pub fn main(a: Args) -> i32 {
             println!("{}", serde_json::to_string_pretty(&all)?);
             return Ok(());
         }
-        let all_jobs: Vec<u32> = all.iter().map(|s| s.job).collect();
-        // Large jobs: a line per node, then the ranks that have something to say.
+        let mut per_job: std::collections::HashMap<u32, usize> = Default::default();
+        for s in &all {
+            *per_job.entry(s.job).or_default() += 1;
+        }
+        // Large jobs: a line per node, naming the ranks that have something to say.
         let (big, all): (Vec<_>, Vec<_>) = all
             .into_iter()
-            .partition(|s| !a.ranks && records_of(&all_jobs, s.job) > SUMMARY_ABOVE);
+            .partition(|s| !a.ranks && per_job.get(&s.job).copied().unwrap_or(0) > SUMMARY_ABOVE);
         if !big.is_empty() {
             print_node_summaries(&big);
         }
@@ -118,10 +121,6 @@ pub fn main(a: Args) -> i32 {
 
 /// Jobs with more ranks than this are shown a line per node (`--ranks` for every rank).
 const SUMMARY_ABOVE: usize = 16;
-
-fn records_of(jobs: &[u32], job: u32) -> usize {
-    jobs.iter().filter(|j| **j == job).count()
-}
 
 /// One node's share of a job.
 #[derive(Debug, PartialEq)]
