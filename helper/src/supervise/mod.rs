@@ -818,10 +818,10 @@ async fn network_identity(
         .is_some_and(|m| m.lease.is_none() && m.instance.as_deref() == instance)
     {
         let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
-        if a.rank == 0 {
+        if let (0, Some(r0)) = (a.rank, ranks.first()) {
             LeaseStore::new(&a.site.ckpt_root).reserve_legacy(
                 a.job,
-                ranks[0].ip,
+                r0.ip,
                 a.ntasks,
                 &a.site.subnet,
                 layout.map(|l| l.job_dir.as_path()),
