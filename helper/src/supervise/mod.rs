@@ -1201,6 +1201,79 @@ mod tests {
         assert_eq!(container_home(home, &[]), None);
     }
 
+    #[tokio::test]
+    async fn ranks_share_rank_0s_lease_and_old_generations_keep_the_slot_formula() {
+        let root = std::env::temp_dir().join(format!("slurm-ckpt-ident-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let key = SiteKey::derive(b"k");
+        let args = |job: u32, rank: u32, ntasks: u32| {
+            let mut site = SiteConfig::default();
+            site.ckpt_root = root.clone();
+            site.timeout_secs = 5;
+            SuperviseArgs {
+                job,
+                step: 0,
+                rank,
+                ntasks,
+                node: "n1".into(),
+                uid: 1000,
+                gid: 1000,
+                image: "img".into(),
+                mpi: "mpich".into(),
+                mounts: vec![],
+                env: vec![],
+                cwd: "/work".into(),
+                ckpt: None,
+                ckpt_interval: None,
+                restart_count: 0,
+                instance: None,
+                cpus: None,
+                mem_mb: None,
+                cpuset: None,
+                site,
+                argv: vec!["prog".into()],
+            }
+        };
+        let (l0, r0) = network_identity(&args(9, 0, 100), None, &key)
+            .await
+            .unwrap();
+        let (l1, r1) = network_identity(&args(9, 1, 100), None, &key)
+            .await
+            .unwrap();
+        assert_eq!((l0.clone(), r0.clone()), (l1, r1));
+        assert_eq!(r0.len(), 100);
+        assert_eq!(r0[99].ip, std::net::Ipv4Addr::new(10, 88, 1, 99));
+        assert_eq!(l0.map(|l| l.size), Some(104));
+        // Over the site's max_ranks: refused before any lease.
+        let e = network_identity(&args(10, 0, 1025), None, &key)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::TooManyRanks { .. }), "{e}");
+        // A generation of this instance from before leases: the slot formula, registered.
+        let layout = Layout::new(&root, "u", "11");
+        std::fs::create_dir_all(layout.gen_dir(1)).unwrap();
+        std::fs::write(
+            layout.gen_dir(1).join("manifest.json"),
+            serde_json::json!({
+                "format": 3, "job": 11, "step": 0, "generation": 1, "user": "u", "uid": 1,
+                "gid": 1, "image": "i", "image_id": "x", "ntasks": 4, "mpi": "none",
+                "argv": [], "policy": "freeze-all", "created": 0, "criu_version": "",
+                "engine_version": "", "total_bytes": 0, "ranks": []
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let (l, r) = network_identity(&args(11, 0, 4), Some(&layout), &key)
+            .await
+            .unwrap();
+        assert!(l.is_none());
+        assert_eq!(r, job_plan(11, 4, &SiteConfig::default().subnet).unwrap());
+        let held = LeaseStore::new(&root).lookup(11, &key).unwrap().unwrap();
+        assert_eq!(held.first, r[0].ip);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn ranks_get_their_own_slurm_variables_and_the_image_path() {
         let mut a = SuperviseArgs {
