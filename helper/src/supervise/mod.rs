@@ -1208,9 +1208,11 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         let key = SiteKey::derive(b"k");
         let args = |job: u32, rank: u32, ntasks: u32| {
-            let mut site = SiteConfig::default();
-            site.ckpt_root = root.clone();
-            site.timeout_secs = 5;
+            let site = SiteConfig {
+                ckpt_root: root.clone(),
+                timeout_secs: 5,
+                ..Default::default()
+            };
             SuperviseArgs {
                 job,
                 step: 0,
