@@ -4,7 +4,8 @@
 # (every container frozen, then thawed), checkpoints, is requeued and restored with its ranks on
 # other nodes, and verifies. Status shows a line per node for a job this large.
 # Opt-in (about 10 minutes on the 2-core CI machine): SLURM_CKPT_BIG=1, on a cluster of at least
-# 4 nodes (scripts/vcluster up 4). SLURM_CKPT_BIG_RANKS overrides the rank count.
+# 4 nodes: SLURM_CKPT_BIG=1 VC_TEST_NODES=4 VC_TEST_TIMEOUT=2400 scripts/test t56
+# (SLURM_CKPT_BIG_RANKS overrides the rank count).
 . "$(dirname "$0")/lib.sh"
 if [ "${SLURM_CKPT_BIG:-0}" != 1 ]; then
     say "skipped: set SLURM_CKPT_BIG=1 to run it (about 10 minutes)"
