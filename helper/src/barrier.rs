@@ -121,6 +121,8 @@ pub async fn wait_ranks(
         seen: HashMap::new(),
         absent,
     };
+    // None: a rank whose heartbeat is already stale is caught at the first poll.
+    let mut last_live: Option<Instant> = None;
     loop {
         if let Some(r) = failed_rank(dir) {
             // A rank may say why in its marker (a restore's refusal, say): pass it on.
@@ -140,6 +142,13 @@ pub async fn wait_ranks(
         if pending.peek().is_none() {
             return Ok(());
         }
+        // Heartbeats change once a second: reading every pending rank's at every poll would cost
+        // ranks² reads per poll across a large job on the shared storage, and tell nothing more.
+        if last_live.is_some_and(|t| t.elapsed() < BEAT) {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
+        last_live = Some(Instant::now());
         for r in pending {
             if let Some(why) = live.gone(r) {
                 return Err(Error::Peer {
@@ -173,9 +182,39 @@ pub async fn barrier(
         ranks,
         timeout,
         absent,
-        |r| marker(dir, what, r).exists(),
+        markers_seen(dir, what),
     )
     .await
+}
+
+/// Whether rank r has left marker `what` in `dir`, from one directory listing per poll instead of a
+/// lookup per rank (one read of the directory however many ranks a large job has).
+fn markers_seen(dir: &Path, what: &str) -> impl FnMut(u32) -> bool {
+    let dir = dir.to_path_buf();
+    let prefix = format!(".{what}-r");
+    let mut listed: Option<(Instant, std::collections::HashSet<u32>)> = None;
+    move |r| {
+        let fresh = listed
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < POLL / 2);
+        if !fresh {
+            let ranks = fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_str()?
+                                .strip_prefix(prefix.as_str())?
+                                .parse()
+                                .ok()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            listed = Some((Instant::now(), ranks));
+        }
+        listed.as_ref().is_some_and(|(_, seen)| seen.contains(&r))
+    }
 }
 
 /// The lowest rank that left a `failed` marker in `dir`, if any.

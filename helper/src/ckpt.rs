@@ -105,6 +105,10 @@ pub struct Manifest {
     /// Rank 0: from the request to the signed manifest: the checkpoint's round trip.
     #[serde(default)]
     pub checkpoint_seconds: f64,
+    /// The job's address lease: every restore uses these addresses. None: taken before leases
+    /// (the job restores with the old slot formula, `plan::job_plan`).
+    #[serde(default)]
+    pub lease: Option<crate::lease::Lease>,
 }
 
 /// What a restore must match: a manifest of another job instance is skipped; one of another job,
@@ -805,6 +809,7 @@ mod tests {
             }],
             commit_seconds: 0.0,
             checkpoint_seconds: 0.0,
+            lease: None,
         }
     }
 

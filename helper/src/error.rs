@@ -5,10 +5,32 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Site(#[from] slurm_ckpt_site::ConfigError),
-    #[error("job {job}: {ntasks} ranks exceed the per-job maximum of {max} container addresses")]
-    TooManyRanks { job: u32, ntasks: u32, max: u32 },
+    #[error("job {job}: {limit}")]
+    TooManyRanks {
+        job: u32,
+        limit: slurm_ckpt_site::RankLimit,
+    },
     #[error("subnet {0} is too small for per-job address slots")]
     SubnetTooSmall(String),
+    /// The lease store cannot be read or written: the job is refused, never given a guessed
+    /// address. Like `Io`, the cause is in the message only.
+    #[error("address lease store {path}: {err}; the job is refused rather than given addresses another job may hold (is the checkpoint storage mounted and writable by root?)")]
+    LeaseStore { path: PathBuf, err: std::io::Error },
+    #[error("job {job}: no free block of {ntasks} addresses in subnet {subnet} ({used} addresses leased to other jobs or their checkpoints; `slurm-ckpt gc` releases stale leases)")]
+    SubnetFull {
+        job: u32,
+        ntasks: u32,
+        subnet: String,
+        used: u32,
+    },
+    #[error("job {job}: its address lease holds {size} addresses but the job now runs {ntasks} ranks (a lease of an earlier job with this id? `slurm-ckpt gc` releases stale leases)")]
+    LeaseTooSmall { job: u32, ntasks: u32, size: u32 },
+    #[error("job {job} restores a checkpoint taken before address leases, with the addresses from {first}, but part of them are now leased to {}; requeue it once that job has ended", .holder.map_or("another job".to_string(), |h| format!("job {h}")))]
+    LegacyAddressesTaken {
+        job: u32,
+        first: std::net::Ipv4Addr,
+        holder: Option<u32>,
+    },
     /// The cause is in the message and not also a `source()`: printed with `{e}` (logs, the job's
     /// output) or as an anyhow chain (`{e:#}`), it then appears once either way.
     #[error("{path}: {err}")]

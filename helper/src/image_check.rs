@@ -188,6 +188,12 @@ pub async fn ensure(engine: &Engine, image: &str, mpi: &str, runtime_dir: &Path)
     if crate::trust::read_trusted(&mark, 64).is_ok() {
         return Ok(id);
     }
+    // One probe per node: the node's other ranks (32 of a large job, say) wait for it and use its
+    // pass instead of each starting a probe container of their own.
+    let _probe = probe_lock(&cache, &key).await?;
+    if crate::trust::read_trusted(&mark, 64).is_ok() {
+        return Ok(id);
+    }
     let report = check(engine, image, mpi, None).await?;
     if !report.ok() {
         return Err(report.error());
@@ -197,9 +203,51 @@ pub async fn ensure(engine: &Engine, image: &str, mpi: &str, runtime_dir: &Path)
     Ok(id)
 }
 
+/// An exclusive flock on `<cache>/.probe-<key>`, waited for up to 5 minutes (the kernel drops it
+/// with a killed holder).
+async fn probe_lock(cache: &Path, key: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+    let p = cache.join(format!(".probe-{key}"));
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if tokio::time::Instant::now() < end => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(Error::Timeout {
+                    what: "another rank's image check on this node".into(),
+                    secs: 300,
+                })
+            }
+            Err((_, e)) => return Err(Error::io(&p, e.into())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_probe_per_node_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("slurm-ckpt-probe-{}", std::process::id()));
+        let first = probe_lock(&dir, "img-mpich").await.unwrap();
+        let second = tokio::spawn({
+            let dir = dir.clone();
+            async move { probe_lock(&dir, "img-mpich").await.map(|_| ()) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "the second waits for the first");
+        // Another image is not held up.
+        drop(probe_lock(&dir, "other-mpich").await.unwrap());
+        drop(first);
+        second.await.unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn script_names_each_requirement() {

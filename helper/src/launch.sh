@@ -27,18 +27,33 @@ if [ "$rank" != 0 ]; then
     exec /usr/sbin/sshd -D -e -f "$D/sshd_config"
 fi
 
-# Rank 0: wait until every peer's sshd accepts the job key, then become the MPI launcher.
-deadline=$(( $(date +%s) + ${SLURM_CKPT_PEER_TIMEOUT:-120} ))
-for h in $(tail -n +2 "$D/hostfile"); do
-    until "$D/ssh" "$h" true 2>/dev/null; do
+# Rank 0: wait until every peer's sshd accepts the job key, then become the MPI launcher. The
+# peers are probed at once (at most SLURM_CKPT_PEER_PARALLEL in flight), so the wait is the
+# slowest peer's, not the sum over the job's ranks.
+timeout=${SLURM_CKPT_PEER_TIMEOUT:-120}
+deadline=$(( $(date +%s) + timeout ))
+peer_ready() {
+    until "$D/ssh" "$1" true 2>/dev/null; do
         if [ "$(date +%s)" -ge "$deadline" ]; then
-            echo "slurm-ckpt: rank container $h did not accept ssh within ${SLURM_CKPT_PEER_TIMEOUT:-120}s" >&2
-            "$D/ssh" "$h" true || true
-            exit 125
+            echo "slurm-ckpt: rank container $1 did not accept ssh within ${timeout}s" >&2
+            "$D/ssh" "$1" true || true
+            return 1
         fi
         sleep 0.2
     done
+}
+width=${SLURM_CKPT_PEER_PARALLEL:-32}
+failed=0; pids=""; n=0
+for h in $(tail -n +2 "$D/hostfile"); do
+    peer_ready "$h" &
+    pids="$pids $!"; n=$((n + 1))
+    if [ "$n" -ge "$width" ]; then
+        for p in $pids; do wait "$p" || failed=1; done
+        pids=""; n=0
+    fi
 done
+for p in $pids; do wait "$p" || failed=1; done
+[ "$failed" = 0 ] || exit 125
 
 # Binding: each rank's container already holds exactly its task's CPUs (its cpuset), and each
 # launcher sees one process per container host. A launcher binding by its own view would pin every

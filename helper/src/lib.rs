@@ -14,6 +14,7 @@ pub mod gc;
 pub mod guard;
 pub mod image_check;
 pub mod jobdir;
+pub mod lease;
 pub mod node_check;
 pub mod node_setup;
 pub mod pack;

@@ -202,6 +202,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 ranks,
                 commit_seconds: 0.0,
                 checkpoint_seconds: 0.0,
+                lease: None,
             },
         )
 }

@@ -46,6 +46,7 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("key_file", "PATH", "The site secret the job ssh keys and the checkpoint signing/encryption keys are derived from: a root-only file (no group or other read permission) of at least 32 bytes, identical on every node. munge's key by default; on Slurm's auth/slurm (no munge) use Slurm's key, e.g. /etc/slurm/slurm.key, or any such file of random bytes. Changing it makes existing checkpoints unverifiable."),
     d("runc_path", "PATH", "The runc the runtime wrapper runs (and whose version a generation records). Empty = the first of /usr/sbin/runc (Debian's runc package) and /usr/bin/runc (Docker CE's containerd.io) that exists. The wrapper reads it from plugstack.conf."),
     d("option_prefix", "PREFIX", "Replaces container in the user options' names, so the plugin can be loaded beside pyxis (which registers --container-image, --container-mounts, --container-env with other meanings). With PREFIX other than container, the checkpoint options spell checkpoint out: option_prefix=ckpt gives --ckpt-image, --ckpt-mounts, --ckpt-env, --ckpt-mpi, --ckpt-checkpoint, --ckpt-checkpoint-interval, --ckpt-checkpoint-compress. The SLURM_CKPT_CONTAINER_* variables keep their names. Every node and submit host must use the same value."),
+    d("max_ranks", "N", "Most ranks (one container each) a job may run (1..65536); a job also needs that many free addresses in subnet (after its first 256), leased to it while it or a checkpoint of it exists."),
 ];
 
 impl KeyDoc {

@@ -34,7 +34,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 27] = [
+pub const KEYS: [&str; 28] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -62,6 +62,7 @@ pub const KEYS: [&str; 27] = [
     "key_file",
     "runc_path",
     "option_prefix",
+    "max_ranks",
 ];
 
 /// Longest helper call timeout (one day).
@@ -70,6 +71,8 @@ pub const TIMEOUT_MAX_SECS: u32 = 86_400;
 pub const KEEP_GENERATIONS_MAX: u32 = 100;
 /// Largest per-node limit on concurrent dumps (0 = no limit).
 pub const DUMP_PARALLEL_MAX: u32 = 256;
+/// Largest site maximum of ranks per job (a /16 holds about 65000 container addresses).
+pub const MAX_RANKS_MAX: u32 = 65_536;
 
 /// In which order ranks are frozen and resumed around a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,10 +170,44 @@ impl std::str::FromStr for Subnet {
     }
 }
 
+/// Addresses at the start of the subnet never given to containers (gateway, infrastructure).
+pub const SUBNET_RESERVED: u32 = 256;
+
 impl Subnet {
     /// Number of addresses in the network.
     pub fn size(&self) -> u32 {
         1u32 << (32 - u32::from(self.prefix))
+    }
+
+    /// Addresses jobs may lease: all but the reserved first ones and the broadcast address.
+    pub fn job_addresses(&self) -> u32 {
+        self.size().saturating_sub(SUBNET_RESERVED + 1)
+    }
+}
+
+/// A job with more ranks than the site allows or its subnet can address at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{ntasks} ranks exceed this cluster's limit of {limit} per job ({why})")]
+pub struct RankLimit {
+    pub ntasks: u32,
+    pub limit: u32,
+    pub why: &'static str,
+}
+
+impl SiteConfig {
+    /// Whether a job of `ntasks` ranks can run at all: the site's `max_ranks` and the subnet's
+    /// leasable addresses. Whether enough of those are free is known only at the job's start.
+    pub fn check_ntasks(&self, ntasks: u32) -> Result<(), RankLimit> {
+        let subnet = self.subnet.job_addresses();
+        let (limit, why) = if self.max_ranks <= subnet {
+            (self.max_ranks, "site setting max_ranks")
+        } else {
+            (subnet, "addresses in the site subnet")
+        };
+        if ntasks > limit {
+            return Err(RankLimit { ntasks, limit, why });
+        }
+        Ok(())
     }
 }
 
@@ -353,6 +390,8 @@ pub struct SiteConfig {
     /// What replaces `container` in the user options' names (option_names.rs), so the plugin can
     /// live beside pyxis.
     pub option_prefix: String,
+    /// Most ranks (containers) one job may run; the subnet's free addresses may allow fewer.
+    pub max_ranks: u32,
 }
 
 /// Where runc is looked for when `runc_path` is empty: Debian's package, then Docker CE's.
@@ -391,6 +430,7 @@ impl Default for SiteConfig {
             key_file: "/etc/munge/munge.key".into(),
             runc_path: None,
             option_prefix: option_names::DEFAULT_PREFIX.into(),
+            max_ranks: 1024,
         }
     }
 }
@@ -504,6 +544,7 @@ impl SiteConfig {
                 }
             }
             "option_prefix" => self.option_prefix = option_names::parse_prefix(value)?,
+            "max_ranks" => self.max_ranks = max_ranks(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -540,6 +581,7 @@ impl SiteConfig {
             "key_file" => path_text(&self.key_file),
             "runc_path" => self.runc_path.as_deref().map(path_text).unwrap_or_default(),
             "option_prefix" => self.option_prefix.clone(),
+            "max_ranks" => self.max_ranks.to_string(),
             _ => return None,
         })
     }
@@ -801,6 +843,11 @@ fn dump_parallel(v: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("expected a whole number from 0 (no limit) to {DUMP_PARALLEL_MAX}"))
 }
 
+fn max_ranks(v: &str) -> Result<u32, String> {
+    whole_in(v, 1..=MAX_RANKS_MAX)
+        .ok_or_else(|| format!("expected a whole number from 1 to {MAX_RANKS_MAX}"))
+}
+
 fn keep_generations(v: &str) -> Result<u32, String> {
     whole_in(v, 1..=KEEP_GENERATIONS_MAX)
         .ok_or_else(|| format!("expected a whole number from 1 to {KEEP_GENERATIONS_MAX}"))
@@ -823,6 +870,22 @@ pub fn boolean(v: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rank_limit_is_the_smaller_of_max_ranks_and_the_subnet() {
+        let mut cfg = SiteConfig::default();
+        assert!(cfg.check_ntasks(1024).is_ok());
+        let e = cfg.check_ntasks(1025).unwrap_err();
+        assert!(e.to_string().contains("max_ranks"), "{e}");
+        cfg.subnet = "10.88.0.0/22".parse().unwrap();
+        assert_eq!(cfg.subnet.job_addresses(), 767);
+        assert!(cfg.check_ntasks(767).is_ok());
+        let e = cfg.check_ntasks(768).unwrap_err();
+        assert_eq!(e.limit, 767);
+        assert!(e.to_string().contains("subnet"), "{e}");
+        assert_eq!(SiteConfig::parse(&["max_ranks=4"]).unwrap().max_ranks, 4);
+        assert!(SiteConfig::parse(&["max_ranks=0"]).is_err());
+    }
 
     #[test]
     fn defaults() {

@@ -29,6 +29,13 @@ pub enum PolicyError {
         spec: String,
         reason: String,
     },
+    #[error("{0}; run fewer tasks or ask the site admin")]
+    TooManyRanks(#[from] slurm_ckpt_site::RankLimit),
+}
+
+/// A container step of `ntasks` ranks must fit the site's rank limit (`SiteConfig::check_ntasks`).
+pub fn check_ntasks(site: &SiteConfig, ntasks: u32) -> Result<(), PolicyError> {
+    Ok(site.check_ntasks(ntasks)?)
 }
 
 /// Checks a job in container mode against the site settings.
@@ -113,6 +120,14 @@ mod tests {
             ckpt,
             ..JobOptions::default()
         }
+    }
+
+    #[test]
+    fn too_many_ranks_names_the_limit() {
+        let site = SiteConfig::default();
+        assert!(check_ntasks(&site, 1024).is_ok());
+        let e = check_ntasks(&site, 5000).unwrap_err().to_string();
+        assert!(e.contains("5000 ranks") && e.contains("max_ranks"), "{e}");
     }
 
     #[test]

@@ -51,11 +51,13 @@ pub fn task_init_privileged(sp: &Spank, site: &SiteConfig) -> Result<(), PluginE
         .transpose()?;
     let cpus = sp.get_item_u32(Item::CpusPerTask).ok().filter(|c| *c > 0);
     let cpuset = task_cpuset(sp, job, rank, cpus);
+    let ntasks = sp.get_item_u32(Item::TotalTaskCount)?;
+    policy::check_ntasks(site, ntasks)?;
     let args = helper_argv::supervise(&SuperviseArgs {
         job,
         step,
         rank,
-        ntasks: sp.get_item_u32(Item::TotalTaskCount)?,
+        ntasks,
         nnodes: sp.get_item_u32(Item::JobNnodes)?,
         node: &node,
         uid: sp.get_item_u32(Item::JobUid)?,

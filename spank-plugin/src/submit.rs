@@ -18,6 +18,16 @@ pub fn post_opt(site: &SiteConfig, who: Submitter) -> Result<(), PluginError> {
     }
     policy::check_job(site, &opts)?;
     policy::check_mounts(site, &opts)?;
+    // srun in an allocation sees the allocation's task count, not its own -n: only a warning here
+    // (a smaller step is fine). slurmstepd refuses a step that is too large before any container
+    // starts (stepd.rs); sbatch cannot see its task count from a SPANK plugin at all.
+    if let Some(n) = env("SLURM_NTASKS").and_then(|n| n.parse().ok()) {
+        if let Err(e) = policy::check_ntasks(site, n) {
+            log_error(&format!(
+                "{e} (this allocation's task count; a step of that size will be refused)"
+            ));
+        }
+    }
     log_verbose(&format!(
         "image {}, mpi {}, checkpoint {}, {} mount(s)",
         opts.image.as_deref().unwrap_or(""),

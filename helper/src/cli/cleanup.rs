@@ -50,6 +50,7 @@ pub fn main(a: Args) -> i32 {
             tracing::error!("cleanup: {e}");
         }
         jobdir::remove(&site.runtime_dir, a.job, &a.node)?;
+        release_lease(&site.ckpt_root, &site.key_file, a.job);
         Ok(removed)
     };
     match run() {
@@ -71,6 +72,18 @@ pub fn main(a: Args) -> i32 {
             eprintln!("slurm-ckpt cleanup: job {}: {}", a.job, super::report(&e));
             1
         }
+    }
+}
+
+/// The job's address lease goes back unless a generation still needs it (every node's epilog
+/// tries; one wins). A failure only delays it to `slurm-ckpt gc`.
+fn release_lease(ckpt_root: &std::path::Path, key_file: &std::path::Path, job: u32) {
+    let key = match slurm_ckpt::site_secret::read(key_file) {
+        Ok(s) => slurm_ckpt::auth::SiteKey::derive(&s),
+        Err(e) => return tracing::error!("cleanup: address lease kept: {e}"),
+    };
+    if let Err(e) = slurm_ckpt::lease::Store::new(ckpt_root).release(job, &key) {
+        tracing::error!("cleanup: address lease kept: {e}");
     }
 }
 

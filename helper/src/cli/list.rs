@@ -205,10 +205,45 @@ fn run_gc(a: &GcArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Leases after the directories: a job whose last generation was just removed is free now.
+    reclaim_leases(root, &site.key_file, a.dry_run, &mut slurm, &mut say);
     if a.json && super::print_json(&done) != 0 {
         anyhow::bail!("cannot print the result");
     }
     Ok(())
+}
+
+/// Address leases of jobs Slurm answered it does not know, with no generation left.
+fn reclaim_leases(
+    root: &Path,
+    key_file: &Path,
+    dry_run: bool,
+    slurm: &mut impl FnMut(u32) -> gc::JobStatus,
+    say: &mut impl FnMut(&str, &Path, String),
+) {
+    let key = match slurm_ckpt::site_secret::read(key_file) {
+        Ok(s) => slurm_ckpt::auth::SiteKey::derive(&s),
+        Err(e) => {
+            eprintln!("slurm-ckpt gc: address leases not checked: {e}");
+            return;
+        }
+    };
+    let store = slurm_ckpt::lease::Store::new(root);
+    for l in store.stale(&key, |j| slurm(j) == gc::JobStatus::Gone) {
+        let why = format!(
+            "address lease of job {} ({} addresses from {}): Slurm no longer knows the job and no generation of it is left",
+            l.job, l.size, l.first
+        );
+        if dry_run {
+            say("would release", &store.pointer(l.job), why);
+            continue;
+        }
+        match store.remove(&l) {
+            Ok(true) => say("released", &store.pointer(l.job), why),
+            Ok(false) => {}
+            Err(e) => eprintln!("slurm-ckpt gc: {e}"),
+        }
+    }
 }
 
 fn remove(path: &Path, dry_run: bool) {

@@ -332,6 +332,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 ranks: recs,
                 commit_seconds: t_commit.elapsed().as_secs_f64(),
                 checkpoint_seconds: laps.total(),
+                lease: self.lease.clone(),
             };
             commit(&layout, g, &m, &self.key)?;
             prune(&layout, a.site.keep_generations as usize, None);

@@ -15,8 +15,9 @@ use crate::ckpt::{gen_name, Closed, Expect, Layout};
 use crate::engine::{container_name, Bind, ContainerEngine, Engine, RankSpec};
 use crate::error::{Error, Result};
 use crate::jobdir::{self, JobDirSpec, JobUser, MOUNT_POINT};
-use crate::plan::job_plan;
+use crate::lease::{Lease, LeaseRequest, Store as LeaseStore};
 use crate::plan::RankIdentity;
+use crate::plan::{job_plan, leased_plan};
 use crate::protocol::Frame;
 use crate::site::SiteConfig;
 use crate::state::{ContainerState, RankState};
@@ -200,6 +201,9 @@ fn rank_env(a: &SuperviseArgs, home: &str) -> Vec<String> {
     let mut defaults = vec![
         format!("SLURM_CKPT_ENV_NAMES={}", names.join(" ")),
         format!("SLURM_CKPT_CWD={}", a.cwd),
+        // How long rank 0's launcher waits for every peer's sshd: the site's timeout, since the
+        // peers' containers start with the job's other supervisors (slow for large jobs).
+        format!("SLURM_CKPT_PEER_TIMEOUT={}", a.site.timeout_secs),
         format!("HOME={home}"),
     ];
     defaults.extend(slurm_task_env(a));
@@ -442,6 +446,8 @@ struct Rank<'a, E = Engine> {
     next_gen: u32,
     remap_root: Option<(u32, u32)>,
     ranks: Vec<RankIdentity>,
+    /// The job's address lease (None: a job restored from a generation taken before leases).
+    lease: Option<Lease>,
     /// Authenticates the rank records and manifests this job writes and restores.
     key: SiteKey,
     /// Start a `slurm-ckpt guard` process for each checkpoint (off in unit tests: no binary).
@@ -461,7 +467,18 @@ async fn supervise(
     cmds: &mut mpsc::Receiver<Option<Frame>>,
     restoring: &mut Option<restore_failure::Restoring>,
 ) -> Result<i32> {
-    let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
+    let user = JobUser::lookup(a.uid, a.gid)?;
+    let secret = crate::site_secret::read(&a.site.key_file)?;
+    let key = SiteKey::derive(&secret);
+    let layout = match &a.ckpt {
+        Some(d) => Some(Layout::new(
+            &a.site.ckpt_root,
+            &user.name,
+            &ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?,
+        )),
+        None => None,
+    };
+    let (lease, ranks) = network_identity(a, layout.as_ref(), &key).await?;
     let me = ranks
         .get(a.rank as usize)
         .ok_or(Error::RankOutOfRange {
@@ -469,9 +486,7 @@ async fn supervise(
             ntasks: a.ntasks,
         })?
         .clone();
-    let user = JobUser::lookup(a.uid, a.gid)?;
     let home = container_home(&user.home, &named_binds(a)?).unwrap_or_else(|| "/tmp".into());
-    let secret = crate::site_secret::read(&a.site.key_file)?;
     let dir = jobdir::prepare(&JobDirSpec {
         runtime_dir: &a.site.runtime_dir,
         job_id: a.job,
@@ -490,19 +505,13 @@ async fn supervise(
 
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
     // not match it.
-    let layout = match &a.ckpt {
-        Some(d) => Some(Layout::new(
-            &a.site.ckpt_root,
-            &user.name,
-            &ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?,
-        )),
-        None => None,
-    };
-    let key = SiteKey::derive(&secret);
     let restore_from = match &layout {
         Some(l) => restore_point(a, l, &key, &image_id, tx).await?,
         None => None,
     };
+    if let Some(m) = &restore_from {
+        same_addresses(m, lease.as_ref())?;
+    }
     if let (Some(l), Some(m)) = (&layout, &restore_from) {
         *restoring = Some(restore_failure::Restoring {
             attempt: checkpoint::restore_attempt_dir(l, m.generation, a.restart_count),
@@ -598,6 +607,7 @@ async fn supervise(
         next_gen,
         remap_root: info.remap_root,
         ranks,
+        lease,
         key,
         guarded: true,
         compat,
@@ -792,6 +802,71 @@ fn output_frame(out: LogOutput) -> Option<Frame> {
     }
 }
 
+/// The job's address lease and its ranks' identities (rank 0 takes the lease, the others wait for
+/// it: `lease.rs`). A job whose newest generation of this instance was taken before leases keeps
+/// the old slot formula's addresses, which its restored connections expect.
+async fn network_identity(
+    a: &SuperviseArgs,
+    layout: Option<&Layout>,
+    key: &SiteKey,
+) -> Result<(Option<Lease>, Vec<RankIdentity>)> {
+    a.site
+        .check_ntasks(a.ntasks)
+        .map_err(|limit| Error::TooManyRanks { job: a.job, limit })?;
+    let instance = a.instance.as_ref().map(|i| i.as_str());
+    if layout
+        .and_then(|l| l.latest())
+        .is_some_and(|m| m.lease.is_none() && m.instance.as_deref() == instance)
+    {
+        let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
+        if let (0, Some(r0)) = (a.rank, ranks.first()) {
+            LeaseStore::new(&a.site.ckpt_root).reserve_legacy(
+                a.job,
+                r0.ip,
+                a.ntasks,
+                &a.site.subnet,
+                layout.map(|l| l.job_dir.as_path()),
+                key,
+            )?;
+        }
+        return Ok((None, ranks));
+    }
+    let req = LeaseRequest {
+        job: a.job,
+        rank: a.rank,
+        ntasks: a.ntasks,
+        subnet: &a.site.subnet,
+        ckpt_dir: layout.map(|l| l.job_dir.as_path()),
+        run: format!("s{}-r{}", a.step, a.restart_count),
+    };
+    let wait = Duration::from_secs(a.site.timeout_secs);
+    let lease = LeaseStore::new(&a.site.ckpt_root)
+        .for_rank(&req, key, wait)
+        .await?;
+    let ranks = leased_plan(a.job, a.ntasks, &lease)?;
+    Ok((Some(lease), ranks))
+}
+
+/// A generation restores only onto the addresses it was taken with.
+fn same_addresses(m: &crate::ckpt::Manifest, lease: Option<&Lease>) -> Result<()> {
+    let first = |l: Option<&Lease>| l.map(|l| l.first);
+    if first(m.lease.as_ref()) == first(lease) {
+        return Ok(());
+    }
+    let show = |l: Option<&Lease>| match l {
+        Some(l) => format!("the lease at {}", l.first),
+        None => "the old slot formula".to_string(),
+    };
+    Err(Error::GenerationRefused {
+        generation: m.generation,
+        reason: format!(
+            "it was taken with the addresses of {}, the job now has {}",
+            show(m.lease.as_ref()),
+            show(lease)
+        ),
+    })
+}
+
 /// The generation to restore: the newest one that is authentic (site-key MAC), taken by this job
 /// instance, not closed, and of this job, user, shape, image, program and working directory.
 /// Every rank reads the same manifests, so all choose the same one. A refused or skipped newer
@@ -978,6 +1053,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_generation_restores_only_onto_its_own_addresses() {
+        let mut m: crate::ckpt::Manifest = serde_json::from_value(serde_json::json!({
+            "format": 3, "job": 7, "step": 0, "generation": 2, "user": "u", "uid": 1, "gid": 1,
+            "image": "i", "image_id": "x", "ntasks": 1, "mpi": "none", "argv": [],
+            "policy": "freeze-all", "created": 0, "criu_version": "", "engine_version": "",
+            "total_bytes": 0, "ranks": []
+        }))
+        .unwrap();
+        // A manifest from before leases reads as None and restores with the old formula only.
+        assert!(m.lease.is_none());
+        assert!(same_addresses(&m, None).is_ok());
+        let lease = |first: [u8; 4]| Lease {
+            job: 7,
+            first: first.into(),
+            size: 8,
+            ntasks: 1,
+            created: 0,
+            ckpt_dir: None,
+        };
+        let e = same_addresses(&m, Some(&lease([10, 88, 1, 0]))).unwrap_err();
+        assert!(
+            matches!(e, Error::GenerationRefused { generation: 2, .. }),
+            "{e}"
+        );
+        m.lease = Some(lease([10, 88, 1, 0]));
+        assert!(same_addresses(&m, Some(&lease([10, 88, 1, 0]))).is_ok());
+        assert!(same_addresses(&m, Some(&lease([10, 88, 1, 8]))).is_err());
+        assert!(same_addresses(&m, None).is_err());
+    }
+
+    #[test]
     fn docker_before_23_cannot_checkpoint_readopted_containers() {
         assert!(readopted_containers_cannot_checkpoint("20.10.24+dfsg1"));
         assert!(!readopted_containers_cannot_checkpoint("23.0.1"));
@@ -1094,6 +1200,81 @@ mod tests {
         );
         assert_eq!(container_home(home, &b(&[("/home/al", "/x")])), None);
         assert_eq!(container_home(home, &[]), None);
+    }
+
+    #[tokio::test]
+    async fn ranks_share_rank_0s_lease_and_old_generations_keep_the_slot_formula() {
+        let root = std::env::temp_dir().join(format!("slurm-ckpt-ident-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let key = SiteKey::derive(b"k");
+        let args = |job: u32, rank: u32, ntasks: u32| {
+            let site = SiteConfig {
+                ckpt_root: root.clone(),
+                timeout_secs: 5,
+                ..Default::default()
+            };
+            SuperviseArgs {
+                job,
+                step: 0,
+                rank,
+                ntasks,
+                node: "n1".into(),
+                uid: 1000,
+                gid: 1000,
+                image: "img".into(),
+                mpi: "mpich".into(),
+                mounts: vec![],
+                env: vec![],
+                cwd: "/work".into(),
+                ckpt: None,
+                ckpt_interval: None,
+                restart_count: 0,
+                instance: None,
+                cpus: None,
+                mem_mb: None,
+                cpuset: None,
+                site,
+                argv: vec!["prog".into()],
+            }
+        };
+        let (l0, r0) = network_identity(&args(9, 0, 100), None, &key)
+            .await
+            .unwrap();
+        let (l1, r1) = network_identity(&args(9, 1, 100), None, &key)
+            .await
+            .unwrap();
+        assert_eq!((l0.clone(), r0.clone()), (l1, r1));
+        assert_eq!(r0.len(), 100);
+        assert_eq!(r0[99].ip, std::net::Ipv4Addr::new(10, 88, 1, 99));
+        assert_eq!(l0.map(|l| l.size), Some(104));
+        // Over the site's max_ranks: refused before any lease.
+        let e = network_identity(&args(10, 0, 1025), None, &key)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::TooManyRanks { .. }), "{e}");
+        // A generation of this instance from before leases: the slot formula, registered.
+        let layout = Layout::new(&root, "u", "11");
+        std::fs::create_dir_all(layout.gen_dir(1)).unwrap();
+        std::fs::write(
+            layout.gen_dir(1).join("manifest.json"),
+            serde_json::json!({
+                "format": 3, "job": 11, "step": 0, "generation": 1, "user": "u", "uid": 1,
+                "gid": 1, "image": "i", "image_id": "x", "ntasks": 4, "mpi": "none",
+                "argv": [], "policy": "freeze-all", "created": 0, "criu_version": "",
+                "engine_version": "", "total_bytes": 0, "ranks": []
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let (l, r) = network_identity(&args(11, 0, 4), Some(&layout), &key)
+            .await
+            .unwrap();
+        assert!(l.is_none());
+        assert_eq!(r, job_plan(11, 4, &SiteConfig::default().subnet).unwrap());
+        let held = LeaseStore::new(&root).lookup(11, &key).unwrap().unwrap();
+        assert_eq!(held.first, r[0].ip);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

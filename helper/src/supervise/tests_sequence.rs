@@ -116,6 +116,7 @@ impl World {
                     next_gen: 1,
                     remap_root: None,
                     ranks,
+                    lease: None,
                     key: key(),
                     guarded: false,
                     compat: node_compat("fpu sse2 avx2"),
@@ -558,7 +559,10 @@ async fn every_phase_is_timed_and_the_phases_add_up() {
     for r in &ranks {
         let p = r.st.last_restore.clone().expect("restore phases");
         assert_eq!(p.generation, 1);
-        assert!(r.st.restoring.is_none(), "a finished restore still shows a phase");
+        assert!(
+            r.st.restoring.is_none(),
+            "a finished restore still shows a phase"
+        );
         assert!(p.total > 0.0 && close(p.sum(), p.total), "{p:?}");
     }
 }
