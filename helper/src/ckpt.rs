@@ -92,6 +92,12 @@ pub struct Manifest {
     /// The job's working directory.
     #[serde(default)]
     pub cwd: String,
+    /// The job whose network identity (addresses, MACs, hostnames, ssh keys) the ranks carry:
+    /// `job` itself, or for a job resumed from an earlier job's generation, that generation's
+    /// identity job (restored processes keep the identity they were started with). None in
+    /// manifests of older helpers: their own job.
+    #[serde(default)]
+    pub identity_job: Option<u32>,
     pub policy: String,
     pub created: u64,
     pub criu_version: String,
@@ -125,6 +131,11 @@ pub struct Expect<'a> {
 }
 
 impl Manifest {
+    /// The job whose identity the generation's ranks carry (`identity_job`).
+    pub fn identity(&self) -> u32 {
+        self.identity_job.unwrap_or(self.job)
+    }
+
     /// Whether this job may restore it: `check_owner`, then `check_match`.
     pub fn check(&self, e: &Expect) -> Result<()> {
         self.check_owner(e)?;
@@ -760,10 +771,23 @@ pub fn criu_version() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn manifest() -> Manifest {
+    #[test]
+    fn older_manifests_carry_their_own_jobs_identity() {
+        let mut v = serde_json::to_value(manifest()).unwrap();
+        v.as_object_mut().unwrap().remove("identity_job");
+        let m: Manifest = serde_json::from_value(v).unwrap();
+        assert_eq!((m.identity_job, m.identity()), (None, 7));
+        let m = Manifest {
+            identity_job: Some(3),
+            ..manifest()
+        };
+        assert_eq!(m.identity(), 3);
+    }
+
+    pub(crate) fn manifest() -> Manifest {
         Manifest {
             format: FORMAT,
             job: 7,
@@ -779,6 +803,7 @@ mod tests {
             argv: vec!["ring".into(), "--seconds".into(), "25".into()],
             instance: Some(MINE.into()),
             cwd: "/home/u".into(),
+            identity_job: Some(7),
             policy: "freeze-all".into(),
             created: 0,
             criu_version: "4.2.1".into(),

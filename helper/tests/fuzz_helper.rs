@@ -194,6 +194,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 argv,
                 instance,
                 cwd,
+                identity_job: None,
                 policy,
                 created,
                 criu_version,

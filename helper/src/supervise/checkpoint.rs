@@ -324,6 +324,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 // Compared at restore with the argv above: what defines this job's computation.
                 instance: a.instance.as_ref().map(|i| i.to_string()),
                 cwd: a.cwd.clone(),
+                identity_job: Some(self.identity_job),
                 policy: a.site.order_policy.to_string(),
                 created: crate::state::now(),
                 criu_version: criu_version(),

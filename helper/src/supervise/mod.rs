@@ -442,6 +442,9 @@ struct Rank<'a, E = Engine> {
     /// Generation numbers this job incarnation has used so far (identical on every rank, since
     /// every rank sees the same signals): the next checkpoint is `next_gen`.
     next_gen: u32,
+    /// The job whose identity (addresses, hostnames, ssh keys) the containers carry
+    /// (`identity_job`); recorded in every generation this run writes.
+    identity_job: u32,
     remap_root: Option<(u32, u32)>,
     ranks: Vec<RankIdentity>,
     /// Authenticates the rank records and manifests this job writes and restores.
@@ -463,28 +466,8 @@ async fn supervise(
     cmds: &mut mpsc::Receiver<Option<Frame>>,
     restoring: &mut Option<restore_failure::Restoring>,
 ) -> Result<i32> {
-    let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
-    let me = ranks
-        .get(a.rank as usize)
-        .ok_or(Error::RankOutOfRange {
-            rank: a.rank,
-            ntasks: a.ntasks,
-        })?
-        .clone();
     let user = JobUser::lookup(a.uid, a.gid)?;
-    let home = container_home(&user.home, &named_binds(a)?).unwrap_or_else(|| "/tmp".into());
     let secret = std::fs::read(SECRET_FILE).map_err(|e| Error::io(SECRET_FILE, e))?;
-    let dir = jobdir::prepare(&JobDirSpec {
-        runtime_dir: &a.site.runtime_dir,
-        job_id: a.job,
-        node: &a.node,
-        user: &user,
-        home: &home,
-        ranks: &ranks,
-        secret: &secret,
-    })?;
-    jobdir::write_rank_env(&dir, a.rank, &slurm_task_env(a))?;
-    write_pidfile(&dir, a.rank);
     let engine = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
     engine.check_network(&a.site.network).await?;
     let image_id =
@@ -513,6 +496,30 @@ async fn supervise(
             started: crate::state::now(),
         });
     }
+    // A restored process keeps the addresses, hostnames and ssh keys it was started with.
+    let identity_job = identity_job(a.job, restore_from.as_ref());
+
+    let ranks = job_plan(identity_job, a.ntasks, &a.site.subnet)?;
+    let me = ranks
+        .get(a.rank as usize)
+        .ok_or(Error::RankOutOfRange {
+            rank: a.rank,
+            ntasks: a.ntasks,
+        })?
+        .clone();
+    let home = container_home(&user.home, &named_binds(a)?).unwrap_or_else(|| "/tmp".into());
+    let dir = jobdir::prepare(&JobDirSpec {
+        runtime_dir: &a.site.runtime_dir,
+        job_id: a.job,
+        identity_job,
+        node: &a.node,
+        user: &user,
+        home: &home,
+        ranks: &ranks,
+        secret: &secret,
+    })?;
+    jobdir::write_rank_env(&dir, a.rank, &slurm_task_env(a))?;
+    write_pidfile(&dir, a.rank);
 
     let info = engine.daemon_info().await?;
     let cpuinfo = a.site.cpuinfo_for(&a.node);
@@ -595,6 +602,7 @@ async fn supervise(
         st,
         layout,
         next_gen,
+        identity_job,
         remap_root: info.remap_root,
         ranks,
         key,
@@ -856,6 +864,13 @@ async fn restore_point(
     }
 }
 
+/// The job whose network identity and ssh keys the ranks carry: this job on a fresh start; on a
+/// restore, the generation's own (a job resumed from an earlier job's generation keeps that job's
+/// identity, and so does every later requeue of it).
+fn identity_job(job: u32, restore_from: Option<&crate::ckpt::Manifest>) -> u32 {
+    restore_from.map_or(job, crate::ckpt::Manifest::identity)
+}
+
 /// Marker rank 0 leaves in the job's (shared) state directory when its launcher has exited.
 fn launcher_done_marker(ckpt_root: &Path, job: u32, step: u32, restart: u32) -> std::path::PathBuf {
     crate::state::job_state_dir(ckpt_root, job).join(format!(".launcher-done-s{step}-rc{restart}"))
@@ -982,6 +997,21 @@ mod tests {
         assert!(!readopted_containers_cannot_checkpoint("23.0.1"));
         assert!(!readopted_containers_cannot_checkpoint("27.3.1"));
         assert!(!readopted_containers_cannot_checkpoint(""));
+    }
+
+    #[test]
+    fn a_restore_keeps_the_identity_of_the_generation() {
+        let m = |job, identity_job| crate::ckpt::Manifest {
+            job,
+            identity_job,
+            ..crate::ckpt::tests::manifest()
+        };
+        assert_eq!(identity_job(9, None), 9);
+        // A requeue restores its own generation; a manifest of an older helper names none.
+        assert_eq!(identity_job(9, Some(&m(9, Some(9)))), 9);
+        assert_eq!(identity_job(9, Some(&m(5, None))), 5);
+        // Resumed from a job that was itself resumed: the first job's identity.
+        assert_eq!(identity_job(9, Some(&m(5, Some(3)))), 3);
     }
 
     #[test]

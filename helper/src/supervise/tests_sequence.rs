@@ -114,6 +114,7 @@ impl World {
                     st,
                     layout: Some(self.layout()),
                     next_gen: 1,
+                    identity_job: a.job,
                     remap_root: None,
                     ranks,
                     key: key(),
@@ -558,7 +559,10 @@ async fn every_phase_is_timed_and_the_phases_add_up() {
     for r in &ranks {
         let p = r.st.last_restore.clone().expect("restore phases");
         assert_eq!(p.generation, 1);
-        assert!(r.st.restoring.is_none(), "a finished restore still shows a phase");
+        assert!(
+            r.st.restoring.is_none(),
+            "a finished restore still shows a phase"
+        );
         assert!(p.total > 0.0 && close(p.sum(), p.total), "{p:?}");
     }
 }
