@@ -128,6 +128,10 @@ pub struct Expect<'a> {
     pub image_id: &'a str,
     pub argv: &'a [String],
     pub cwd: &'a str,
+    /// The job named its directory (`--container-ckpt=DIR`): an earlier job's generation there is
+    /// resumed when it matches (`check_compatible`) and that run had not ended normally; one that
+    /// does not is skipped, and the job starts fresh.
+    pub resume: bool,
 }
 
 impl Manifest {
@@ -170,8 +174,7 @@ impl Manifest {
         })
     }
 
-    /// The rest of what defines the computation: job and step, user, shape, image, program and
-    /// working directory.
+    /// The rest of what defines the computation: job and step, then `check_compatible`.
     pub fn check_match(&self, e: &Expect) -> Result<()> {
         let bad = |what: String| {
             Err(Error::GenerationRefused {
@@ -185,6 +188,18 @@ impl Manifest {
                 self.job, self.step, e.job, e.step
             ));
         }
+        self.check_compatible(e)
+    }
+
+    /// What an earlier job's generation must share with a job that resumes it: user, shape,
+    /// image, program and working directory (not the job or step id).
+    pub fn check_compatible(&self, e: &Expect) -> Result<()> {
+        let bad = |what: String| {
+            Err(Error::GenerationRefused {
+                generation: self.generation,
+                reason: what,
+            })
+        };
         if self.uid != e.uid {
             return bad(format!("it belongs to uid {}, not {}", self.uid, e.uid));
         }
@@ -393,7 +408,7 @@ impl Layout {
     /// `expect`, newest first; refusals are collected so the caller can say why older ones are
     /// used (or why none is).
     pub fn restore_point(&self, key: &SiteKey, expect: &Expect) -> RestorePoint {
-        let closed = self.closed_for(key, expect.instance);
+        let closed = self.closed_verified(key);
         let mut refused = Vec::new();
         for g in self.generations().into_iter().rev() {
             if let Some(b) = self.bad(g, key) {
@@ -485,11 +500,11 @@ impl Layout {
         read_json_signed(&p, key).map(Some)
     }
 
-    /// The closed marker that concerns `instance`. One that is not authentic is ignored (and
-    /// logged): whoever could forge it could as well delete the generations.
-    fn closed_for(&self, key: &SiteKey, instance: Option<&str>) -> Option<Closed> {
+    /// The directory's closed marker, if authentic. One that is not is ignored (and logged):
+    /// whoever could forge it could as well delete the generations.
+    fn closed_verified(&self, key: &SiteKey) -> Option<Closed> {
         match self.closed(key) {
-            Ok(c) => c.filter(|c| c.instance.as_deref() == instance),
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!("{e}: ignored");
                 None
@@ -511,9 +526,12 @@ impl Layout {
     }
 }
 
-/// `m` if this job may restore it: taken by this instance (else skipped), not closed for it
-/// (skipped), and matching the job (else refused).
+/// `m` if this job may restore it: taken by this instance (else skipped, unless resumed), not
+/// closed for it (skipped), and matching the job (else refused).
 fn usable(m: Manifest, e: &Expect, closed: Option<&Closed>) -> Result<Manifest> {
+    if e.resume && m.format == FORMAT && m.instance.as_deref() != e.instance {
+        return resumable(m, e, closed);
+    }
     m.check_owner(e)?;
     if let Some(c) = closed.filter(|c| c.covers(e.instance, m.generation)) {
         return Err(Error::GenerationSkipped {
@@ -527,6 +545,36 @@ fn usable(m: Manifest, e: &Expect, closed: Option<&Closed>) -> Result<Manifest> 
     }
     m.check_match(e)?;
     Ok(m)
+}
+
+/// An earlier job's generation in a directory the job named: resumed unless the directory's
+/// runs had ended normally after it (a closed marker through it, whichever run wrote it: numbers
+/// only grow, so everything up to a normal end is history) or it is another computation. Either
+/// is skipped, never refused: the job then starts fresh into the directory, as it asked.
+fn resumable(m: Manifest, e: &Expect, closed: Option<&Closed>) -> Result<Manifest> {
+    let taken_by = format!(
+        "it was taken by job instance {} (job {})",
+        describe_instance(m.instance.as_deref()),
+        m.job
+    );
+    if let Some(c) = closed.filter(|c| m.generation <= c.through) {
+        return Err(Error::GenerationSkipped {
+            generation: m.generation,
+            reason: format!(
+                "{taken_by}, and the directory's run ended normally at {} (job {}): a finished program is not resumed",
+                crate::state::utc(c.time),
+                c.job
+            ),
+        });
+    }
+    match m.check_compatible(e) {
+        Ok(()) => Ok(m),
+        Err(Error::GenerationRefused { reason, .. }) => Err(Error::GenerationSkipped {
+            generation: m.generation,
+            reason: format!("{taken_by} and is not this job's computation to resume: {reason}"),
+        }),
+        Err(other) => Err(other),
+    }
 }
 
 /// Make a rank's images readable by the remapped container root (restore runs partly inside the
@@ -851,6 +899,7 @@ pub(crate) mod tests {
             image_id: "sha256:x",
             argv,
             cwd: "/home/u",
+            resume: false,
         }
     }
 
@@ -1112,6 +1161,77 @@ pub(crate) mod tests {
         commit_as(&l2, &key, 1, |m| m.instance = Some(THEIRS.into()));
         commit_as(&l2, &SiteKey::derive(b"other"), 2, |_| {});
         assert!(!l2.restore_point(&key, &e).none_of_this_run());
+    }
+
+    #[test]
+    fn a_new_job_resumes_an_earlier_jobs_unfinished_matching_generation() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path(), "u", "run");
+        l.create().unwrap();
+        let key = SiteKey::derive(b"secret");
+        let argv = argv();
+        // A new job (id 9, its own instance) into the directory job 7 wrote.
+        let e = Expect {
+            job: 9,
+            instance: Some(THEIRS),
+            resume: true,
+            ..expect(&argv)
+        };
+        let g1 = commit_as(&l, &key, 1, |_| {});
+        commit_as(&l, &key, 2, |m| m.argv = vec!["other".into()]);
+        let rp = l.restore_point(&key, &e);
+        assert_eq!(rp.manifest, Some(g1));
+        let why = rp.refused[0].to_string();
+        assert!(
+            why.contains("generation 2 skipped: it was taken by job instance 9f8e7d6c… (job 7) and is not this job's computation to resume: it was taken running `other`"),
+            "{why}"
+        );
+        // Without a named directory (a recycled job id), never.
+        let rp = l.restore_point(
+            &key,
+            &Expect {
+                resume: false,
+                ..e.clone()
+            },
+        );
+        assert!(rp.manifest.is_none() && rp.none_of_this_run());
+        // Another user's or shape's generation is skipped, not refused: the job starts fresh.
+        let rp = l.restore_point(
+            &key,
+            &Expect {
+                ntasks: 2,
+                ..e.clone()
+            },
+        );
+        assert!(
+            rp.manifest.is_none() && rp.none_of_this_run(),
+            "{:?}",
+            rp.refused
+        );
+        // A run that ended normally (whichever wrote the marker) is not resumed.
+        let closed = Closed {
+            instance: Some(MINE.into()),
+            job: 7,
+            step: 0,
+            time: 1_700_000_000,
+            through: 2,
+        };
+        l.close(&closed, &key).unwrap();
+        let rp = l.restore_point(&key, &e);
+        assert!(rp.manifest.is_none() && rp.none_of_this_run());
+        assert!(
+            rp.refused[1]
+                .to_string()
+                .contains("(job 7), and the directory's run ended normally at 2023-11-14 22:13:20 UTC (job 7)"),
+            "{:?}",
+            rp.refused
+        );
+        // A later, unfinished run's generation is resumed; an unauthentic one is still refused.
+        let g3 = commit_as(&l, &key, 3, |m| m.instance = Some("1".repeat(32)));
+        assert_eq!(l.restore_point(&key, &e).manifest, Some(g3));
+        commit_as(&l, &SiteKey::derive(b"forged"), 4, |_| {});
+        let rp = l.restore_point(&key, &e);
+        assert!(matches!(rp.refused[0], Error::GenerationRefused { .. }));
     }
 
     #[test]

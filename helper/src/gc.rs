@@ -266,15 +266,20 @@ fn job_dir(root: &Path, user: &str, name: &str) -> Result<JobDir> {
             }
         }
     }
-    let rd = std::fs::read_dir(&d.path).map_err(|e| Error::io(&d.path, e))?;
-    d.marker_jobs = rd
+    d.marker_jobs = marked_owners(&d.path)?;
+    Ok(d)
+}
+
+/// The jobs that left an owner marker in `job_dir`.
+pub fn marked_owners(job_dir: &Path) -> Result<BTreeSet<u32>> {
+    let rd = std::fs::read_dir(job_dir).map_err(|e| Error::io(job_dir, e))?;
+    Ok(rd
         .flatten()
         .filter_map(|e| {
             let n = e.file_name();
             n.to_str()?.strip_prefix(OWNER_PREFIX)?.parse().ok()
         })
-        .collect();
-    Ok(d)
+        .collect())
 }
 
 /// Jobs with state records and their users (a job whose records cannot be read is an error: gc

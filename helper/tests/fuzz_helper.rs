@@ -344,6 +344,7 @@ proptest! {
                 image_id: &m.image_id,
                 argv: &m.argv,
                 cwd: &m.cwd,
+                resume: false,
             };
             if m.check(&e).is_ok() {
                 prop_assert_eq!(m.format, FORMAT);
@@ -391,6 +392,7 @@ proptest! {
             image_id: &id,
             argv: &m.argv,
             cwd: &m.cwd,
+            resume: false,
         };
         match m.check(&e) {
             Ok(()) => {

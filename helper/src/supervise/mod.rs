@@ -484,13 +484,22 @@ async fn supervise(
         None => None,
     };
     let key = SiteKey::derive(&secret);
+    if let Some(l) = &layout {
+        // Every checkpointing job marks the directory as its own from the start: a job that
+        // resumes from it checks that none of them still runs (`check_resume_source`).
+        l.create()?;
+        crate::gc::mark_owner(&l.job_dir, a.job)?;
+    }
     let restore_from = match &layout {
         Some(l) => restore_point(a, l, &key, &image_id, tx).await?,
         None => None,
     };
     if let (Some(l), Some(m)) = (&layout, &restore_from) {
+        check_resume_source(a, l, m, tx).await?;
+    }
+    if let (Some(l), Some(m)) = (&layout, &restore_from) {
         *restoring = Some(restore_failure::Restoring {
-            attempt: checkpoint::restore_attempt_dir(l, m.generation, a.restart_count),
+            attempt: checkpoint::restore_attempt_dir(l, m.generation, a.job, a.restart_count),
             generation: m.generation,
             layout: l.clone(),
             started: crate::state::now(),
@@ -824,6 +833,7 @@ async fn restore_point(
             image_id,
             argv: &a.argv,
             cwd: &a.cwd,
+            resume: names_its_dir(a),
         },
     );
     for why in &rp.refused {
@@ -862,6 +872,58 @@ async fn restore_point(
             refused: rp.refused.len(),
         }),
     }
+}
+
+/// `--container-ckpt=DIR` named a directory (not the job's default, its id): an earlier job's
+/// generation there may be resumed.
+fn names_its_dir(a: &SuperviseArgs) -> bool {
+    a.ckpt
+        .as_deref()
+        .is_some_and(|d| !matches!(d, "" | "(null)") && d != a.job.to_string())
+}
+
+/// A job that resumes an earlier job's generation takes over that job's addresses and hostnames:
+/// refused while the generation's job, its identity job or any other job that marked the
+/// directory as its own still runs (or may run again: pending, requeued).
+async fn check_resume_source(
+    a: &SuperviseArgs,
+    layout: &Layout,
+    m: &crate::ckpt::Manifest,
+    tx: &mpsc::Sender<Frame>,
+) -> Result<()> {
+    if m.job == a.job && m.instance.as_deref() == a.instance.as_ref().map(|i| i.as_str()) {
+        return Ok(());
+    }
+    let mut jobs = crate::gc::marked_owners(&layout.job_dir)?;
+    jobs.extend([m.job, m.identity()]);
+    jobs.remove(&a.job);
+    for job in jobs {
+        if let Some(state) = crate::slurm::live_state(job).await {
+            return Err(Error::ResumeSourceLive {
+                dir: layout.job_dir.clone(),
+                job,
+                state,
+            });
+        }
+    }
+    tracing::info!(
+        generation = m.generation,
+        from_job = m.job,
+        identity_job = m.identity(),
+        "resuming an earlier job's generation"
+    );
+    if a.rank == 0 {
+        let msg = format!(
+            "slurm-ckpt: resuming generation {} of job {} from {}; the containers keep job {}'s addresses and hostnames (j{}-rN)\n",
+            m.generation,
+            m.job,
+            layout.job_dir.display(),
+            m.identity(),
+            m.identity()
+        );
+        send(tx, Frame::Stderr(msg.into_bytes())).await;
+    }
+    Ok(())
 }
 
 /// The job whose network identity and ssh keys the ranks carry: this job on a fresh start; on a
@@ -1000,6 +1062,19 @@ mod tests {
     }
 
     #[test]
+    fn only_a_named_directory_resumes_earlier_jobs() {
+        let a = |ckpt: Option<&str>| SuperviseArgs {
+            ckpt: ckpt.map(String::from),
+            ..args()
+        };
+        assert!(names_its_dir(&a(Some("runs/a"))));
+        assert!(names_its_dir(&a(Some("5"))));
+        for default in [None, Some(""), Some("(null)"), Some("7")] {
+            assert!(!names_its_dir(&a(default)), "{default:?}");
+        }
+    }
+
+    #[test]
     fn a_restore_keeps_the_identity_of_the_generation() {
         let m = |job, identity_job| crate::ckpt::Manifest {
             job,
@@ -1125,9 +1200,8 @@ mod tests {
         assert_eq!(container_home(home, &[]), None);
     }
 
-    #[test]
-    fn ranks_get_their_own_slurm_variables_and_the_image_path() {
-        let mut a = SuperviseArgs {
+    fn args() -> SuperviseArgs {
+        SuperviseArgs {
             job: 7,
             step: 2,
             rank: 3,
@@ -1149,7 +1223,12 @@ mod tests {
             cpuset: None,
             site: SiteConfig::default(),
             argv: vec!["prog".into()],
-        };
+        }
+    }
+
+    #[test]
+    fn ranks_get_their_own_slurm_variables_and_the_image_path() {
+        let mut a = args();
         a.env = vec![
             "OMP_NUM_THREADS=4".into(),
             "PATH=/opt/x/bin:/usr/bin".into(),
