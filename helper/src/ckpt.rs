@@ -271,6 +271,24 @@ pub struct Closed {
     pub time: u64,
     /// Its newest generation then: later ones (a rerun's, after a requeue) are not closed.
     pub through: u32,
+    /// The step's exit code (its launcher's), returned again when a requeued or resumed script
+    /// reaches the finished step (`steps.rs`). None in markers of older helpers.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+}
+
+/// `started.json` in a step's directory (signed like manifests): rank 0 of the step's newest run
+/// started (or restored) its containers then. With the closed markers it tells a finished step
+/// from an interrupted one (`steps.rs`).
+pub const STARTED_FILE: &str = "started.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Started {
+    pub instance: Option<String>,
+    pub job: u32,
+    pub step: u32,
+    /// Seconds since the epoch.
+    pub time: u64,
 }
 
 impl Closed {
@@ -510,6 +528,25 @@ impl Layout {
                 None
             }
         }
+    }
+
+    pub fn started_path(&self) -> PathBuf {
+        self.job_dir.join(STARTED_FILE)
+    }
+
+    /// Record that a run of this directory's step started its containers.
+    pub fn mark_started(&self, s: &Started, key: &SiteKey) -> Result<()> {
+        replace_json_signed(&self.started_path(), s, key)
+    }
+
+    /// The step's authentic started marker, if any (a forged one is ignored and logged, like a
+    /// closed marker).
+    pub fn started(&self, key: &SiteKey) -> Option<Started> {
+        let p = self.started_path();
+        fs::symlink_metadata(&p).ok()?;
+        read_json_signed(&p, key)
+            .map_err(|e| tracing::warn!("{e}: ignored"))
+            .ok()
     }
 
     /// The closed marker for display (`list`, `gc`): not authenticated.
@@ -1215,6 +1252,7 @@ pub(crate) mod tests {
             step: 0,
             time: 1_700_000_000,
             through: 2,
+            exit_code: None,
         };
         l.close(&closed, &key).unwrap();
         let rp = l.restore_point(&key, &e);
@@ -1247,6 +1285,7 @@ pub(crate) mod tests {
             step: 0,
             time: 1_700_000_000,
             through: 2,
+            exit_code: None,
         };
         // Nothing to close before the first checkpoint.
         assert!(!l.close(&closed, &key).unwrap());
@@ -1270,6 +1309,7 @@ pub(crate) mod tests {
         let theirs = Closed {
             instance: Some(THEIRS.into()),
             through: 9,
+            exit_code: None,
             ..closed.clone()
         };
         l.close(&theirs, &key).unwrap();

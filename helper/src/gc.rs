@@ -214,6 +214,7 @@ fn is_job_dir(dir: &Path) -> Result<bool> {
             || n.starts_with(".restore-")
             || n.starts_with(OWNER_PREFIX)
             || n == CLOSED_FILE
+            || n == crate::ckpt::STARTED_FILE
         {
             return Ok(true);
         }
@@ -452,6 +453,7 @@ mod tests {
             step: 0,
             time: 0,
             through: 1,
+            exit_code: None,
         };
         let mut d = dir("u", "mydir", &[12], &[12]);
         d.closed = Some(closed.clone());

@@ -27,6 +27,7 @@ pub mod site;
 pub mod slots;
 pub mod slurm;
 pub mod state;
+pub mod steps;
 pub mod supervise;
 pub mod timing;
 pub mod trust;

@@ -55,6 +55,9 @@ pub struct SuperviseArgs {
     /// `--container-ckpt[=DIR]`: checkpoint/restart on, in this directory name (default: job id).
     pub ckpt: Option<String>,
     pub ckpt_interval: Option<u32>,
+    /// `--container-rerun`: run a step again even if it finished in the run a requeued or resumed
+    /// script continues (`steps.rs`).
+    pub rerun: bool,
     /// SLURM_RESTART_COUNT of the job (0 on its first run).
     pub restart_count: u32,
     /// The job instance (plugin's `SLURM_CKPT_JOB_INSTANCE`): generations record it, and only its
@@ -474,28 +477,50 @@ async fn supervise(
         crate::image_check::ensure(&engine, &a.image, &a.mpi, &a.site.runtime_dir).await?;
 
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
-    // not match it.
-    let layout = match &a.ckpt {
-        Some(d) => Some(Layout::new(
-            &a.site.ckpt_root,
-            &user.name,
-            &ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?,
-        )),
+    // not match it. Each step of the script has its own generations (`steps.rs`).
+    let dirs = match &a.ckpt {
+        Some(d) => {
+            let d = ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?;
+            let top = Layout::new(&a.site.ckpt_root, &user.name, &d);
+            let step = Layout::new(
+                &a.site.ckpt_root,
+                &user.name,
+                &crate::steps::step_subdir(&d, a.step),
+            );
+            Some((top, step))
+        }
         None => None,
     };
     let key = SiteKey::derive(&secret);
-    if let Some(l) = &layout {
+    if let Some((top, l)) = &dirs {
         // Every checkpointing job marks the directory as its own from the start: a job that
         // resumes from it checks that none of them still runs (`check_resume_source`).
         l.create()?;
         crate::gc::mark_owner(&l.job_dir, a.job)?;
+        crate::gc::mark_owner(&top.job_dir, a.job)?;
+        if let Some(code) = already_finished(a, &top.job_dir, &key, tx).await {
+            return Ok(code);
+        }
     }
+    let layout = dirs.map(|(_, l)| l);
     let restore_from = match &layout {
         Some(l) => restore_point(a, l, &key, &image_id, tx).await?,
         None => None,
     };
     if let (Some(l), Some(m)) = (&layout, &restore_from) {
         check_resume_source(a, l, m, tx).await?;
+    }
+    if let (0, Some(l)) = (a.rank, &layout) {
+        let started = crate::ckpt::Started {
+            instance: a.instance.as_ref().map(|i| i.to_string()),
+            job: a.job,
+            step: a.step,
+            time: crate::state::now(),
+        };
+        // Best effort: without it a later rerun of the script runs finished steps again.
+        if let Err(e) = l.mark_started(&started, &key) {
+            tracing::warn!("recording the step's start in {}: {e}", l.job_dir.display());
+        }
     }
     if let (Some(l), Some(m)) = (&layout, &restore_from) {
         *restoring = Some(restore_failure::Restoring {
@@ -791,7 +816,7 @@ async fn supervise(
         crate::slurm::signal_step(a.job, a.step, "USR2").await;
     }
     if a.rank == 0 && !stopped_by_slurm {
-        r.close_generations();
+        r.close_generations(code);
     }
     r.engine.remove(&id).await?;
     Ok(code)
@@ -872,6 +897,41 @@ async fn restore_point(
             refused: rp.refused.len(),
         }),
     }
+}
+
+/// A step that already finished in the run this (requeued or resumed) script continues is not run
+/// again (`steps.rs`): its recorded exit code, for rank 0 (the step's code, as the launcher's
+/// would be), 0 for the others. Rank 0 says so in the job's output. None: run it.
+async fn already_finished(
+    a: &SuperviseArgs,
+    top: &Path,
+    key: &SiteKey,
+    tx: &mpsc::Sender<Frame>,
+) -> Option<i32> {
+    if a.rerun {
+        return None;
+    }
+    let runs = crate::steps::load_runs(top, key);
+    let instance = a.instance.as_ref().map(|i| i.as_str());
+    let c = crate::steps::finished_in_interrupted_run(a.step, &runs, instance, names_its_dir(a))?;
+    let code = c.exit_code?;
+    let msg = format!(
+        "step {} already finished with exit code {code} in job {}'s run ({}, {}): not run again (--container-rerun runs it again)",
+        a.step,
+        c.job,
+        crate::state::utc(c.time),
+        top.display()
+    );
+    tracing::info!("{msg}");
+    if a.rank != 0 {
+        return Some(0);
+    }
+    send(
+        tx,
+        Frame::Stderr(format!("slurm-ckpt: {msg}\n").into_bytes()),
+    )
+    .await;
+    Some(code)
 }
 
 /// `--container-ckpt=DIR` named a directory (not the job's default, its id): an earlier job's
@@ -973,7 +1033,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
     /// The job ended normally (its launcher exited, whatever its code, and Slurm did not stop the
     /// step): its generations are no restart point any more (`ckpt::Closed`). Best effort: the
     /// job's result does not depend on it.
-    fn close_generations(&mut self) {
+    fn close_generations(&mut self, exit_code: i32) {
         let Some(l) = &self.layout else { return };
         let closed = Closed {
             instance: self.a.instance.as_ref().map(|i| i.to_string()),
@@ -981,6 +1041,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             step: self.a.step,
             time: crate::state::now(),
             through: l.generations().last().copied().unwrap_or(0),
+            exit_code: Some(exit_code),
         };
         match l.close(&closed, &self.key) {
             Ok(true) => {
@@ -1216,6 +1277,7 @@ mod tests {
             cwd: "/work".into(),
             ckpt: None,
             ckpt_interval: None,
+            rerun: false,
             restart_count: 0,
             instance: None,
             cpus: None,

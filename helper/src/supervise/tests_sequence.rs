@@ -49,6 +49,7 @@ impl World {
                 cwd: "/work".into(),
                 ckpt: Some(String::new()),
                 ckpt_interval: None,
+                rerun: false,
                 restart_count: 0,
                 instance: None,
                 cpus: None,
