@@ -17,6 +17,10 @@ use std::path::Path;
 /// Name prefix of the directories of steps > 0.
 pub const STEP_PREFIX: &str = "step-";
 
+/// Seconds by which another step's start may precede a step's end and still count as after it:
+/// the markers carry the clocks of the nodes that ran each step's rank 0.
+const CLOCK_SLACK: u64 = 10;
+
 /// The directory name (below the user's area) of `step`'s generations in directory `dir`.
 pub fn step_subdir(dir: &str, step: u32) -> String {
     match step {
@@ -101,7 +105,7 @@ pub fn finished_in_interrupted_run<'a>(
     runs.iter()
         .filter(|(s, _)| **s != step)
         .filter_map(|(_, r)| r.interrupted())
-        .any(|started| started >= c.time)
+        .any(|started| started + CLOCK_SLACK >= c.time)
         .then_some(c)
 }
 
@@ -178,9 +182,12 @@ mod tests {
         runs.get_mut(&0).unwrap().started = started(I, 0, 10);
         runs.get_mut(&0).unwrap().closed = closed(I, 0, 20, None);
         assert_eq!(skip(&runs, 0, I, false), None);
-        // A step interrupted before step 0 ended (an earlier run) does not count.
+        // A step interrupted before step 0 ended (an earlier run) does not count; a start a few
+        // seconds before the end does (another node's clock).
         runs.get_mut(&0).unwrap().closed = closed(I, 0, 20, Some(0));
         runs.get_mut(&1).unwrap().started = started(I, 1, 15);
+        assert_eq!(skip(&runs, 0, I, false), Some(0));
+        runs.get_mut(&1).unwrap().started = started(I, 1, 5);
         assert_eq!(skip(&runs, 0, I, false), None);
     }
 

@@ -495,6 +495,9 @@ async fn supervise(
     if let Some((top, l)) = &dirs {
         // Every checkpointing job marks the directory as its own from the start: a job that
         // resumes from it checks that none of them still runs (`check_resume_source`).
+        // Both made traversable (0755): a step's images are read from inside the container's
+        // user namespace at restore.
+        top.create()?;
         l.create()?;
         crate::gc::mark_owner(&l.job_dir, a.job)?;
         crate::gc::mark_owner(&top.job_dir, a.job)?;
