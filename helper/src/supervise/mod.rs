@@ -960,13 +960,24 @@ async fn check_resume_source(
     let mut jobs = crate::gc::marked_owners(&layout.job_dir)?;
     jobs.extend([m.job, m.identity()]);
     jobs.remove(&a.job);
+    // A job that was just cancelled or ran out of time stays COMPLETING while its epilog waits
+    // for its supervisors (a last checkpoint): wait for that, up to the site timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.site.timeout_secs);
     for job in jobs {
-        if let Some(state) = crate::slurm::live_state(job).await {
-            return Err(Error::ResumeSourceLive {
-                dir: layout.job_dir.clone(),
-                job,
-                state,
-            });
+        loop {
+            match crate::slurm::live_state(job).await {
+                None => break,
+                Some(s) if s == "COMPLETING" && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_secs(2)).await
+                }
+                Some(state) => {
+                    return Err(Error::ResumeSourceLive {
+                        dir: layout.job_dir.clone(),
+                        job,
+                        state,
+                    })
+                }
+            }
         }
     }
     tracing::info!(
