@@ -496,11 +496,16 @@ async fn supervise(
         // Every checkpointing job marks the directory as its own from the start: a job that
         // resumes from it checks that none of them still runs (`check_resume_source`).
         // Both made traversable (0755): a step's images are read from inside the container's
-        // user namespace at restore.
-        top.create()?;
-        l.create()?;
-        crate::gc::mark_owner(&l.job_dir, a.job)?;
-        crate::gc::mark_owner(&top.job_dir, a.job)?;
+        // user namespace at restore. Best effort, like every checkpoint: storage that cannot be
+        // written fails the checkpoints, not the job.
+        let marked = top
+            .create()
+            .and_then(|()| l.create())
+            .and_then(|()| crate::gc::mark_owner(&l.job_dir, a.job))
+            .and_then(|()| crate::gc::mark_owner(&top.job_dir, a.job));
+        if let Err(e) = marked {
+            tracing::warn!("checkpoint directory {}: {e}", l.job_dir.display());
+        }
         if let Some(code) = already_finished(a, &top.job_dir, &key, tx).await {
             return Ok(code);
         }
