@@ -650,7 +650,15 @@ impl<E: ContainerEngine> Rank<'_, E> {
             &crate::compat::refusals(&layout.job_dir),
             instance.as_deref(),
         );
-        self.next_gen = m.generation + 1;
+        // Past every committed generation, not just the restored one: newer ones that were
+        // skipped or refused (another job's, in a resumed directory) keep their numbers.
+        self.next_gen = layout
+            .generations()
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(m.generation)
+            + 1;
         Ok(())
     }
 }

@@ -401,6 +401,30 @@ async fn a_restore_follows_each_ordering_policy_behind_the_network_lock() {
     }
 }
 
+#[tokio::test]
+async fn after_restoring_an_older_generation_numbers_go_on_past_the_newest() {
+    let (w, _) = checkpointed(OrderPolicy::FreezeAll, 2).await;
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Running);
+    for r in ranks.iter_mut() {
+        r.next_gen = 2;
+    }
+    let res = join_all(ranks.iter_mut().map(|r| r.checkpoint(false))).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    drop(ranks);
+    // g0002 exists but is not the one restored (skipped or refused, e.g. another job's).
+    let m: Manifest =
+        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Created);
+    let root = w.docker_root();
+    let res = join_all(ranks.iter_mut().map(|r| r.restore(&m, &root))).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    for r in &ranks {
+        assert_eq!(r.next_gen, 3);
+    }
+}
+
 /// The runtime wrapper's pointer to the images, in Docker's checkpoint directory.
 fn pointer(root: &Path, id: &str) -> PathBuf {
     crate::redirect::pointer_file(&crate::redirect::docker_checkpoint_dir(root, id, "g0001"))
