@@ -59,8 +59,8 @@ if jq -e --arg i "$(jq -r .instance "$area/$dir/$newest/manifest.json")" '.insta
 fi
 say "job $ida: TIMEOUT, the time limit's checkpoint $newest is its newest generation"
 
-# --- (c) job B resumes A's newest generation ---
-idb=$(submit "$script")
+# --- (c) job B resumes A's newest generation (a longer limit: the rest of ring's run must fit) ---
+idb=$(submit --time=3 "$script")
 wait_state "$idb" RUNNING 60 || { show_job "$idb"; fail "job $idb did not start"; }
 wait_running_ranks "$idb" 2 120
 slurm-ckpt status "$idb" --json | jq -e --arg g "restored from $newest" 'all(.[]; .events | map(.what) | any(startswith($g)))' >/dev/null ||
