@@ -1,6 +1,7 @@
 //! Checkpoint generations on shared storage and the cross-rank protocol that writes them.
 //!
-//! Layout: `<ckpt_root>/<user>/<job>/g0001/{manifest.json, rank-<r>/...}`. A generation is written
+//! Layout: `<ckpt_root>/<user>/<job>/g0001/{manifest.json, rank-<r>/...}` (`<job>`: the job id or
+//! the job's `--container-ckpt=DIR`; steps > 0 of a script in `<job>/step-<S>/`, steps.rs). A generation is written
 //! as `.g0001.tmp/` and becomes visible only when rank 0 has written and fsynced `manifest.json`
 //! and renamed the directory: a half-written generation is never restored. `<ckpt_root>/<user>` is
 //! root-owned 0700, so users can neither read nor alter images that root will restore; inside it,
