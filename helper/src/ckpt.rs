@@ -1,6 +1,7 @@
 //! Checkpoint generations on shared storage and the cross-rank protocol that writes them.
 //!
-//! Layout: `<ckpt_root>/<user>/<job>/g0001/{manifest.json, rank-<r>/...}`. A generation is written
+//! Layout: `<ckpt_root>/<user>/<job>/g0001/{manifest.json, rank-<r>/...}` (`<job>`: the job id or
+//! the job's `--container-ckpt=DIR`; steps > 0 of a script in `<job>/step-<S>/`, steps.rs). A generation is written
 //! as `.g0001.tmp/` and becomes visible only when rank 0 has written and fsynced `manifest.json`
 //! and renamed the directory: a half-written generation is never restored. `<ckpt_root>/<user>` is
 //! root-owned 0700, so users can neither read nor alter images that root will restore; inside it,
@@ -92,6 +93,12 @@ pub struct Manifest {
     /// The job's working directory.
     #[serde(default)]
     pub cwd: String,
+    /// The job whose network identity (addresses, MACs, hostnames, ssh keys) the ranks carry:
+    /// `job` itself, or for a job resumed from an earlier job's generation, that generation's
+    /// identity job (restored processes keep the identity they were started with). None in
+    /// manifests of older helpers: their own job.
+    #[serde(default)]
+    pub identity_job: Option<u32>,
     pub policy: String,
     pub created: u64,
     pub criu_version: String,
@@ -126,9 +133,18 @@ pub struct Expect<'a> {
     pub image_id: &'a str,
     pub argv: &'a [String],
     pub cwd: &'a str,
+    /// The job named its directory (`--container-ckpt=DIR`): an earlier job's generation there is
+    /// resumed when it matches (`check_compatible`) and that run had not ended normally; one that
+    /// does not is skipped, and the job starts fresh.
+    pub resume: bool,
 }
 
 impl Manifest {
+    /// The job whose identity the generation's ranks carry (`identity_job`).
+    pub fn identity(&self) -> u32 {
+        self.identity_job.unwrap_or(self.job)
+    }
+
     /// Whether this job may restore it: `check_owner`, then `check_match`.
     pub fn check(&self, e: &Expect) -> Result<()> {
         self.check_owner(e)?;
@@ -163,8 +179,7 @@ impl Manifest {
         })
     }
 
-    /// The rest of what defines the computation: job and step, user, shape, image, program and
-    /// working directory.
+    /// The rest of what defines the computation: job and step, then `check_compatible`.
     pub fn check_match(&self, e: &Expect) -> Result<()> {
         let bad = |what: String| {
             Err(Error::GenerationRefused {
@@ -178,6 +193,18 @@ impl Manifest {
                 self.job, self.step, e.job, e.step
             ));
         }
+        self.check_compatible(e)
+    }
+
+    /// What an earlier job's generation must share with a job that resumes it: user, shape,
+    /// image, program and working directory (not the job or step id).
+    pub fn check_compatible(&self, e: &Expect) -> Result<()> {
+        let bad = |what: String| {
+            Err(Error::GenerationRefused {
+                generation: self.generation,
+                reason: what,
+            })
+        };
         if self.uid != e.uid {
             return bad(format!("it belongs to uid {}, not {}", self.uid, e.uid));
         }
@@ -249,6 +276,24 @@ pub struct Closed {
     pub time: u64,
     /// Its newest generation then: later ones (a rerun's, after a requeue) are not closed.
     pub through: u32,
+    /// The step's exit code (its launcher's), returned again when a requeued or resumed script
+    /// reaches the finished step (`steps.rs`). None in markers of older helpers.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+}
+
+/// `started.json` in a step's directory (signed like manifests): rank 0 of the step's newest run
+/// started (or restored) its containers then. With the closed markers it tells a finished step
+/// from an interrupted one (`steps.rs`).
+pub const STARTED_FILE: &str = "started.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Started {
+    pub instance: Option<String>,
+    pub job: u32,
+    pub step: u32,
+    /// Seconds since the epoch.
+    pub time: u64,
 }
 
 impl Closed {
@@ -386,7 +431,7 @@ impl Layout {
     /// `expect`, newest first; refusals are collected so the caller can say why older ones are
     /// used (or why none is).
     pub fn restore_point(&self, key: &SiteKey, expect: &Expect) -> RestorePoint {
-        let closed = self.closed_for(key, expect.instance);
+        let closed = self.closed_verified(key);
         let mut refused = Vec::new();
         for g in self.generations().into_iter().rev() {
             if let Some(b) = self.bad(g, key) {
@@ -478,16 +523,35 @@ impl Layout {
         read_json_signed(&p, key).map(Some)
     }
 
-    /// The closed marker that concerns `instance`. One that is not authentic is ignored (and
-    /// logged): whoever could forge it could as well delete the generations.
-    fn closed_for(&self, key: &SiteKey, instance: Option<&str>) -> Option<Closed> {
+    /// The directory's closed marker, if authentic. One that is not is ignored (and logged):
+    /// whoever could forge it could as well delete the generations.
+    fn closed_verified(&self, key: &SiteKey) -> Option<Closed> {
         match self.closed(key) {
-            Ok(c) => c.filter(|c| c.instance.as_deref() == instance),
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!("{e}: ignored");
                 None
             }
         }
+    }
+
+    pub fn started_path(&self) -> PathBuf {
+        self.job_dir.join(STARTED_FILE)
+    }
+
+    /// Record that a run of this directory's step started its containers.
+    pub fn mark_started(&self, s: &Started, key: &SiteKey) -> Result<()> {
+        replace_json_signed(&self.started_path(), s, key)
+    }
+
+    /// The step's authentic started marker, if any (a forged one is ignored and logged, like a
+    /// closed marker).
+    pub fn started(&self, key: &SiteKey) -> Option<Started> {
+        let p = self.started_path();
+        fs::symlink_metadata(&p).ok()?;
+        read_json_signed(&p, key)
+            .map_err(|e| tracing::warn!("{e}: ignored"))
+            .ok()
     }
 
     /// The closed marker for display (`list`, `gc`): not authenticated.
@@ -504,9 +568,12 @@ impl Layout {
     }
 }
 
-/// `m` if this job may restore it: taken by this instance (else skipped), not closed for it
-/// (skipped), and matching the job (else refused).
+/// `m` if this job may restore it: taken by this instance (else skipped, unless resumed), not
+/// closed for it (skipped), and matching the job (else refused).
 fn usable(m: Manifest, e: &Expect, closed: Option<&Closed>) -> Result<Manifest> {
+    if e.resume && m.format == FORMAT && m.instance.as_deref() != e.instance {
+        return resumable(m, e, closed);
+    }
     m.check_owner(e)?;
     if let Some(c) = closed.filter(|c| c.covers(e.instance, m.generation)) {
         return Err(Error::GenerationSkipped {
@@ -520,6 +587,36 @@ fn usable(m: Manifest, e: &Expect, closed: Option<&Closed>) -> Result<Manifest> 
     }
     m.check_match(e)?;
     Ok(m)
+}
+
+/// An earlier job's generation in a directory the job named: resumed unless the directory's
+/// runs had ended normally after it (a closed marker through it, whichever run wrote it: numbers
+/// only grow, so everything up to a normal end is history) or it is another computation. Either
+/// is skipped, never refused: the job then starts fresh into the directory, as it asked.
+fn resumable(m: Manifest, e: &Expect, closed: Option<&Closed>) -> Result<Manifest> {
+    let taken_by = format!(
+        "it was taken by job instance {} (job {})",
+        describe_instance(m.instance.as_deref()),
+        m.job
+    );
+    if let Some(c) = closed.filter(|c| m.generation <= c.through) {
+        return Err(Error::GenerationSkipped {
+            generation: m.generation,
+            reason: format!(
+                "{taken_by}, and the directory's run ended normally at {} (job {}): a finished program is not resumed",
+                crate::state::utc(c.time),
+                c.job
+            ),
+        });
+    }
+    match m.check_compatible(e) {
+        Ok(()) => Ok(m),
+        Err(Error::GenerationRefused { reason, .. }) => Err(Error::GenerationSkipped {
+            generation: m.generation,
+            reason: format!("{taken_by} and is not this job's computation to resume: {reason}"),
+        }),
+        Err(other) => Err(other),
+    }
 }
 
 /// Make a rank's images readable by the remapped container root (restore runs partly inside the
@@ -764,10 +861,23 @@ pub fn criu_version() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn manifest() -> Manifest {
+    #[test]
+    fn older_manifests_carry_their_own_jobs_identity() {
+        let mut v = serde_json::to_value(manifest()).unwrap();
+        v.as_object_mut().unwrap().remove("identity_job");
+        let m: Manifest = serde_json::from_value(v).unwrap();
+        assert_eq!((m.identity_job, m.identity()), (None, 7));
+        let m = Manifest {
+            identity_job: Some(3),
+            ..manifest()
+        };
+        assert_eq!(m.identity(), 3);
+    }
+
+    pub(crate) fn manifest() -> Manifest {
         Manifest {
             format: FORMAT,
             job: 7,
@@ -783,6 +893,7 @@ mod tests {
             argv: vec!["ring".into(), "--seconds".into(), "25".into()],
             instance: Some(MINE.into()),
             cwd: "/home/u".into(),
+            identity_job: Some(7),
             policy: "freeze-all".into(),
             created: 0,
             criu_version: "4.2.1".into(),
@@ -831,6 +942,7 @@ mod tests {
             image_id: "sha256:x",
             argv,
             cwd: "/home/u",
+            resume: false,
         }
     }
 
@@ -1095,6 +1207,78 @@ mod tests {
     }
 
     #[test]
+    fn a_new_job_resumes_an_earlier_jobs_unfinished_matching_generation() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path(), "u", "run");
+        l.create().unwrap();
+        let key = SiteKey::derive(b"secret");
+        let argv = argv();
+        // A new job (id 9, its own instance) into the directory job 7 wrote.
+        let e = Expect {
+            job: 9,
+            instance: Some(THEIRS),
+            resume: true,
+            ..expect(&argv)
+        };
+        let g1 = commit_as(&l, &key, 1, |_| {});
+        commit_as(&l, &key, 2, |m| m.argv = vec!["other".into()]);
+        let rp = l.restore_point(&key, &e);
+        assert_eq!(rp.manifest, Some(g1));
+        let why = rp.refused[0].to_string();
+        assert!(
+            why.contains("generation 2 skipped: it was taken by job instance 9f8e7d6c… (job 7) and is not this job's computation to resume: it was taken running `other`"),
+            "{why}"
+        );
+        // Without a named directory (a recycled job id), never.
+        let rp = l.restore_point(
+            &key,
+            &Expect {
+                resume: false,
+                ..e.clone()
+            },
+        );
+        assert!(rp.manifest.is_none() && rp.none_of_this_run());
+        // Another user's or shape's generation is skipped, not refused: the job starts fresh.
+        let rp = l.restore_point(
+            &key,
+            &Expect {
+                ntasks: 2,
+                ..e.clone()
+            },
+        );
+        assert!(
+            rp.manifest.is_none() && rp.none_of_this_run(),
+            "{:?}",
+            rp.refused
+        );
+        // A run that ended normally (whichever wrote the marker) is not resumed.
+        let closed = Closed {
+            instance: Some(MINE.into()),
+            job: 7,
+            step: 0,
+            time: 1_700_000_000,
+            through: 2,
+            exit_code: None,
+        };
+        l.close(&closed, &key).unwrap();
+        let rp = l.restore_point(&key, &e);
+        assert!(rp.manifest.is_none() && rp.none_of_this_run());
+        assert!(
+            rp.refused[1]
+                .to_string()
+                .contains("(job 7), and the directory's run ended normally at 2023-11-14 22:13:20 UTC (job 7)"),
+            "{:?}",
+            rp.refused
+        );
+        // A later, unfinished run's generation is resumed; an unauthentic one is still refused.
+        let g3 = commit_as(&l, &key, 3, |m| m.instance = Some("1".repeat(32)));
+        assert_eq!(l.restore_point(&key, &e).manifest, Some(g3));
+        commit_as(&l, &SiteKey::derive(b"forged"), 4, |_| {});
+        let rp = l.restore_point(&key, &e);
+        assert!(matches!(rp.refused[0], Error::GenerationRefused { .. }));
+    }
+
+    #[test]
     fn a_closed_directory_is_no_restart_point_for_its_instance() {
         let d = tempfile::tempdir().unwrap();
         let l = Layout::new(d.path(), "u", "7");
@@ -1107,6 +1291,7 @@ mod tests {
             step: 0,
             time: 1_700_000_000,
             through: 2,
+            exit_code: None,
         };
         // Nothing to close before the first checkpoint.
         assert!(!l.close(&closed, &key).unwrap());
@@ -1130,6 +1315,7 @@ mod tests {
         let theirs = Closed {
             instance: Some(THEIRS.into()),
             through: 9,
+            exit_code: None,
             ..closed.clone()
         };
         l.close(&theirs, &key).unwrap();

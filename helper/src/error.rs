@@ -132,6 +132,12 @@ pub enum Error {
     NoImages { dir: PathBuf },
     #[error("no usable checkpoint generation in {} ({refused} refused, see above); remove them or submit a new job without --container-ckpt to start over", dir.display())]
     NoUsableGeneration { dir: PathBuf, refused: usize },
+    #[error("checkpoint directory {} is still in use by job {job} ({state}): a job resumes from a directory only once every earlier job that used it has ended, since it takes over their containers' addresses", dir.display())]
+    ResumeSourceLive {
+        dir: PathBuf,
+        job: u32,
+        state: String,
+    },
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
     #[error("cannot encode the job's ssh {what} key: {why}")]

@@ -214,6 +214,7 @@ fn is_job_dir(dir: &Path) -> Result<bool> {
             || n.starts_with(".restore-")
             || n.starts_with(OWNER_PREFIX)
             || n == CLOSED_FILE
+            || n == crate::ckpt::STARTED_FILE
         {
             return Ok(true);
         }
@@ -266,15 +267,20 @@ fn job_dir(root: &Path, user: &str, name: &str) -> Result<JobDir> {
             }
         }
     }
-    let rd = std::fs::read_dir(&d.path).map_err(|e| Error::io(&d.path, e))?;
-    d.marker_jobs = rd
+    d.marker_jobs = marked_owners(&d.path)?;
+    Ok(d)
+}
+
+/// The jobs that left an owner marker in `job_dir`.
+pub fn marked_owners(job_dir: &Path) -> Result<BTreeSet<u32>> {
+    let rd = std::fs::read_dir(job_dir).map_err(|e| Error::io(job_dir, e))?;
+    Ok(rd
         .flatten()
         .filter_map(|e| {
             let n = e.file_name();
             n.to_str()?.strip_prefix(OWNER_PREFIX)?.parse().ok()
         })
-        .collect();
-    Ok(d)
+        .collect())
 }
 
 /// Jobs with state records and their users (a job whose records cannot be read is an error: gc
@@ -447,6 +453,7 @@ mod tests {
             step: 0,
             time: 0,
             through: 1,
+            exit_code: None,
         };
         let mut d = dir("u", "mydir", &[12], &[12]);
         d.closed = Some(closed.clone());

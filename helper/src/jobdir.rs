@@ -147,6 +147,9 @@ fn put(dir: &Path, name: &str, content: &[u8], mode: u32, owner: Option<(u32, u3
 pub struct JobDirSpec<'a> {
     pub runtime_dir: &'a Path,
     pub job_id: u32,
+    /// The job whose ssh keys the ranks use (`Manifest::identity_job`): a restored sshd and ssh
+    /// keep the keys they were started with in memory.
+    pub identity_job: u32,
     pub node: &'a str,
     pub user: &'a JobUser,
     /// The user's home inside the containers (passwd entry; sshd starts sessions there).
@@ -183,8 +186,8 @@ pub fn prepare(spec: &JobDirSpec) -> Result<PathBuf> {
         u.name, u.uid, u.gid, spec.home.replace([':', '\n'], "_")).as_bytes(), 0o644, None)?;
     put(&dir, "group", group_file(u).as_bytes(), 0o644, None)?;
 
-    let (client_priv, client_pub) = keypair(spec.secret, spec.job_id, "client")?;
-    let (host_priv, host_pub) = keypair(spec.secret, spec.job_id, "host")?;
+    let (client_priv, client_pub) = keypair(spec.secret, spec.identity_job, "client")?;
+    let (host_priv, host_pub) = keypair(spec.secret, spec.identity_job, "host")?;
     // ssh and sshd insist that private keys belong to the running user and are not readable by others.
     put(&dir, "id_ed25519", client_priv.as_bytes(), 0o600, own)?;
     put(

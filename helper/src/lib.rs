@@ -29,6 +29,7 @@ pub mod site_secret;
 pub mod slots;
 pub mod slurm;
 pub mod state;
+pub mod steps;
 pub mod supervise;
 pub mod timing;
 pub mod trust;

@@ -38,6 +38,38 @@ pub async fn signal_step(job: u32, step: u32, sig: &str) {
     }
 }
 
+/// Whether a job in Slurm state `state` may still run (or run again) containers: anything but
+/// an end state.
+pub fn is_live_state(state: &str) -> bool {
+    !matches!(
+        state,
+        "COMPLETED"
+            | "CANCELLED"
+            | "FAILED"
+            | "TIMEOUT"
+            | "NODE_FAIL"
+            | "PREEMPTED"
+            | "BOOT_FAIL"
+            | "DEADLINE"
+            | "OUT_OF_MEMORY"
+    )
+}
+
+/// The state of `job` if Slurm knows it in a live state (`is_live_state`); None when it has
+/// ended, is unknown to Slurm, or Slurm cannot be asked (then said in the log).
+pub async fn live_state(job: u32) -> Option<String> {
+    let o = run("scontrol", &["-o", "show", "job", &job.to_string()]).await?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        if !err.contains("Invalid job id") {
+            tracing::warn!("scontrol show job {job}: {}", err.trim());
+        }
+        return None;
+    }
+    let fields = parse_oneliner(&String::from_utf8_lossy(&o.stdout));
+    fields.get("JobState").filter(|s| is_live_state(s)).cloned()
+}
+
 /// `scontrol -o show ...` output as key=value pairs (values never contain spaces in the fields
 /// used here).
 pub fn parse_oneliner(text: &str) -> HashMap<String, String> {
@@ -290,6 +322,30 @@ mod tests {
             exclusion(&s(&["node2"]), &[], "node2").exclude,
             s(&["node2"])
         );
+    }
+
+    #[test]
+    fn only_end_states_are_not_live() {
+        for s in [
+            "PENDING",
+            "RUNNING",
+            "SUSPENDED",
+            "COMPLETING",
+            "REQUEUE_HOLD",
+            "REQUEUED",
+        ] {
+            assert!(is_live_state(s), "{s}");
+        }
+        for s in [
+            "COMPLETED",
+            "CANCELLED",
+            "TIMEOUT",
+            "FAILED",
+            "NODE_FAIL",
+            "PREEMPTED",
+        ] {
+            assert!(!is_live_state(s), "{s}");
+        }
     }
 
     #[test]

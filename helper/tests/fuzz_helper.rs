@@ -194,6 +194,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 argv,
                 instance,
                 cwd,
+                identity_job: None,
                 policy,
                 created,
                 criu_version,
@@ -344,6 +345,7 @@ proptest! {
                 image_id: &m.image_id,
                 argv: &m.argv,
                 cwd: &m.cwd,
+                resume: false,
             };
             if m.check(&e).is_ok() {
                 prop_assert_eq!(m.format, FORMAT);
@@ -391,6 +393,7 @@ proptest! {
             image_id: &id,
             argv: &m.argv,
             cwd: &m.cwd,
+            resume: false,
         };
         match m.check(&e) {
             Ok(()) => {

@@ -72,6 +72,9 @@ pub struct SuperviseRequest {
     /// it: the helper checks it against the area, which only it knows).
     pub ckpt: Option<String>,
     pub ckpt_interval: Option<u32>,
+    /// `--container-rerun`: run the step even if it finished in the run a requeued or resumed
+    /// script continues (sent as `--rerun yes`).
+    pub rerun: bool,
     pub mounts: Vec<Mount>,
     /// `NAME=VALUE` set in the container after the defaults (the job's `--container-env`).
     pub env: Vec<String>,
@@ -123,6 +126,7 @@ impl SuperviseRequest {
         Flag::one("--mpi"),
         Flag::one("--ckpt"),
         Flag::one("--ckpt-interval"),
+        Flag::one("--rerun"),
         Flag::many("--mount"),
         Flag::many("--env"),
         Flag::one("--cwd"),
@@ -151,6 +155,7 @@ impl SuperviseRequest {
         w.kv("--mpi", self.mpi);
         w.opt("--ckpt", self.ckpt.as_ref());
         w.opt("--ckpt-interval", self.ckpt_interval);
+        w.opt("--rerun", self.rerun.then_some("yes"));
         for m in &self.mounts {
             w.kv("--mount", m);
         }
@@ -210,6 +215,12 @@ impl SuperviseRequest {
                 .ok_or(RequestError::Missing { flag: "--mpi" })?,
             ckpt: f.get("--ckpt").map(str::to_string),
             ckpt_interval: f.parsed("--ckpt-interval", parse_interval)?,
+            rerun: f
+                .parsed("--rerun", |s| match s {
+                    "yes" => Ok(true),
+                    _ => Err("the only value is yes".to_string()),
+                })?
+                .unwrap_or(false),
             mounts,
             env,
             cwd: f.get("--cwd").unwrap_or("/").to_string(),
@@ -470,6 +481,7 @@ mod tests {
             mpi: MpiKind::OpenMpi,
             ckpt: Some("runs/a".into()),
             ckpt_interval: Some(10),
+            rerun: true,
             mounts: vec![
                 parse_mount("/a:/b:ro").unwrap(),
                 parse_mount("/c:/d").unwrap(),
@@ -495,6 +507,7 @@ mod tests {
             cpuset: None,
             ckpt: None,
             ckpt_interval: None,
+            rerun: false,
             mounts: vec![],
             env: vec![],
             site: None,
@@ -512,7 +525,7 @@ mod tests {
             "slurm-ckpt supervise --fd 3 --job 7 --step 1 --rank 0 --ntasks 2 --nnodes 1 --node node-1 \
              --uid 1000 --gid 100 --restart-count 3 --instance 0123456789abcdef0123456789abcdef \
              --cpus 2 --mem-mb 512 --cpuset 2-3 --image slurm-ckpt/mpi-test:latest --mpi openmpi \
-             --ckpt runs/a --ckpt-interval 10 --mount /a:/b:ro --mount /c:/d:rw \
+             --ckpt runs/a --ckpt-interval 10 --rerun yes --mount /a:/b:ro --mount /c:/d:rw \
              --env UCX_TLS=tcp,self --env X= --cwd /home/u --site helper="
         ));
         assert!(

@@ -91,6 +91,7 @@ prop_compose! {
             mpi,
             ckpt,
             ckpt_interval: interval,
+            rerun: fd % 2 == 1,
             mounts,
             env,
             cwd,

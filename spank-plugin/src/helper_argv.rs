@@ -74,6 +74,7 @@ pub fn supervise_request(a: &SuperviseArgs<'_>) -> SuperviseRequest {
             CkptDir::Path(p) => p.clone(),
         }),
         ckpt_interval: a.opts.ckpt_interval,
+        rerun: a.opts.rerun,
         mounts: a.opts.mounts.clone(),
         env: a.opts.env.clone(),
         cwd: a.cwd.to_string(),
@@ -252,6 +253,7 @@ mod tests {
             ckpt_interval: Some(10),
             env: vec!["UCX_TLS=tcp,self".into()],
             ckpt_compress: None,
+            rerun: false,
         };
         let argv: Vec<String> = Vec::new();
         let cpus = CpuList::parse("2-3").unwrap();

@@ -22,10 +22,11 @@ pub enum OptId {
     CkptInterval,
     Env,
     CkptCompress,
+    Rerun,
 }
 
 impl OptId {
-    pub const ALL: [OptId; 7] = [
+    pub const ALL: [OptId; 8] = [
         OptId::Image,
         OptId::Ckpt,
         OptId::Mounts,
@@ -33,6 +34,7 @@ impl OptId {
         OptId::CkptInterval,
         OptId::Env,
         OptId::CkptCompress,
+        OptId::Rerun,
     ];
 
     fn index(self) -> usize {
@@ -44,6 +46,7 @@ impl OptId {
             OptId::CkptInterval => 4,
             OptId::Env => 5,
             OptId::CkptCompress => 6,
+            OptId::Rerun => 7,
         }
     }
 
@@ -57,6 +60,7 @@ impl OptId {
             OptId::CkptInterval => "container-ckpt-interval",
             OptId::Env => "container-env",
             OptId::CkptCompress => "container-ckpt-compress",
+            OptId::Rerun => "container-rerun",
         }
     }
 
@@ -81,6 +85,7 @@ impl OptId {
             OptId::CkptInterval => "SLURM_CKPT_CONTAINER_CKPT_INTERVAL",
             OptId::Env => "SLURM_CKPT_CONTAINER_ENV",
             OptId::CkptCompress => "SLURM_CKPT_CONTAINER_CKPT_COMPRESS",
+            OptId::Rerun => "SLURM_CKPT_CONTAINER_RERUN",
         }
     }
 
@@ -95,6 +100,7 @@ impl OptId {
             OptId::CkptInterval => Some("MINUTES"),
             OptId::Env => Some("NAME=VALUE,..."),
             OptId::CkptCompress => Some("none|zstd|zstd:LEVEL"),
+            OptId::Rerun => None,
         }
     }
 
@@ -134,13 +140,18 @@ impl OptId {
                 "[container-ckpt] compress this job's checkpoint images (needs --container-ckpt); \
                  default set by the site (env SLURM_CKPT_CONTAINER_CKPT_COMPRESS)"
             }
+            OptId::Rerun => {
+                "[container-ckpt] when a requeued or resumed script runs again, run steps that had \
+                 already finished again instead of returning their recorded exit code (needs \
+                 --container-ckpt) (env SLURM_CKPT_CONTAINER_RERUN=1)"
+            }
         }
     }
 
     /// getopt `has_arg`: 1 = required argument, 2 = optional argument (`--container-ckpt[=DIR]`).
     pub fn has_arg(self) -> i32 {
         match self {
-            OptId::Ckpt => 2,
+            OptId::Ckpt | OptId::Rerun => 2,
             _ => 1,
         }
     }
@@ -202,6 +213,8 @@ pub struct JobOptions {
     pub env: Vec<String>,
     /// None = the site's `compress` setting.
     pub ckpt_compress: Option<crate::config::Compression>,
+    /// `--container-rerun`: finished steps of a requeued or resumed script run again.
+    pub rerun: bool,
 }
 
 impl JobOptions {
@@ -240,6 +253,8 @@ pub enum OptionError {
     IntervalRequiresCkpt { origin: String, ckpt: String },
     #[error("{origin} requires {ckpt}: compression only applies to checkpointed jobs")]
     CompressRequiresCkpt { origin: String, ckpt: String },
+    #[error("{origin} requires {ckpt}: only checkpointed jobs skip finished steps")]
+    RerunRequiresCkpt { origin: String, ckpt: String },
 }
 
 /// A validated option value.
@@ -252,6 +267,7 @@ enum Value {
     Interval(u32),
     Env(Vec<String>),
     Compress(crate::config::Compression),
+    Rerun(bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,7 +279,7 @@ struct Slot {
 /// Values recorded by the option callbacks of one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionState {
-    slots: [Option<Slot>; 7],
+    slots: [Option<Slot>; 8],
     /// First value slurmstepd could not accept: the step must fail rather than run outside containers.
     remote_error: Option<OptionError>,
     /// The site's `option_prefix` (empty = the default), for the option names in messages.
@@ -279,7 +295,7 @@ impl Default for OptionState {
 impl OptionState {
     pub const fn new() -> Self {
         OptionState {
-            slots: [None, None, None, None, None, None, None],
+            slots: [None, None, None, None, None, None, None, None],
             remote_error: None,
             prefix: String::new(),
         }
@@ -427,6 +443,16 @@ impl OptionState {
                 })
             }
         }
+        match value_of(OptId::Rerun)? {
+            Some((Value::Rerun(r), _)) if opts.ckpt.is_some() => opts.rerun = r,
+            Some((_, Source::Environment)) | None => {}
+            Some((_, source)) => {
+                return Err(OptionError::RerunRequiresCkpt {
+                    origin: origin(OptId::Rerun, source),
+                    ckpt: OptId::Ckpt.flag(prefix),
+                })
+            }
+        }
         Ok(opts)
     }
 }
@@ -477,6 +503,7 @@ fn parse_value(
         OptId::CkptInterval => parse_interval(arg_or_empty).map(Value::Interval),
         OptId::Env => parse_env(arg_or_empty).map(Value::Env),
         OptId::CkptCompress => crate::config::Compression::parse(arg_or_empty).map(Value::Compress),
+        OptId::Rerun => parse_switch(arg).map(Value::Rerun),
     }
     .map_err(|reason| invalid(id, source, prefix, arg_or_empty, reason))
 }
@@ -506,6 +533,15 @@ pub fn parse_ckpt_dir(arg: Option<&str>) -> Result<CkptDir, String> {
     Ok(CkptDir::Path(norm))
 }
 
+/// `--container-rerun[=yes|no]` (alone: yes; Slurm replays it without a value as "(null)").
+fn parse_switch(arg: Option<&str>) -> Result<bool, String> {
+    match arg.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("" | "(null)" | "1" | "yes" | "true" | "y") => Ok(true),
+        Some("0" | "no" | "false" | "n") => Ok(false),
+        _ => Err("valid values are yes and no (or none: yes)".into()),
+    }
+}
+
 /// `SLURM_CKPT_CONTAINER_CKPT`: a boolean switch or a DIR.
 fn parse_ckpt_env(s: &str) -> Result<Option<CkptDir>, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -519,6 +555,29 @@ fn parse_ckpt_env(s: &str) -> Result<Option<CkptDir>, String> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn rerun_is_a_switch_of_checkpointed_jobs() {
+        let no_env = |_: &str| None;
+        let with = |ckpt: bool, rerun: Option<&str>| {
+            let mut st = OptionState::new();
+            st.record_local(OptId::Image, Some("img"), None).unwrap();
+            if ckpt {
+                st.record_local(OptId::Ckpt, None, None).unwrap();
+            }
+            st.record_local(OptId::Rerun, rerun, None).unwrap();
+            st.resolve(&no_env)
+        };
+        assert!(with(true, None).unwrap().rerun);
+        assert!(with(true, Some("(null)")).unwrap().rerun);
+        assert!(!with(true, Some("no")).unwrap().rerun);
+        assert!(matches!(
+            with(false, None),
+            Err(OptionError::RerunRequiresCkpt { .. })
+        ));
+        let mut st = OptionState::new();
+        assert!(st.record_local(OptId::Rerun, Some("maybe"), None).is_err());
+    }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs

@@ -46,6 +46,14 @@ pub(super) fn job_dirs(root: &Path) -> Vec<(String, String, Layout)> {
         };
         for j in jobs.flatten() {
             let dir = j.file_name().to_string_lossy().into_owned();
+            // Steps > 0 of a script keep their generations in `<dir>/step-<S>` (steps.rs).
+            for s in std::fs::read_dir(j.path()).into_iter().flatten().flatten() {
+                let step = s.file_name().to_string_lossy().into_owned();
+                if step.starts_with(slurm_ckpt::steps::STEP_PREFIX) && s.path().is_dir() {
+                    let sub = format!("{dir}/{step}");
+                    out.push((user.clone(), sub.clone(), Layout::new(root, &user, &sub)));
+                }
+            }
             out.push((user.clone(), dir.clone(), Layout::new(root, &user, &dir)));
         }
     }
@@ -275,6 +283,7 @@ mod tests {
             step: 0,
             time: 0,
             through: 2,
+            exit_code: None,
         };
         assert_eq!(gen_state(&m, None, false), "restart point");
         assert_eq!(gen_state(&m, Some(&closed), false), "closed");

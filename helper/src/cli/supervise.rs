@@ -24,6 +24,7 @@ fn supervise_args(r: SuperviseRequest, site: slurm_ckpt::site::SiteConfig) -> Su
         cwd: r.cwd,
         ckpt: r.ckpt,
         ckpt_interval: r.ckpt_interval,
+        rerun: r.rerun,
         restart_count: r.restart_count,
         instance: r.instance,
         cpus: r.cpus,

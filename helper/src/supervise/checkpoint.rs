@@ -324,6 +324,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 // Compared at restore with the argv above: what defines this job's computation.
                 instance: a.instance.as_ref().map(|i| i.to_string()),
                 cwd: a.cwd.clone(),
+                identity_job: Some(self.identity_job),
                 policy: a.site.order_policy.to_string(),
                 created: crate::state::now(),
                 criu_version: criu_version(),
@@ -444,7 +445,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             self.requeue_elsewhere(e).await;
         }
         if let (Err(e), Some(l)) = (&res, &self.layout) {
-            let attempt = restore_attempt_dir(l, m.generation, self.a.restart_count);
+            let attempt = restore_attempt_dir(l, m.generation, self.a.job, self.a.restart_count);
             publish_restore_failure(&attempt, self.a.rank, e);
         }
         res
@@ -588,7 +589,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         }
         phases.unpack = laps.lap();
         self.restore_phase(m.generation, "waiting for the ranks before it", rec.bytes);
-        let attempt = restore_attempt_dir(&layout, m.generation, a.restart_count);
+        let attempt = restore_attempt_dir(&layout, m.generation, a.job, a.restart_count);
         std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
         let _alive = Heartbeat::start(&attempt, a.rank);
         // Ranks of a restarted job start minutes apart at worst: only the timeout bounds joining.
@@ -650,16 +651,31 @@ impl<E: ContainerEngine> Rank<'_, E> {
             &crate::compat::refusals(&layout.job_dir),
             instance.as_deref(),
         );
-        self.next_gen = m.generation + 1;
+        // Past every committed generation, not just the restored one: newer ones that were
+        // skipped or refused (another job's, in a resumed directory) keep their numbers.
+        self.next_gen = layout
+            .generations()
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(m.generation)
+            + 1;
         Ok(())
     }
 }
 
-/// Where the ranks of one restore attempt meet: one directory per generation and Slurm restart.
-pub(super) fn restore_attempt_dir(layout: &Layout, generation: u32, restart_count: u32) -> PathBuf {
-    layout
-        .job_dir
-        .join(format!(".restore-{}-{restart_count}", gen_name(generation)))
+/// Where the ranks of one restore attempt meet: one directory per generation, job and Slurm
+/// restart (a new job that resumes an earlier job's generation starts at restart 0 again).
+pub(super) fn restore_attempt_dir(
+    layout: &Layout,
+    generation: u32,
+    job: u32,
+    restart_count: u32,
+) -> PathBuf {
+    layout.job_dir.join(format!(
+        ".restore-{}-j{job}-{restart_count}",
+        gen_name(generation)
+    ))
 }
 
 /// This rank cannot restore: say so in the attempt's directory, with why, so that every other rank

@@ -54,6 +54,9 @@ pub struct SuperviseArgs {
     /// `--container-ckpt[=DIR]`: checkpoint/restart on, in this directory name (default: job id).
     pub ckpt: Option<String>,
     pub ckpt_interval: Option<u32>,
+    /// `--container-rerun`: run a step again even if it finished in the run a requeued or resumed
+    /// script continues (`steps.rs`).
+    pub rerun: bool,
     /// SLURM_RESTART_COUNT of the job (0 on its first run).
     pub restart_count: u32,
     /// The job instance (plugin's `SLURM_CKPT_JOB_INSTANCE`): generations record it, and only its
@@ -444,6 +447,9 @@ struct Rank<'a, E = Engine> {
     /// Generation numbers this job incarnation has used so far (identical on every rank, since
     /// every rank sees the same signals): the next checkpoint is `next_gen`.
     next_gen: u32,
+    /// The job whose identity (addresses, hostnames, ssh keys) the containers carry
+    /// (`identity_job`); recorded in every generation this run writes.
+    identity_job: u32,
     remap_root: Option<(u32, u32)>,
     ranks: Vec<RankIdentity>,
     /// The job's address lease (None: a job restored from a generation taken before leases).
@@ -469,16 +475,87 @@ async fn supervise(
 ) -> Result<i32> {
     let user = JobUser::lookup(a.uid, a.gid)?;
     let secret = crate::site_secret::read(&a.site.key_file)?;
-    let key = SiteKey::derive(&secret);
-    let layout = match &a.ckpt {
-        Some(d) => Some(Layout::new(
-            &a.site.ckpt_root,
-            &user.name,
-            &ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?,
-        )),
+    let engine = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
+    engine.check_network(&a.site.network).await?;
+    let image_id =
+        crate::image_check::ensure(&engine, &a.image, &a.mpi, &a.site.runtime_dir).await?;
+
+    // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
+    // not match it. Each step of the script has its own generations (`steps.rs`).
+    let dirs = match &a.ckpt {
+        Some(d) => {
+            let d = ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?;
+            let top = Layout::new(&a.site.ckpt_root, &user.name, &d);
+            let step = Layout::new(
+                &a.site.ckpt_root,
+                &user.name,
+                &crate::steps::step_subdir(&d, a.step),
+            );
+            Some((top, step))
+        }
         None => None,
     };
-    let (lease, ranks) = network_identity(a, layout.as_ref(), &key).await?;
+    let key = SiteKey::derive(&secret);
+    if let Some((top, l)) = &dirs {
+        // Every checkpointing job marks the directory as its own from the start: a job that
+        // resumes from it checks that none of them still runs (`check_resume_source`).
+        // Both made traversable (0755): a step's images are read from inside the container's
+        // user namespace at restore. Best effort, like every checkpoint: storage that cannot be
+        // written fails the checkpoints, not the job.
+        let marked = top
+            .create()
+            .and_then(|()| l.create())
+            .and_then(|()| crate::gc::mark_owner(&l.job_dir, a.job))
+            .and_then(|()| crate::gc::mark_owner(&top.job_dir, a.job));
+        if let Err(e) = marked {
+            tracing::warn!("checkpoint directory {}: {e}", l.job_dir.display());
+        }
+        if let Some(code) = already_finished(a, &top.job_dir, &key, tx).await {
+            return Ok(code);
+        }
+    }
+    let layout = dirs.map(|(_, l)| l);
+    let restore_from = match &layout {
+        Some(l) => restore_point(a, l, &key, &image_id, tx).await?,
+        None => None,
+    };
+    if let (Some(l), Some(m)) = (&layout, &restore_from) {
+        check_resume_source(a, l, m, tx).await?;
+    }
+    if let (0, Some(l)) = (a.rank, &layout) {
+        let started = crate::ckpt::Started {
+            instance: a.instance.as_ref().map(|i| i.to_string()),
+            job: a.job,
+            step: a.step,
+            time: crate::state::now(),
+        };
+        // Best effort: without it a later rerun of the script runs finished steps again.
+        if let Err(e) = l.mark_started(&started, &key) {
+            tracing::warn!("recording the step's start in {}: {e}", l.job_dir.display());
+        }
+    }
+    if let (Some(l), Some(m)) = (&layout, &restore_from) {
+        *restoring = Some(restore_failure::Restoring {
+            attempt: checkpoint::restore_attempt_dir(l, m.generation, a.job, a.restart_count),
+            generation: m.generation,
+            layout: l.clone(),
+            started: crate::state::now(),
+        });
+    }
+    // A restored process keeps the addresses, hostnames and ssh keys it was started with.
+    let identity_job = identity_job(a.job, restore_from.as_ref());
+
+    let (lease, ranks) = network_identity(
+        a,
+        identity_job,
+        restore_from.as_ref(),
+        layout.as_ref(),
+        &key,
+    )
+    .await?;
+    if let Some(m) = &restore_from {
+        same_addresses(m, lease.as_ref())?;
+    }
     let me = ranks
         .get(a.rank as usize)
         .ok_or(Error::RankOutOfRange {
@@ -490,6 +567,7 @@ async fn supervise(
     let dir = jobdir::prepare(&JobDirSpec {
         runtime_dir: &a.site.runtime_dir,
         job_id: a.job,
+        identity_job,
         node: &a.node,
         user: &user,
         home: &home,
@@ -498,28 +576,6 @@ async fn supervise(
     })?;
     jobdir::write_rank_env(&dir, a.rank, &slurm_task_env(a))?;
     write_pidfile(&dir, a.rank);
-    let engine = Engine::connect(&a.site.socket_for(&a.node), &a.node).await?;
-    engine.check_network(&a.site.network).await?;
-    let image_id =
-        crate::image_check::ensure(&engine, &a.image, &a.mpi, &a.site.runtime_dir).await?;
-
-    // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
-    // not match it.
-    let restore_from = match &layout {
-        Some(l) => restore_point(a, l, &key, &image_id, tx).await?,
-        None => None,
-    };
-    if let Some(m) = &restore_from {
-        same_addresses(m, lease.as_ref())?;
-    }
-    if let (Some(l), Some(m)) = (&layout, &restore_from) {
-        *restoring = Some(restore_failure::Restoring {
-            attempt: checkpoint::restore_attempt_dir(l, m.generation, a.restart_count),
-            generation: m.generation,
-            layout: l.clone(),
-            started: crate::state::now(),
-        });
-    }
 
     let info = engine.daemon_info().await?;
     let cpuinfo = a.site.cpuinfo_for(&a.node);
@@ -605,6 +661,7 @@ async fn supervise(
         st,
         layout,
         next_gen,
+        identity_job,
         remap_root: info.remap_root,
         ranks,
         lease,
@@ -785,7 +842,7 @@ async fn supervise(
         crate::slurm::signal_step(a.job, a.step, "USR2").await;
     }
     if a.rank == 0 && !stopped_by_slurm {
-        r.close_generations();
+        r.close_generations(code);
     }
     r.engine.remove(&id).await?;
     Ok(code)
@@ -807,21 +864,21 @@ fn output_frame(out: LogOutput) -> Option<Frame> {
 /// the old slot formula's addresses, which its restored connections expect.
 async fn network_identity(
     a: &SuperviseArgs,
+    identity: u32,
+    restore_from: Option<&crate::ckpt::Manifest>,
     layout: Option<&Layout>,
     key: &SiteKey,
 ) -> Result<(Option<Lease>, Vec<RankIdentity>)> {
     a.site
         .check_ntasks(a.ntasks)
         .map_err(|limit| Error::TooManyRanks { job: a.job, limit })?;
-    let instance = a.instance.as_ref().map(|i| i.as_str());
-    if layout
-        .and_then(|l| l.latest())
-        .is_some_and(|m| m.lease.is_none() && m.instance.as_deref() == instance)
-    {
-        let ranks = job_plan(a.job, a.ntasks, &a.site.subnet)?;
+    // A generation taken before leases restores onto the slot formula's addresses, which its
+    // connections expect; rank 0 registers them so no new lease hands them out meanwhile.
+    if restore_from.is_some_and(|m| m.lease.is_none()) {
+        let ranks = job_plan(identity, a.ntasks, &a.site.subnet)?;
         if let (0, Some(r0)) = (a.rank, ranks.first()) {
             LeaseStore::new(&a.site.ckpt_root).reserve_legacy(
-                a.job,
+                identity,
                 r0.ip,
                 a.ntasks,
                 &a.site.subnet,
@@ -832,18 +889,19 @@ async fn network_identity(
         return Ok((None, ranks));
     }
     let req = LeaseRequest {
-        job: a.job,
+        job: identity,
         rank: a.rank,
         ntasks: a.ntasks,
         subnet: &a.site.subnet,
         ckpt_dir: layout.map(|l| l.job_dir.as_path()),
-        run: format!("s{}-r{}", a.step, a.restart_count),
+        // The step's run of this (real) job: a resumed job shares its identity job's lease.
+        run: format!("j{}-s{}-r{}", a.job, a.step, a.restart_count),
     };
     let wait = Duration::from_secs(a.site.timeout_secs);
     let lease = LeaseStore::new(&a.site.ckpt_root)
         .for_rank(&req, key, wait)
         .await?;
-    let ranks = leased_plan(a.job, a.ntasks, &lease)?;
+    let ranks = leased_plan(identity, a.ntasks, &lease)?;
     Ok((Some(lease), ranks))
 }
 
@@ -892,6 +950,7 @@ async fn restore_point(
             image_id,
             argv: &a.argv,
             cwd: &a.cwd,
+            resume: names_its_dir(a),
         },
     );
     for why in &rp.refused {
@@ -930,6 +989,111 @@ async fn restore_point(
             refused: rp.refused.len(),
         }),
     }
+}
+
+/// A step that already finished in the run this (requeued or resumed) script continues is not run
+/// again (`steps.rs`): its recorded exit code, for rank 0 (the step's code, as the launcher's
+/// would be), 0 for the others. Rank 0 says so in the job's output. None: run it.
+async fn already_finished(
+    a: &SuperviseArgs,
+    top: &Path,
+    key: &SiteKey,
+    tx: &mpsc::Sender<Frame>,
+) -> Option<i32> {
+    if a.rerun {
+        return None;
+    }
+    let runs = crate::steps::load_runs(top, key);
+    let instance = a.instance.as_ref().map(|i| i.as_str());
+    let c = crate::steps::finished_in_interrupted_run(a.step, &runs, instance, names_its_dir(a))?;
+    let code = c.exit_code?;
+    let msg = format!(
+        "step {} already finished with exit code {code} in job {}'s run ({}, {}): not run again (--container-rerun runs it again)",
+        a.step,
+        c.job,
+        crate::state::utc(c.time),
+        top.display()
+    );
+    tracing::info!("{msg}");
+    if a.rank != 0 {
+        return Some(0);
+    }
+    send(
+        tx,
+        Frame::Stderr(format!("slurm-ckpt: {msg}\n").into_bytes()),
+    )
+    .await;
+    Some(code)
+}
+
+/// `--container-ckpt=DIR` named a directory (not the job's default, its id): an earlier job's
+/// generation there may be resumed.
+fn names_its_dir(a: &SuperviseArgs) -> bool {
+    a.ckpt
+        .as_deref()
+        .is_some_and(|d| !matches!(d, "" | "(null)") && d != a.job.to_string())
+}
+
+/// A job that resumes an earlier job's generation takes over that job's addresses and hostnames:
+/// refused while the generation's job, its identity job or any other job that marked the
+/// directory as its own still runs (or may run again: pending, requeued).
+async fn check_resume_source(
+    a: &SuperviseArgs,
+    layout: &Layout,
+    m: &crate::ckpt::Manifest,
+    tx: &mpsc::Sender<Frame>,
+) -> Result<()> {
+    if m.job == a.job && m.instance.as_deref() == a.instance.as_ref().map(|i| i.as_str()) {
+        return Ok(());
+    }
+    let mut jobs = crate::gc::marked_owners(&layout.job_dir)?;
+    jobs.extend([m.job, m.identity()]);
+    jobs.remove(&a.job);
+    // A job that was just cancelled or ran out of time stays COMPLETING while its epilog waits
+    // for its supervisors (a last checkpoint): wait for that, up to the site timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.site.timeout_secs);
+    for job in jobs {
+        loop {
+            match crate::slurm::live_state(job).await {
+                None => break,
+                Some(s) if s == "COMPLETING" && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_secs(2)).await
+                }
+                Some(state) => {
+                    return Err(Error::ResumeSourceLive {
+                        dir: layout.job_dir.clone(),
+                        job,
+                        state,
+                    })
+                }
+            }
+        }
+    }
+    tracing::info!(
+        generation = m.generation,
+        from_job = m.job,
+        identity_job = m.identity(),
+        "resuming an earlier job's generation"
+    );
+    if a.rank == 0 {
+        let msg = format!(
+            "slurm-ckpt: resuming generation {} of job {} from {}; the containers keep job {}'s addresses and hostnames (j{}-rN)\n",
+            m.generation,
+            m.job,
+            layout.job_dir.display(),
+            m.identity(),
+            m.identity()
+        );
+        send(tx, Frame::Stderr(msg.into_bytes())).await;
+    }
+    Ok(())
+}
+
+/// The job whose network identity and ssh keys the ranks carry: this job on a fresh start; on a
+/// restore, the generation's own (a job resumed from an earlier job's generation keeps that job's
+/// identity, and so does every later requeue of it).
+fn identity_job(job: u32, restore_from: Option<&crate::ckpt::Manifest>) -> u32 {
+    restore_from.map_or(job, crate::ckpt::Manifest::identity)
 }
 
 /// Marker rank 0 leaves in the job's (shared) state directory when its launcher has exited.
@@ -972,7 +1136,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
     /// The job ended normally (its launcher exited, whatever its code, and Slurm did not stop the
     /// step): its generations are no restart point any more (`ckpt::Closed`). Best effort: the
     /// job's result does not depend on it.
-    fn close_generations(&mut self) {
+    fn close_generations(&mut self, exit_code: i32) {
         let Some(l) = &self.layout else { return };
         let closed = Closed {
             instance: self.a.instance.as_ref().map(|i| i.to_string()),
@@ -980,6 +1144,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             step: self.a.step,
             time: crate::state::now(),
             through: l.generations().last().copied().unwrap_or(0),
+            exit_code: Some(exit_code),
         };
         match l.close(&closed, &self.key) {
             Ok(true) => {
@@ -1089,6 +1254,34 @@ mod tests {
         assert!(!readopted_containers_cannot_checkpoint("23.0.1"));
         assert!(!readopted_containers_cannot_checkpoint("27.3.1"));
         assert!(!readopted_containers_cannot_checkpoint(""));
+    }
+
+    #[test]
+    fn only_a_named_directory_resumes_earlier_jobs() {
+        let a = |ckpt: Option<&str>| SuperviseArgs {
+            ckpt: ckpt.map(String::from),
+            ..args()
+        };
+        assert!(names_its_dir(&a(Some("runs/a"))));
+        assert!(names_its_dir(&a(Some("5"))));
+        for default in [None, Some(""), Some("(null)"), Some("7")] {
+            assert!(!names_its_dir(&a(default)), "{default:?}");
+        }
+    }
+
+    #[test]
+    fn a_restore_keeps_the_identity_of_the_generation() {
+        let m = |job, identity_job| crate::ckpt::Manifest {
+            job,
+            identity_job,
+            ..crate::ckpt::tests::manifest()
+        };
+        assert_eq!(identity_job(9, None), 9);
+        // A requeue restores its own generation; a manifest of an older helper names none.
+        assert_eq!(identity_job(9, Some(&m(9, Some(9)))), 9);
+        assert_eq!(identity_job(9, Some(&m(5, None))), 5);
+        // Resumed from a job that was itself resumed: the first job's identity.
+        assert_eq!(identity_job(9, Some(&m(5, Some(3)))), 3);
     }
 
     #[test]
@@ -1202,6 +1395,33 @@ mod tests {
         assert_eq!(container_home(home, &[]), None);
     }
 
+    fn args() -> SuperviseArgs {
+        SuperviseArgs {
+            job: 7,
+            step: 2,
+            rank: 3,
+            ntasks: 4,
+            node: "n1".into(),
+            uid: 1000,
+            gid: 1000,
+            image: "img".into(),
+            mpi: "mpich".into(),
+            mounts: vec![],
+            env: vec![],
+            cwd: "/work".into(),
+            ckpt: None,
+            ckpt_interval: None,
+            rerun: false,
+            restart_count: 0,
+            instance: None,
+            cpus: None,
+            mem_mb: None,
+            cpuset: None,
+            site: SiteConfig::default(),
+            argv: vec!["prog".into()],
+        }
+    }
+
     #[tokio::test]
     async fn ranks_share_rank_0s_lease_and_old_generations_keep_the_slot_formula() {
         let root = std::env::temp_dir().join(format!("slurm-ckpt-ident-{}", std::process::id()));
@@ -1209,39 +1429,22 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         let key = SiteKey::derive(b"k");
         let args = |job: u32, rank: u32, ntasks: u32| {
-            let site = SiteConfig {
+            let mut a = args();
+            a.job = job;
+            a.step = 0;
+            a.rank = rank;
+            a.ntasks = ntasks;
+            a.site = SiteConfig {
                 ckpt_root: root.clone(),
                 timeout_secs: 5,
                 ..Default::default()
             };
-            SuperviseArgs {
-                job,
-                step: 0,
-                rank,
-                ntasks,
-                node: "n1".into(),
-                uid: 1000,
-                gid: 1000,
-                image: "img".into(),
-                mpi: "mpich".into(),
-                mounts: vec![],
-                env: vec![],
-                cwd: "/work".into(),
-                ckpt: None,
-                ckpt_interval: None,
-                restart_count: 0,
-                instance: None,
-                cpus: None,
-                mem_mb: None,
-                cpuset: None,
-                site,
-                argv: vec!["prog".into()],
-            }
+            a
         };
-        let (l0, r0) = network_identity(&args(9, 0, 100), None, &key)
+        let (l0, r0) = network_identity(&args(9, 0, 100), 9, None, None, &key)
             .await
             .unwrap();
-        let (l1, r1) = network_identity(&args(9, 1, 100), None, &key)
+        let (l1, r1) = network_identity(&args(9, 1, 100), 9, None, None, &key)
             .await
             .unwrap();
         assert_eq!((l0.clone(), r0.clone()), (l1, r1));
@@ -1249,7 +1452,7 @@ mod tests {
         assert_eq!(r0[99].ip, std::net::Ipv4Addr::new(10, 88, 1, 99));
         assert_eq!(l0.map(|l| l.size), Some(104));
         // Over the site's max_ranks: refused before any lease.
-        let e = network_identity(&args(10, 0, 1025), None, &key)
+        let e = network_identity(&args(10, 0, 1025), 10, None, None, &key)
             .await
             .unwrap_err();
         assert!(matches!(e, Error::TooManyRanks { .. }), "{e}");
@@ -1267,9 +1470,15 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        let (l, r) = network_identity(&args(11, 0, 4), Some(&layout), &key)
-            .await
-            .unwrap();
+        let (l, r) = network_identity(
+            &args(11, 0, 4),
+            11,
+            layout.latest().as_ref(),
+            Some(&layout),
+            &key,
+        )
+        .await
+        .unwrap();
         assert!(l.is_none());
         assert_eq!(r, job_plan(11, 4, &SiteConfig::default().subnet).unwrap());
         let held = LeaseStore::new(&root).lookup(11, &key).unwrap().unwrap();
@@ -1279,29 +1488,7 @@ mod tests {
 
     #[test]
     fn ranks_get_their_own_slurm_variables_and_the_image_path() {
-        let mut a = SuperviseArgs {
-            job: 7,
-            step: 2,
-            rank: 3,
-            ntasks: 4,
-            node: "n1".into(),
-            uid: 1000,
-            gid: 1000,
-            image: "img".into(),
-            mpi: "mpich".into(),
-            mounts: vec![],
-            env: vec![],
-            cwd: "/work".into(),
-            ckpt: None,
-            ckpt_interval: None,
-            restart_count: 0,
-            instance: None,
-            cpus: None,
-            mem_mb: None,
-            cpuset: None,
-            site: SiteConfig::default(),
-            argv: vec!["prog".into()],
-        };
+        let mut a = args();
         a.env = vec![
             "OMP_NUM_THREADS=4".into(),
             "PATH=/opt/x/bin:/usr/bin".into(),

@@ -49,6 +49,7 @@ impl World {
                 cwd: "/work".into(),
                 ckpt: Some(String::new()),
                 ckpt_interval: None,
+                rerun: false,
                 restart_count: 0,
                 instance: None,
                 cpus: None,
@@ -114,6 +115,7 @@ impl World {
                     st,
                     layout: Some(self.layout()),
                     next_gen: 1,
+                    identity_job: a.job,
                     remap_root: None,
                     ranks,
                     lease: None,
@@ -397,6 +399,30 @@ async fn a_restore_follows_each_ordering_policy_behind_the_network_lock() {
             assert_eq!(r.st.state, ContainerState::Running);
             assert_eq!(r.next_gen, 2);
         }
+    }
+}
+
+#[tokio::test]
+async fn after_restoring_an_older_generation_numbers_go_on_past_the_newest() {
+    let (w, _) = checkpointed(OrderPolicy::FreezeAll, 2).await;
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Running);
+    for r in ranks.iter_mut() {
+        r.next_gen = 2;
+    }
+    let res = join_all(ranks.iter_mut().map(|r| r.checkpoint(false))).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    drop(ranks);
+    // g0002 exists but is not the one restored (skipped or refused, e.g. another job's).
+    let m: Manifest =
+        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Created);
+    let root = w.docker_root();
+    let res = join_all(ranks.iter_mut().map(|r| r.restore(&m, &root))).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    for r in &ranks {
+        assert_eq!(r.next_gen, 3);
     }
 }
 
