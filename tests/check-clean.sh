@@ -5,8 +5,10 @@
 set -uo pipefail
 bad=0
 problem() { echo "  [check-clean] LEFT BEHIND: $*" >&2; bad=1; }
-ip netns list 2>/dev/null | grep -E '^node[0-9]+' && problem "network namespaces"
-ip -o link show 2>/dev/null | grep -E ' (vcfabric|vc-node[0-9]+)[@:]' && problem "links"
+ip netns list 2>/dev/null | grep -E '^(node[0-9]+|vcstore)' && problem "network namespaces"
+ip -o link show 2>/dev/null | grep -E ' (vcfabric|vc-node[0-9]+|vc-store)[@:]' && problem "links"
+# --storage=gluster: its server, brick and clients (found by our volume and server address).
+pgrep -a -f -- '-f /var/lib/vc/gluster/|--volfile-id vcckpt\.|--volfile-id=/vcckpt' && problem "gluster processes"
 pgrep -a -f '^(slurmd -N node|slurmctld)|/run/vc/' && problem "processes"
 # Step daemons of our nodes: outside the host's network namespace, with a node's hostname (their
 # namespaces are gone now, so that is what identifies them). A site's own slurmstepd is not ours.
