@@ -202,6 +202,11 @@ with_site() {
     local conf=/etc/slurm/plugstack.conf
     cp "$conf" "/tmp/$TEST_NAME.plugstack.orig"
     trap 'cp "/tmp/$TEST_NAME.plugstack.orig" /etc/slurm/plugstack.conf' EXIT
+    local kv
+    # A setting the line has already is replaced (the plugin refuses a key given twice).
+    for kv in "$@"; do
+        sed -i "/spank_container_ckpt\.so/ s| ${kv%%=*}=[^ ]*||" "$conf"
+    done
     sed -i "s|^\(required .*spank_container_ckpt\.so.*\)$|\1 $*|" "$conf"
     grep -q "spank_container_ckpt.so.* $*" "$conf" || fail "could not set site settings $*"
 }

@@ -49,6 +49,6 @@ echo "$out" | grep -q '^t54: step 1 rc=0' || { show_job "$id"; fail "step 1 did 
 [ "$(echo "$out" | grep -c '^VERIFICATION SUCCESSFUL')" = 2 ] || { show_job "$id"; fail "expected two verifications (step 0's first run, step 1 restored)"; }
 jq -e '.step == 1 and .exit_code == 0' "$area/$id/step-1/closed.json" >/dev/null ||
     fail "step 1 ended but its directory is not closed: $(cat "$area/$id/step-1/closed.json" 2>&1)"
-slurm-ckpt list "$id" | grep -q "step-1/g0001" || { slurm-ckpt list "$id" >&2; fail "slurm-ckpt list does not show step 1's generation"; }
+slurm-ckpt list "$id" | grep -c "step-1/g0001" >/dev/null || { slurm-ckpt list "$id" >&2; fail "slurm-ckpt list does not show step 1's generation"; }
 [ "$(containers_of "$id")" = 0 ] || fail "job $id left containers behind"
 say "requeued in step 1: step 0 not run again (exit 0 returned), step 1 restored and verified"
