@@ -61,6 +61,17 @@ show_job() {
     job_out "$id" | tail -n 60 >&2
     echo "----- job $id: helper logs -----" >&2
     tail -n 40 "/var/log/slurm-ckpt/job-$id.log" >&2 2>/dev/null || true
+    echo "----- job $id: rank records (last events) and supervisors -----" >&2
+    local r node
+    for r in "$VC_CKPT_ROOT/.state/$id"/rank-*.json; do
+        [ -f "$r" ] || continue
+        jq -c '{rank, node, state, events: ((.events // [])[-6:])}' "$r" >&2 2>/dev/null || tail -c 600 "$r" >&2
+    done
+    pgrep -af "slurm-ckpt supervise .*--job $id " >&2 || echo "(no supervisor of job $id running)" >&2
+    for node in $VC_NODES; do
+        timeout 10 /usr/bin/docker -H "unix://$VC_RUN/$node/docker.sock" ps -a --filter "label=slurm-ckpt.job=$id" \
+            --format "$node {{.Names}} {{.Status}}" >&2 2>/dev/null || true
+    done
     echo "----- runtime wrapper log -----" >&2
     tail -n 10 /var/log/slurm-ckpt/runtime.log >&2 2>/dev/null || true
     local f
