@@ -1,5 +1,6 @@
-//! The one place the helper touches raw file descriptors: the socketpair end the plugin passes to
-//! the supervisor and the relay as an inherited fd number.
+//! The one place the helper touches raw file descriptors and process-wide signal dispositions:
+//! the socketpair end the plugin passes to the supervisor and the relay as an inherited fd number,
+//! and the report commands' stdout.
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
@@ -23,6 +24,17 @@ pub fn inherited_socket(fd: i32) -> std::io::Result<UnixStream> {
     // exclusive use by the plugin; nothing else in the process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     Ok(UnixStream::from(owned))
+}
+
+/// For commands that only print a report (`status`, `list`, `gc`, `man`): a reader that stops
+/// early (`| head`, `| grep -q`) ends the command quietly, as it would `ls`, instead of a panic
+/// in `println!` and a failed pipeline. Not for the supervisor or the relay, whose sockets must
+/// report a gone peer as an error rather than kill the process.
+pub fn quiet_on_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler code; called at the start of a single-threaded
+    // command before anything else runs.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 mod libc_sflag {

@@ -58,6 +58,12 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if matches!(
+        cli.cmd,
+        Cmd::Status(_) | Cmd::List(_) | Cmd::Gc(_) | Cmd::Man(_)
+    ) {
+        slurm_ckpt::fdio::quiet_on_closed_stdout();
+    }
     let code = match cli.cmd {
         Cmd::Supervise(a) => cli::supervise::main(*a),
         Cmd::Relay(a) => cli::relay::main(a),

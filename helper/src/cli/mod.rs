@@ -157,4 +157,3 @@ mod tests {
         assert_eq!(report(&e), "docker (sock): gone");
     }
 }
-
