@@ -53,7 +53,7 @@ trap cleanup EXIT
 # one must have the expected id (a leftover of an earlier run is reused, not recreated).
 ensure_group() {
     local have
-    have="$(getent group "$1" | cut -d: -f3)"
+    have="$(getent group "$1" | cut -d: -f3 || true)"
     if [ -z "$have" ]; then
         getent group "$2" >/dev/null && fail "gid $2 is taken by $(getent group "$2" | cut -d: -f1)"
         groupadd -g "$2" "$1" || fail "groupadd $1 failed"
