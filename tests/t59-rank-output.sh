@@ -12,14 +12,20 @@ RANK='r=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-unset}}'
 ticks="$JOBDIR/t59-ticks.sh"
 cat >"$ticks" <<EOF
 #!/bin/sh
-srun -l sh -c '$RANK; i=0; while [ \$i -lt 40 ]; do echo "tick mpi=\$r procid=\$SLURM_PROCID n=\$i"; i=\$((i + 1)); sleep 1; done'
+srun -l sh -c '$RANK; i=0; while [ \$i -lt 40 ]; do echo "tick mpi=\$r procid=\$SLURM_PROCID n=\$i"; i=\$((i + 1)); sleep 1; done' &&
+    echo "VERIFICATION SUCCESSFUL"
 EOF
 pertask="$JOBDIR/t59-pertask.sh"
 cat >"$pertask" <<EOF
 #!/bin/sh
 srun --output='$JOBDIR/t59-%j-%t.out' sh -c '$RANK; echo "hello mpi=\$r procid=\$SLURM_PROCID"; echo "stderr mpi=\$r" >&2; sleep 3; exit 3'
 EOF
-chmod 755 "$ticks" "$pertask"
+merged="$JOBDIR/t59-merged.sh"
+cat >"$merged" <<EOF
+#!/bin/sh
+srun -l sh -c '$RANK; echo "hello mpi=\$r"' && echo "VERIFICATION SUCCESSFUL"
+EOF
+chmod 755 "$ticks" "$pertask" "$merged"
 
 # tick_lines ID FROM: the job's tick lines from output line FROM on.
 tick_lines() { job_out "$1" | tail -n +"$2" | grep -E '^ *[0-9]+: tick ' || true; }
@@ -94,3 +100,13 @@ run_family() {
 for mpi in ${MATRIX_MPI:-openmpi mpich}; do
     run_family "$mpi"
 done
+
+# 3. The site's opt-out: every rank's output comes through the launcher, as rank 0's.
+with_site split_rank_output=no
+id=$(submit -w node1,node2 -N2 -n3 --container-image="$VC_IMAGE" --container-mpi=openmpi "$merged")
+expect_ok "$id" 120
+for r in 0 1 2; do
+    grep -qE "^ *0: hello mpi=$r$" <<<"$(job_out "$id")" ||
+        { show_job "$id"; fail "split_rank_output=no: rank $r's line is not rank 0's"; }
+done
+say "split_rank_output=no: every rank's output is rank 0's"
