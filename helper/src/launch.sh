@@ -7,6 +7,34 @@
 # init's process tree only (processes started by `docker exec` would be silently lost).
 set -e
 D=/.slurm-ckpt
+
+# Point this rank's stdout/stderr at its own container's output (the container init's, PID 1), so
+# its supervisor streams it to this rank's Slurm task: `srun -l` and `--output=%t` split the output
+# by rank as in a native step, instead of everything arriving through the MPI launcher as rank 0's.
+# The launcher's pipes stay open, silent, until the rank exits (parked on two free descriptors):
+# hydra's proxy stops serving PMI once every child's stdout and stderr are closed. Reopening
+# /proc/1/fd/N gives a new description of the same pipe Docker reads, which CRIU restores onto the
+# new container's pipe as it does PID 1's own (runc passes it as an inherited pipe).
+own_output() {
+    { true >/proc/1/fd/1 && true >/proc/1/fd/2; } 2>/dev/null || {
+        echo "slurm-ckpt: rank ${SLURM_PROCID:-?}: cannot write to its container's output (/proc/1/fd/1); its output comes through the MPI launcher (rank 0)" >&2
+        return 0
+    }
+    # Two descriptors this process does not hold (hydra's PMI_FD, for one, is inherited); sh
+    # redirections take single digits only.
+    a=""; b=""
+    for n in 9 8 7 6 5 4 3; do
+        if [ -L "/proc/$$/fd/$n" ]; then continue; fi
+        if [ -z "$a" ]; then a=$n; elif [ -z "$b" ]; then b=$n; fi
+    done
+    if [ -z "$b" ]; then
+        echo "slurm-ckpt: rank ${SLURM_PROCID:-?}: no free descriptor to keep the MPI launcher's pipes on; its output comes through the MPI launcher (rank 0)" >&2
+        return 0
+    fi
+    eval "exec $a>&1 $b>&2"
+    exec >/proc/1/fd/1 2>/proc/1/fd/2
+}
+
 if [ "$1" = --rank-env ]; then
     # An MPI rank: the launcher passed on rank 0's environment; this container's own Slurm values
     # (SLURM_PROCID, ...) are in env-r<R>, R from the hostname j<JOB>-r<R>.
@@ -14,6 +42,7 @@ if [ "$1" = --rank-env ]; then
     h=$(cat /etc/hostname 2>/dev/null || hostname)
     f="$D/env-r${h##*-r}"
     [ ! -f "$f" ] || . "$f"
+    [ "${SLURM_CKPT_SPLIT_OUTPUT:-yes}" != yes ] || own_output
     exec "$@"
 fi
 rank="$1"; mpi="$2"; ntasks="$3"; shift 3

@@ -34,7 +34,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 28] = [
+pub const KEYS: [&str; 29] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -63,6 +63,7 @@ pub const KEYS: [&str; 28] = [
     "runc_path",
     "option_prefix",
     "max_ranks",
+    "split_rank_output",
 ];
 
 /// Longest helper call timeout (one day).
@@ -392,6 +393,9 @@ pub struct SiteConfig {
     pub option_prefix: String,
     /// Most ranks (containers) one job may run; the subnet's free addresses may allow fewer.
     pub max_ranks: u32,
+    /// Each MPI rank writes to its own container's output (its own Slurm task's output, as in a
+    /// native step) instead of through the MPI launcher to rank 0's.
+    pub split_rank_output: bool,
 }
 
 /// Where runc is looked for when `runc_path` is empty: Debian's package, then Docker CE's.
@@ -431,6 +435,7 @@ impl Default for SiteConfig {
             runc_path: None,
             option_prefix: option_names::DEFAULT_PREFIX.into(),
             max_ranks: 1024,
+            split_rank_output: true,
         }
     }
 }
@@ -545,6 +550,7 @@ impl SiteConfig {
             }
             "option_prefix" => self.option_prefix = option_names::parse_prefix(value)?,
             "max_ranks" => self.max_ranks = max_ranks(value)?,
+            "split_rank_output" => self.split_rank_output = boolean(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -582,6 +588,7 @@ impl SiteConfig {
             "runc_path" => self.runc_path.as_deref().map(path_text).unwrap_or_default(),
             "option_prefix" => self.option_prefix.clone(),
             "max_ranks" => self.max_ranks.to_string(),
+            "split_rank_output" => if self.split_rank_output { "yes" } else { "no" }.to_string(),
             _ => return None,
         })
     }

@@ -163,6 +163,16 @@ fn slurm_task_env(a: &SuperviseArgs) -> Vec<String> {
         format!("SLURM_NTASKS={}", a.ntasks),
         format!("SLURM_CKPT_RANK={}", a.rank),
         format!("SLURM_CKPT_NTASKS={}", a.ntasks),
+        // Whether `--rank-env` points the rank's stdout/stderr at its own container's output (the
+        // site's split_rank_output); in env-r<R> too, since Open MPI would not forward it.
+        format!(
+            "SLURM_CKPT_SPLIT_OUTPUT={}",
+            if a.site.split_rank_output {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
     ]
 }
 
@@ -1502,6 +1512,12 @@ mod tests {
         assert!(has(&format!("SLURM_STEP_ID={}", a.step)));
         assert!(has("HOME=/home/alice") && has("OMP_NUM_THREADS=4"));
         assert!(has("SLURM_CKPT_ENV_NAMES=OMP_NUM_THREADS PATH"));
+        assert!(has("SLURM_CKPT_SPLIT_OUTPUT=yes"));
+        a.site.split_rank_output = false;
+        assert!(rank_env(&a, "/tmp")
+            .iter()
+            .any(|e| e == "SLURM_CKPT_SPLIT_OUTPUT=no"));
+        a.site.split_rank_output = true;
         // The job's PATH only; without one, none (the image's applies).
         assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
         a.env.clear();
