@@ -42,7 +42,9 @@ if [ "$1" = --rank-env ]; then
     h=$(cat /etc/hostname 2>/dev/null || hostname)
     f="$D/env-r${h##*-r}"
     [ ! -f "$f" ] || . "$f"
-    [ "${SLURM_CKPT_SPLIT_OUTPUT:-yes}" != yes ] || own_output
+    # Rank 0's container runs the MPI launcher as its init: its output is rank 0's already (and
+    # hydra leaves no free descriptor there).
+    [ "${SLURM_CKPT_SPLIT_OUTPUT:-yes}" != yes ] || [ "${h##*-r}" = 0 ] || own_output
     exec "$@"
 fi
 rank="$1"; mpi="$2"; ntasks="$3"; shift 3
