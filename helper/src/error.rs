@@ -130,8 +130,13 @@ pub enum Error {
     RankNotInGeneration { generation: u32, rank: u32 },
     #[error("no CRIU images in {} (is the container's runtime the slurm-ckpt wrapper?)", dir.display())]
     NoImages { dir: PathBuf },
-    #[error("no usable checkpoint generation in {} ({refused} refused, see above); remove them or submit a new job without --container-ckpt to start over", dir.display())]
-    NoUsableGeneration { dir: PathBuf, refused: usize },
+    #[error("no usable checkpoint generation in {} ({refused} refused, see above); remove them or submit a new job without {flag} to start over", dir.display())]
+    NoUsableGeneration {
+        dir: PathBuf,
+        refused: usize,
+        /// The checkpoint option as this site names it (`option_prefix`).
+        flag: String,
+    },
     #[error("checkpoint directory {} is still in use by job {job} ({state}): a job resumes from a directory only once every earlier job that used it has ended, since it takes over their containers' addresses", dir.display())]
     ResumeSourceLive {
         dir: PathBuf,

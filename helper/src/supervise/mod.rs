@@ -987,6 +987,7 @@ async fn restore_point(
         (None, false) => Err(Error::NoUsableGeneration {
             dir: layout.job_dir.clone(),
             refused: rp.refused.len(),
+            flag: a.site.flag("container-ckpt"),
         }),
     }
 }
