@@ -51,6 +51,12 @@ pub enum Error {
     PathRefused { what: String, reason: String },
     #[error("checking the job's paths as its user failed: {0}")]
     PathCheck(String),
+    #[error("cannot become the job's user: {0}")]
+    DropPrivileges(String),
+    #[error("user index directory {}: {why}", path.display())]
+    IndexDir { path: PathBuf, why: String },
+    #[error("user index {}: {why}", path.display())]
+    IndexWrite { path: PathBuf, why: String },
     #[error("{path}: encrypted image refused: {why}")]
     Undecryptable {
         path: PathBuf,

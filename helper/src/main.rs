@@ -45,6 +45,10 @@ enum Cmd {
     /// (supervisor, root → job user) Resolve paths a job names with the user's own credentials.
     #[command(hide = true)]
     CheckPaths(cli::check_paths::Args),
+    /// (supervisor or gc, root → job user) Write or forget entries of the user's own checkpoint
+    /// index.
+    #[command(hide = true)]
+    WriteIndex(cli::write_index::Args),
     /// Check container images against the rank-container requirements.
     #[command(subcommand)]
     Image(cli::image::ImageCmd),
@@ -71,6 +75,7 @@ fn main() {
         Cmd::NodeSetup(a) => cli::node_setup::main(a),
         Cmd::Man(a) => cli::man::main(Cli::command(), a),
         Cmd::CheckPaths(a) => cli::check_paths::main(a),
+        Cmd::WriteIndex(a) => cli::write_index::main(a),
         Cmd::Guard { args, log } => cli::guard::main(args, log),
     };
     std::process::exit(code);
