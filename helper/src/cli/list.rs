@@ -261,6 +261,9 @@ fn run_gc(a: &GcArgs) -> anyhow::Result<()> {
             gc::Verdict::Remove(why) => {
                 say(verb, &d.path, format!("{why}{}", d.closed_note()));
                 remove(&d.path, a.dry_run);
+                if !a.dry_run {
+                    forget_in_index(root, &d.user, &d.name);
+                }
             }
         }
     }
@@ -302,6 +305,30 @@ fn reclaim_leases(
             Ok(false) => {}
             Err(e) => eprintln!("slurm-ckpt gc: {e}"),
         }
+    }
+}
+
+/// The user's own index forgets a removed directory: done by `write-index` as the user, never
+/// by root in the user's directory (user_index.rs). Best effort: a stale entry only misleads
+/// its own user until their next job in that directory.
+fn forget_in_index(root: &Path, user: &str, dir: &str) {
+    let index = user_index::index_dir(root, user);
+    if !index.is_dir() {
+        return;
+    }
+    let creds = match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) if !u.uid.is_root() => slurm_ckpt::user_paths::Creds {
+            name: user.to_string(),
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        },
+        _ => return,
+    };
+    let op = user_index::ChildOp::Forget {
+        dir: dir.to_string(),
+    };
+    if let Err(e) = user_index::run_child(&creds, &index, &op, &[]) {
+        eprintln!("slurm-ckpt gc: {e}");
     }
 }
 
