@@ -294,6 +294,19 @@ mod tests {
 
     #[test]
     fn typed_variants_name_what_and_where() {
+        // The option as the site names it (option_prefix), not the default spelling.
+        let site = slurm_ckpt_site::SiteConfig::parse(&["option_prefix=ckpt".to_string()]).unwrap();
+        let e = Error::NoUsableGeneration {
+            dir: "/c/u/7".into(),
+            refused: 2,
+            flag: site.flag("container-ckpt"),
+        }
+        .to_string();
+        assert!(
+            e.contains("without --ckpt-checkpoint to start over")
+                && !e.contains("--container-ckpt"),
+            "{e}"
+        );
         let e = Error::Timeout {
             what: "one of 2 dump slots on this node".into(),
             secs: 5,
