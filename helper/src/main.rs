@@ -23,13 +23,15 @@ enum Cmd {
     Relay(cli::relay::Args),
     /// (epilog, root) Remove every container and runtime file of a job on this node.
     Cleanup(cli::cleanup::Args),
-    /// Show the rank containers of running jobs.
+    /// Show the rank containers of running jobs (run by a user: their own jobs' checkpoint
+    /// record, from their index).
     Status(cli::status::Args),
     /// Checkpoint a running container job (and optionally requeue it).
     Checkpoint(cli::checkpoint::Args),
     /// Could a node restore a job's newest checkpoint? (CPU, page size; versions when strict)
     CheckRestore(cli::check_restore::Args),
-    /// List checkpoint generations.
+    /// List checkpoint generations (run by a user: their own jobs' only, from their index in
+    /// <ckpt_root>/.users/<user>).
     List(cli::list::ListArgs),
     /// Remove checkpoints of jobs Slurm no longer knows; prune old generations.
     Gc(cli::list::GcArgs),

@@ -48,12 +48,17 @@ impl IndexUpdates {
         }));
     }
 
-    /// Wait (bounded) for the last update: the supervisor is about to exit.
-    pub(super) async fn finish(&mut self) {
-        if let Some(p) = self.pending.take() {
-            if tokio::time::timeout(FINISH_WAIT, p).await.is_err() {
-                tracing::warn!("user index: last update still running after {FINISH_WAIT:?}");
-            }
+    /// The last update, for the caller to wait for once the rank's exit is reported (`finish`).
+    pub(super) fn take_pending(&mut self) -> Option<JoinHandle<()>> {
+        self.pending.take()
+    }
+}
+
+/// Wait (bounded) for the last update: the supervisor is about to exit.
+pub(super) async fn finish(pending: Option<JoinHandle<()>>) {
+    if let Some(p) = pending {
+        if tokio::time::timeout(FINISH_WAIT, p).await.is_err() {
+            tracing::warn!("user index: last update still running after {FINISH_WAIT:?}");
         }
     }
 }

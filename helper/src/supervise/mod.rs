@@ -389,7 +389,8 @@ pub async fn run(
     // Every line this rank logs says whose it is (all ranks of a node share the job's log).
     let span = tracing::info_span!("rank", job = args.job, rank = args.rank, node = %args.node);
     let mut restoring = None;
-    let code = match supervise(&args, &tx, &mut cmd_rx, &mut restoring)
+    let mut index_tail = None;
+    let code = match supervise(&args, &tx, &mut cmd_rx, &mut restoring, &mut index_tail)
         .instrument(span)
         .await
     {
@@ -410,7 +411,9 @@ pub async fn run(
                 }
             }
             if args.rank == 0 && args.ckpt.is_some() {
-                index_after_failure(&args, restoring.as_ref(), &e).await;
+                // Written after the failure is reported, like every last update.
+                index_tail = index_after_failure(&args, restoring.as_ref(), &e)
+                    .map(|job| tokio::spawn(job.run()));
             }
             send(
                 &tx,
@@ -426,6 +429,8 @@ pub async fn run(
     send(&tx, Frame::Exit(code)).await;
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    // The user's index last: the step's end does not wait for it.
+    index::finish(index_tail.take()).await;
     code
 }
 
@@ -478,6 +483,7 @@ async fn supervise(
     tx: &mpsc::Sender<Frame>,
     cmds: &mut mpsc::Receiver<Option<Frame>>,
     restoring: &mut Option<restore_failure::Restoring>,
+    index_tail: &mut Option<tokio::task::JoinHandle<()>>,
 ) -> Result<i32> {
     let user = JobUser::lookup(a.uid, a.gid)?;
     let secret = crate::site_secret::read(&a.site.key_file)?;
@@ -851,7 +857,7 @@ async fn supervise(
         });
         r.update_index();
     }
-    r.index.finish().await;
+    *index_tail = r.index.take_pending();
     r.engine.remove(&id).await?;
     Ok(code)
 }
@@ -1015,21 +1021,17 @@ fn job_layouts(a: &SuperviseArgs, user: &str) -> Result<Option<(Layout, Layout)>
 }
 
 /// Rank 0 of a checkpointing job that failed to start or restore: the reason goes into the
-/// user's index too (after a set-aside generation was marked, so the entry shows it).
-async fn index_after_failure(
+/// user's index too (built when it runs, after a set-aside generation was marked, so the entry
+/// shows it).
+fn index_after_failure(
     a: &SuperviseArgs,
     restoring: Option<&restore_failure::Restoring>,
     e: &Error,
-) {
-    let Ok(user) = JobUser::lookup(a.uid, a.gid) else {
-        return;
-    };
+) -> Option<index::Job> {
+    let user = JobUser::lookup(a.uid, a.gid).ok()?;
     let layout = match restoring {
         Some(r) => r.layout.clone(),
-        None => match job_layouts(a, &user.name) {
-            Ok(Some((_, l))) => l,
-            _ => return,
-        },
+        None => job_layouts(a, &user.name).ok()??.1,
     };
     let what = if restoring.is_some() {
         "restore"
@@ -1044,7 +1046,7 @@ async fn index_after_failure(
         )),
         ..Default::default()
     };
-    index::Job::new(a, &user.name, &layout, notes).run().await;
+    Some(index::Job::new(a, &user.name, &layout, notes))
 }
 
 /// A step that already finished in the run this (requeued or resumed) script continues is not run
