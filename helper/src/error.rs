@@ -51,6 +51,12 @@ pub enum Error {
     PathRefused { what: String, reason: String },
     #[error("checking the job's paths as its user failed: {0}")]
     PathCheck(String),
+    #[error("cannot become the job's user: {0}")]
+    DropPrivileges(String),
+    #[error("user index directory {}: {why}", path.display())]
+    IndexDir { path: PathBuf, why: String },
+    #[error("user index {}: {why}", path.display())]
+    IndexWrite { path: PathBuf, why: String },
     #[error("{path}: encrypted image refused: {why}")]
     Undecryptable {
         path: PathBuf,
@@ -130,8 +136,13 @@ pub enum Error {
     RankNotInGeneration { generation: u32, rank: u32 },
     #[error("no CRIU images in {} (is the container's runtime the slurm-ckpt wrapper?)", dir.display())]
     NoImages { dir: PathBuf },
-    #[error("no usable checkpoint generation in {} ({refused} refused, see above); remove them or submit a new job without --container-ckpt to start over", dir.display())]
-    NoUsableGeneration { dir: PathBuf, refused: usize },
+    #[error("no usable checkpoint generation in {} ({refused} refused, see above); remove them or submit a new job without {flag} to start over", dir.display())]
+    NoUsableGeneration {
+        dir: PathBuf,
+        refused: usize,
+        /// The checkpoint option as this site names it (`option_prefix`).
+        flag: String,
+    },
     #[error("checkpoint directory {} is still in use by job {job} ({state}): a job resumes from a directory only once every earlier job that used it has ended, since it takes over their containers' addresses", dir.display())]
     ResumeSourceLive {
         dir: PathBuf,
@@ -283,6 +294,19 @@ mod tests {
 
     #[test]
     fn typed_variants_name_what_and_where() {
+        // The option as the site names it (option_prefix), not the default spelling.
+        let site = slurm_ckpt_site::SiteConfig::parse(&["option_prefix=ckpt".to_string()]).unwrap();
+        let e = Error::NoUsableGeneration {
+            dir: "/c/u/7".into(),
+            refused: 2,
+            flag: site.flag("container-ckpt"),
+        }
+        .to_string();
+        assert!(
+            e.contains("without --ckpt-checkpoint to start over")
+                && !e.contains("--container-ckpt"),
+            "{e}"
+        );
         let e = Error::Timeout {
             what: "one of 2 dump slots on this node".into(),
             secs: 5,

@@ -33,6 +33,7 @@ pub mod steps;
 pub mod supervise;
 pub mod timing;
 pub mod trust;
+pub mod user_index;
 pub mod user_paths;
 pub mod window;
 

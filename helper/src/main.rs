@@ -23,13 +23,15 @@ enum Cmd {
     Relay(cli::relay::Args),
     /// (epilog, root) Remove every container and runtime file of a job on this node.
     Cleanup(cli::cleanup::Args),
-    /// Show the rank containers of running jobs.
+    /// Show the rank containers of running jobs (run by a user: their own jobs' checkpoint
+    /// record, from their index).
     Status(cli::status::Args),
     /// Checkpoint a running container job (and optionally requeue it).
     Checkpoint(cli::checkpoint::Args),
     /// Could a node restore a job's newest checkpoint? (CPU, page size; versions when strict)
     CheckRestore(cli::check_restore::Args),
-    /// List checkpoint generations.
+    /// List checkpoint generations (run by a user: their own jobs' only, from their index in
+    /// <ckpt_root>/.users/<user>).
     List(cli::list::ListArgs),
     /// Remove checkpoints of jobs Slurm no longer knows; prune old generations.
     Gc(cli::list::GcArgs),
@@ -45,6 +47,10 @@ enum Cmd {
     /// (supervisor, root → job user) Resolve paths a job names with the user's own credentials.
     #[command(hide = true)]
     CheckPaths(cli::check_paths::Args),
+    /// (supervisor or gc, root → job user) Write or forget entries of the user's own checkpoint
+    /// index.
+    #[command(hide = true)]
+    WriteIndex(cli::write_index::Args),
     /// Check container images against the rank-container requirements.
     #[command(subcommand)]
     Image(cli::image::ImageCmd),
@@ -77,6 +83,7 @@ fn main() {
         Cmd::NodeSetup(a) => cli::node_setup::main(a),
         Cmd::Man(a) => cli::man::main(Cli::command(), a),
         Cmd::CheckPaths(a) => cli::check_paths::main(a),
+        Cmd::WriteIndex(a) => cli::write_index::main(a),
         Cmd::Guard { args, log } => cli::guard::main(args, log),
     };
     std::process::exit(code);

@@ -136,19 +136,7 @@ pub fn judge(
 /// `ro:PATH`/`rw:PATH`. Runs as a fresh single-threaded process, so dropping privileges here
 /// cannot leave another thread with root's.
 pub fn child(uid: u32, gid: u32, groups: &[u32], specs: &[String]) -> Result<Vec<Answer>> {
-    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
-    if uid == 0 {
-        return Err(Error::PathCheck("refusing to check paths as root".into()));
-    }
-    let gids: Vec<Gid> = groups.iter().copied().map(Gid::from_raw).collect();
-    let drop_err = |what: &str, e: nix::Error| Error::PathCheck(format!("{what}: {e}"));
-    setgroups(&gids).map_err(|e| drop_err("setgroups", e))?;
-    setgid(Gid::from_raw(gid)).map_err(|e| drop_err("setgid", e))?;
-    setuid(Uid::from_raw(uid)).map_err(|e| drop_err("setuid", e))?;
-    // setuid from root clears the saved uid too: make sure root cannot be regained.
-    if setuid(Uid::from_raw(0)).is_ok() {
-        return Err(Error::PathCheck("could not drop root".into()));
-    }
+    drop_to(uid, gid, groups)?;
     specs
         .iter()
         .map(|s| {
@@ -162,6 +150,25 @@ pub fn child(uid: u32, gid: u32, groups: &[u32], specs: &[String]) -> Result<Vec
             })
         })
         .collect()
+}
+
+/// Become the user for good: their groups, gid and uid. For a fresh single-threaded child
+/// process only (`check-paths`, `write-index`): another thread would keep root's credentials.
+pub fn drop_to(uid: u32, gid: u32, groups: &[u32]) -> Result<()> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    if uid == 0 {
+        return Err(Error::DropPrivileges("refusing to run as root".into()));
+    }
+    let gids: Vec<Gid> = groups.iter().copied().map(Gid::from_raw).collect();
+    let drop_err = |what: &str, e: nix::Error| Error::DropPrivileges(format!("{what}: {e}"));
+    setgroups(&gids).map_err(|e| drop_err("setgroups", e))?;
+    setgid(Gid::from_raw(gid)).map_err(|e| drop_err("setgid", e))?;
+    setuid(Uid::from_raw(uid)).map_err(|e| drop_err("setuid", e))?;
+    // setuid from root clears the saved uid too: make sure root cannot be regained.
+    if setuid(Uid::from_raw(0)).is_ok() {
+        return Err(Error::DropPrivileges("could not drop root".into()));
+    }
+    Ok(())
 }
 
 /// A node name as it may appear in socket templates and directory names (one rule for the

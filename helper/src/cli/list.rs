@@ -1,7 +1,8 @@
 //! `slurm-ckpt list [JOBID]` and `slurm-ckpt gc`: the checkpoint generations on the shared storage
-//! (root: the per-user areas are root-only).
-use slurm_ckpt::ckpt::{Closed, Layout, Manifest};
+//! (root: the per-user areas are root-only; a user's `list` reads their own index, user_index.rs).
+use slurm_ckpt::ckpt::Layout;
 use slurm_ckpt::gc;
+use slurm_ckpt::user_index::{self, Generation};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
@@ -66,28 +67,11 @@ pub fn list(a: ListArgs) -> i32 {
     super::exit_code("list", run_list(&a))
 }
 
-/// A generation's state for its own job instance: `closed` once that job ended normally (its
-/// directory's closed marker covers it), `set aside` after its restore failed (site
-/// `on_restore_failure=previous`), else a `restart point` for a requeue of that job.
-fn gen_state(m: &Manifest, closed: Option<&Closed>, bad: bool) -> &'static str {
-    if bad {
-        "set aside"
-    } else if closed.is_some_and(|c| c.covers(m.instance.as_deref(), m.generation)) {
-        "closed"
-    } else {
-        "restart point"
-    }
-}
-
-/// The instance as the table shows it: its first 8 digits, `-` for none.
-fn short_instance(m: &Manifest) -> &str {
-    m.instance
-        .as_deref()
-        .map_or("-", slurm_ckpt_site::instance::short)
-}
-
 fn run_list(a: &ListArgs) -> anyhow::Result<()> {
     let site = super::site_config(&[], &a.plugstack)?;
+    if !nix::unistd::geteuid().is_root() {
+        return run_user_list(a, &site.ckpt_root);
+    }
     let mut rows = Vec::new();
     for (_, _, l) in job_dirs(&site.ckpt_root) {
         // For display, like the manifests: not authenticated.
@@ -96,7 +80,7 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
             if let Ok(m) = l.load_manifest(g) {
                 if a.job.is_none_or(|j| j == m.job) {
                     let bad = l.bad_unverified(g);
-                    let state = gen_state(&m, closed.as_ref(), bad.is_some());
+                    let state = user_index::gen_state(&m, closed.as_ref(), bad.is_some());
                     rows.push((l.gen_dir(g), m, state, bad));
                 }
             }
@@ -126,27 +110,10 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
-        "{:>8} {:<10} {:>5} {:>6} {:>12} {:>8} {:>8} {:<12} {:<9} {:<13} PATH",
-        "JOB", "USER", "GEN", "RANKS", "BYTES", "SECONDS", "HELD", "POLICY", "INSTANCE", "STATE"
-    );
+    print_header();
     for (p, m, state, bad) in &rows {
-        // The job's held time is its slowest rank's: the cut needs every rank dumped.
-        let held = m.ranks.iter().map(|r| r.held_seconds).fold(0.0, f64::max);
-        println!(
-            "{:>8} {:<10} {:>5} {:>6} {:>12} {:>8.2} {:>8.2} {:<12} {:<9} {:<13} {}",
-            m.job,
-            m.user,
-            m.generation,
-            m.ntasks,
-            m.total_bytes,
-            m.checkpoint_seconds,
-            held,
-            m.policy,
-            short_instance(m),
-            state,
-            p.display()
-        );
+        let row = user_index::generation_row(p.clone(), m, None, bad.as_ref());
+        print_row(&m.user, &row, state);
         if let Some(b) = bad {
             println!("{:>8} set aside: {}", "", b.reason);
         }
@@ -157,6 +124,90 @@ fn run_list(a: &ListArgs) -> anyhow::Result<()> {
         for why in whys {
             println!("job {job}: restore refused: {why}");
         }
+    }
+    Ok(())
+}
+
+fn print_header() {
+    println!(
+        "{:>8} {:<10} {:>5} {:>6} {:>12} {:>8} {:>8} {:<12} {:<9} {:<13} PATH",
+        "JOB", "USER", "GEN", "RANKS", "BYTES", "SECONDS", "HELD", "POLICY", "INSTANCE", "STATE"
+    );
+}
+
+fn print_row(user: &str, g: &Generation, state: &str) {
+    println!(
+        "{:>8} {:<10} {:>5} {:>6} {:>12} {:>8.2} {:>8.2} {:<12} {:<9} {:<13} {}",
+        g.job,
+        user,
+        g.generation,
+        g.ranks,
+        g.bytes,
+        g.seconds,
+        g.held,
+        g.policy,
+        g.instance,
+        state,
+        g.path.display()
+    );
+}
+
+/// A user's `list`: their own index (`<ckpt_root>/.users/<user>`, written by their jobs' rank 0
+/// as them), never the root-only checkpoint areas. Same table as root's.
+fn run_user_list(a: &ListArgs, root: &Path) -> anyhow::Result<()> {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)?
+        .ok_or_else(|| anyhow::anyhow!("user id {uid} has no passwd entry"))?;
+    let dir = user_index::index_dir(root, &user.name);
+    let entries = match user_index::read_all(&dir) {
+        Ok(e) => e,
+        // No job of this user has checkpointed yet (or the site's helper predates the index).
+        Err(slurm_ckpt::Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {
+            vec![]
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| {
+            a.job
+                .is_none_or(|j| e.job == j || e.generations.iter().any(|g| g.job == j))
+        })
+        .collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    print_header();
+    for (e, g) in user_index::rows(&entries, a.job) {
+        print_row(&e.user, g, &g.state);
+        if let Some(why) = &g.set_aside {
+            println!("{:>8} set aside: {why}", "");
+        }
+    }
+    for e in entries.iter().filter(|e| a.job.is_none_or(|j| j == e.job)) {
+        if let Some(f) = &e.last_failure {
+            let g = f
+                .generation
+                .map(|g| format!(" {}", slurm_ckpt::ckpt::gen_name(g)))
+                .unwrap_or_default();
+            println!(
+                "job {}: {} failed{g} ({}): {}",
+                e.job,
+                f.what,
+                slurm_ckpt::state::utc(f.time),
+                f.reason
+            );
+        }
+        for why in &e.restore_refused {
+            println!("job {}: restore refused: {why}", e.job);
+        }
+    }
+    if entries.is_empty() && a.job.is_some() {
+        eprintln!(
+            "slurm-ckpt list: no checkpoints of that job in your index ({})",
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -210,6 +261,9 @@ fn run_gc(a: &GcArgs) -> anyhow::Result<()> {
             gc::Verdict::Remove(why) => {
                 say(verb, &d.path, format!("{why}{}", d.closed_note()));
                 remove(&d.path, a.dry_run);
+                if !a.dry_run {
+                    forget_in_index(root, &d.user, &d.name);
+                }
             }
         }
     }
@@ -254,45 +308,35 @@ fn reclaim_leases(
     }
 }
 
+/// The user's own index forgets a removed directory: done by `write-index` as the user, never
+/// by root in the user's directory (user_index.rs). Best effort: a stale entry only misleads
+/// its own user until their next job in that directory.
+fn forget_in_index(root: &Path, user: &str, dir: &str) {
+    let index = user_index::index_dir(root, user);
+    if !index.is_dir() {
+        return;
+    }
+    let creds = match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) if !u.uid.is_root() => slurm_ckpt::user_paths::Creds {
+            name: user.to_string(),
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        },
+        _ => return,
+    };
+    let op = user_index::ChildOp::Forget {
+        dir: dir.to_string(),
+    };
+    if let Err(e) = user_index::run_child(&creds, &index, &op, &[]) {
+        eprintln!("slurm-ckpt gc: {e}");
+    }
+}
+
 fn remove(path: &Path, dry_run: bool) {
     if dry_run {
         return;
     }
     if let Err(e) = std::fs::remove_dir_all(path) {
         eprintln!("slurm-ckpt gc: {}: {e}", path.display());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generation_states_follow_the_closed_marker_of_their_instance() {
-        let mut m: Manifest = serde_json::from_value(serde_json::json!({
-            "format": 3, "job": 7, "step": 0, "generation": 2, "user": "u", "uid": 1, "gid": 1,
-            "image": "i", "image_id": "x", "ntasks": 1, "mpi": "none", "argv": [],
-            "instance": "0123456789abcdef0123456789abcdef", "cwd": "/", "policy": "freeze-all",
-            "created": 0, "criu_version": "", "engine_version": "", "total_bytes": 0, "ranks": []
-        }))
-        .unwrap();
-        assert_eq!(short_instance(&m), "01234567");
-        let closed = Closed {
-            instance: m.instance.clone(),
-            job: 7,
-            step: 0,
-            time: 0,
-            through: 2,
-            exit_code: None,
-        };
-        assert_eq!(gen_state(&m, None, false), "restart point");
-        assert_eq!(gen_state(&m, Some(&closed), false), "closed");
-        assert_eq!(gen_state(&m, None, true), "set aside");
-        m.generation = 3;
-        assert_eq!(gen_state(&m, Some(&closed), false), "restart point");
-        m.generation = 1;
-        m.instance = None;
-        assert_eq!(short_instance(&m), "-");
-        assert_eq!(gen_state(&m, Some(&closed), false), "restart point");
     }
 }

@@ -10,6 +10,7 @@ pub mod node_setup;
 pub mod relay;
 pub mod status;
 pub mod supervise;
+pub mod write_index;
 
 use slurm_ckpt::site::SiteConfig;
 

@@ -15,10 +15,56 @@ pub struct Args {
     plugstack: std::path::PathBuf,
 }
 
+/// A user's `status`: what their own index says of their jobs (user_index.rs). Each rank's live
+/// state is in root-only records: that part needs root.
+fn user_status(a: &Args, root: &std::path::Path) -> anyhow::Result<()> {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)?
+        .ok_or_else(|| anyhow::anyhow!("user id {uid} has no passwd entry"))?;
+    let dir = slurm_ckpt::user_index::index_dir(root, &user.name);
+    let entries = match slurm_ckpt::user_index::read_all(&dir) {
+        Ok(e) => e,
+        Err(slurm_ckpt::Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {
+            vec![]
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| a.job.is_none_or(|j| j == e.job))
+        .collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    for e in &entries {
+        let step = if e.step > 0 {
+            format!(" step {}", e.step)
+        } else {
+            String::new()
+        };
+        println!("job {}{step} ({}):", e.job, e.dir);
+        for line in slurm_ckpt::user_index::describe(e) {
+            println!("  {line}");
+        }
+    }
+    if entries.is_empty() {
+        println!(
+            "no checkpoints of {} recorded in your index",
+            a.job.map_or("your jobs".into(), |j| format!("job {j}"))
+        );
+    }
+    eprintln!("slurm-ckpt status: the containers' live state of each rank needs root; this is your jobs' checkpoint record (as in slurm-ckpt list)");
+    Ok(())
+}
+
 pub fn main(a: Args) -> i32 {
     super::init_tracing(None);
     let run = || -> anyhow::Result<()> {
         let site = super::site_config(&[], &a.plugstack)?;
+        if !nix::unistd::geteuid().is_root() {
+            return user_status(&a, &site.ckpt_root);
+        }
         let jobs = match a.job {
             Some(j) => vec![j],
             None => state::list_jobs(&site.ckpt_root)?,

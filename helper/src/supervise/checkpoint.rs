@@ -123,6 +123,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
         if let Some(guard) = guard {
             guard.release().await;
         }
+        if let Err(e) = &res {
+            self.index.failed("checkpoint", Some(g), e.to_string());
+        }
+        self.update_index();
         res.map(|_| g)
     }
 

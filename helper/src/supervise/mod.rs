@@ -3,6 +3,7 @@
 //! Slurm sends the task into container actions (pause on suspend, unpause on resume, stop on
 //! terminate) and reports the exit code. See docs/ARCHITECTURE.md.
 mod checkpoint;
+mod index;
 mod order;
 mod restore_failure;
 #[cfg(test)]
@@ -398,7 +399,8 @@ pub async fn run(
     // Every line this rank logs says whose it is (all ranks of a node share the job's log).
     let span = tracing::info_span!("rank", job = args.job, rank = args.rank, node = %args.node);
     let mut restoring = None;
-    let code = match supervise(&args, &tx, &mut cmd_rx, &mut restoring)
+    let mut index_tail = None;
+    let code = match supervise(&args, &tx, &mut cmd_rx, &mut restoring, &mut index_tail)
         .instrument(span)
         .await
     {
@@ -418,6 +420,11 @@ pub async fn run(
                     }
                 }
             }
+            if args.rank == 0 && args.ckpt.is_some() {
+                // Written after the failure is reported, like every last update.
+                index_tail = index_after_failure(&args, restoring.as_ref(), &e)
+                    .map(|job| tokio::spawn(job.run()));
+            }
             send(
                 &tx,
                 Frame::Fatal(format!(
@@ -432,6 +439,8 @@ pub async fn run(
     send(&tx, Frame::Exit(code)).await;
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    // The user's index last: the step's end does not wait for it.
+    index::finish(index_tail.take()).await;
     code
 }
 
@@ -473,6 +482,8 @@ struct Rank<'a, E = Engine> {
     compat: crate::compat::Compat,
     /// Requeues the job away from a node that cannot restore it.
     jobctl: std::sync::Arc<dyn crate::slurm::JobControl>,
+    /// Rank 0's updates of the user's own checkpoint index.
+    index: index::IndexUpdates,
 }
 
 /// `restoring` is set to the restore attempt's directory from the moment this rank knows it
@@ -482,6 +493,7 @@ async fn supervise(
     tx: &mpsc::Sender<Frame>,
     cmds: &mut mpsc::Receiver<Option<Frame>>,
     restoring: &mut Option<restore_failure::Restoring>,
+    index_tail: &mut Option<tokio::task::JoinHandle<()>>,
 ) -> Result<i32> {
     let user = JobUser::lookup(a.uid, a.gid)?;
     let secret = crate::site_secret::read(&a.site.key_file)?;
@@ -492,19 +504,7 @@ async fn supervise(
 
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
     // not match it. Each step of the script has its own generations (`steps.rs`).
-    let dirs = match &a.ckpt {
-        Some(d) => {
-            let d = ckpt_subdir(d, a.job, &a.site.ckpt_root.join(&user.name))?;
-            let top = Layout::new(&a.site.ckpt_root, &user.name, &d);
-            let step = Layout::new(
-                &a.site.ckpt_root,
-                &user.name,
-                &crate::steps::step_subdir(&d, a.step),
-            );
-            Some((top, step))
-        }
-        None => None,
-    };
+    let dirs = job_layouts(a, &user.name)?;
     let key = SiteKey::derive(&secret);
     if let Some((top, l)) = &dirs {
         // Every checkpointing job marks the directory as its own from the start: a job that
@@ -679,6 +679,7 @@ async fn supervise(
         guarded: true,
         compat,
         jobctl: std::sync::Arc::new(crate::slurm::Scontrol),
+        index: index::IndexUpdates::new(a.rank == 0),
     };
     r.st.event("created");
     save(&mut r.st, &a.site.ckpt_root);
@@ -693,6 +694,13 @@ async fn supervise(
     }
     *restoring = None;
     save(&mut r.st, &a.site.ckpt_root);
+    if let Some(m) = &restore_from {
+        r.index.notes.last_restore = Some(crate::user_index::Restored {
+            generation: m.generation,
+            time: crate::state::now(),
+        });
+    }
+    r.update_index();
     tracing::info!(
         "rank {} container {name} ({}) running as {} {}",
         a.rank,
@@ -853,7 +861,13 @@ async fn supervise(
     }
     if a.rank == 0 && !stopped_by_slurm {
         r.close_generations(code);
+        r.index.notes.ended = Some(crate::user_index::Ended {
+            exit_code: Some(code),
+            time: crate::state::now(),
+        });
+        r.update_index();
     }
+    *index_tail = r.index.take_pending();
     r.engine.remove(&id).await?;
     Ok(code)
 }
@@ -997,8 +1011,52 @@ async fn restore_point(
         (None, false) => Err(Error::NoUsableGeneration {
             dir: layout.job_dir.clone(),
             refused: rp.refused.len(),
+            flag: a.site.flag("container-ckpt"),
         }),
     }
+}
+
+/// The job's checkpoint directory and its step's (the same for step 0); None without
+/// checkpoints.
+fn job_layouts(a: &SuperviseArgs, user: &str) -> Result<Option<(Layout, Layout)>> {
+    let Some(d) = &a.ckpt else { return Ok(None) };
+    let d = ckpt_subdir(d, a.job, &a.site.ckpt_root.join(user))?;
+    let top = Layout::new(&a.site.ckpt_root, user, &d);
+    let step = Layout::new(
+        &a.site.ckpt_root,
+        user,
+        &crate::steps::step_subdir(&d, a.step),
+    );
+    Ok(Some((top, step)))
+}
+
+/// Rank 0 of a checkpointing job that failed to start or restore: the reason goes into the
+/// user's index too (built when it runs, after a set-aside generation was marked, so the entry
+/// shows it).
+fn index_after_failure(
+    a: &SuperviseArgs,
+    restoring: Option<&restore_failure::Restoring>,
+    e: &Error,
+) -> Option<index::Job> {
+    let user = JobUser::lookup(a.uid, a.gid).ok()?;
+    let layout = match restoring {
+        Some(r) => r.layout.clone(),
+        None => job_layouts(a, &user.name).ok()??.1,
+    };
+    let what = if restoring.is_some() {
+        "restore"
+    } else {
+        "start"
+    };
+    let notes = crate::user_index::Notes {
+        last_failure: Some(index::failure(
+            what,
+            restoring.map(|r| r.generation),
+            e.to_string(),
+        )),
+        ..Default::default()
+    };
+    Some(index::Job::new(a, &user.name, &layout, notes))
 }
 
 /// A step that already finished in the run this (requeued or resumed) script continues is not run
@@ -1167,6 +1225,13 @@ impl<E: ContainerEngine> Rank<'_, E> {
             }
             Ok(false) => {}
             Err(e) => tracing::warn!("closing {}: {e}", l.job_dir.display()),
+        }
+    }
+
+    /// Rank 0: bring the user's own index up to date (in the background).
+    fn update_index(&mut self) {
+        if let Some(l) = &self.layout {
+            self.index.update(self.a, &self.st.user, l);
         }
     }
 

@@ -123,6 +123,7 @@ impl World {
                     guarded: false,
                     compat: node_compat("fpu sse2 avx2"),
                     jobctl: std::sync::Arc::new(FakeSlurm::default()),
+                    index: super::index::IndexUpdates::new(false),
                 }
             })
             .collect()
