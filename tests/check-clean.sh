@@ -3,6 +3,7 @@
 # state directory of the virtual cluster may remain — and nothing else was touched (other Slurm or
 # Docker processes on the machine are not ours to stop).
 set -uo pipefail
+has() { grep "$@" >/dev/null; }
 bad=0
 problem() { echo "  [check-clean] LEFT BEHIND: $*" >&2; bad=1; }
 ip netns list 2>/dev/null | grep -E '^(node[0-9]+|vcstore)' && problem "network namespaces"
@@ -15,12 +16,12 @@ pgrep -a -f '^(slurmd -N node|slurmctld)|/run/vc/' && problem "processes"
 host_net="$(readlink /proc/1/ns/net)"
 for pid in $(pgrep -x slurmstepd); do
     [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" != "$host_net" ] &&
-        nsenter -t "$pid" -u hostname 2>/dev/null | grep -qE '^node[0-9]+$' &&
+        nsenter -t "$pid" -u hostname 2>/dev/null | has -E '^node[0-9]+$' &&
         problem "slurmstepd $pid of a virtual node"
 done
-pgrep -a -x dockerd | grep -q -- '--data-root /var/lib/vc' && problem "dockerd"
+pgrep -a -x dockerd | has -- '--data-root /var/lib/vc' && problem "dockerd"
 grep -E ' (/var/lib/vc|/run/vc)' /proc/self/mountinfo && problem "mounts"
-iptables -S FORWARD 2>/dev/null | grep -q slurm-container-ckpt-vcluster && problem "iptables rule"
+iptables -S FORWARD 2>/dev/null | has slurm-container-ckpt-vcluster && problem "iptables rule"
 grep -q 'slurm-container-ckpt vcluster' /etc/hosts && problem "/etc/hosts entries"
 [ -e /var/lib/vc ] && problem "/var/lib/vc"
 [ -e /run/vc ] && problem "/run/vc"

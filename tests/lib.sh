@@ -9,6 +9,9 @@ mkdir -p "$JOBDIR"
 chown "$VC_USER:$VC_USER" "$JOBDIR"
 TEST_NAME="$(basename "$0" .sh)"
 
+# has GREP-ARGS: `grep -q` for the end of a pipeline. It reads all its input, so the writer never
+# dies of SIGPIPE when the match comes early, which pipefail would report as a failed pipeline.
+has() { grep "$@" >/dev/null; }
 say() { printf '  [%s] %s\n' "$TEST_NAME" "$*" >&2; }
 fail() {
     printf '  [%s] FAIL: %s\n' "$TEST_NAME" "$*" >&2
@@ -86,7 +89,7 @@ show_job() {
 expect_ok() {
     local id="$1" st
     st="$(wait_job "$id" "${2:-300}")" || { show_job "$id"; fail "job $id did not end ($st)"; }
-    if [ "$st" != COMPLETED ] || [ "$(job_field "$id" ExitCode)" != "0:0" ] || ! job_out "$id" | grep -q '^VERIFICATION SUCCESSFUL'; then
+    if [ "$st" != COMPLETED ] || [ "$(job_field "$id" ExitCode)" != "0:0" ] || ! job_out "$id" | has '^VERIFICATION SUCCESSFUL'; then
         show_job "$id"
         fail "job $id: state $st, exit $(job_field "$id" ExitCode), expected COMPLETED 0:0 with VERIFICATION SUCCESSFUL"
     fi
@@ -151,7 +154,7 @@ requeue_now() {
         # Requeuing an ended job: slurmd revokes the old run's credential at its end, and a new
         # launch in the same second is refused ("Job credential revoked"). Let the end settle.
         end=$((SECONDS + 60))
-        while scontrol show job "$id" 2>/dev/null | grep -q 'COMPLETING'; do
+        while scontrol show job "$id" 2>/dev/null | has 'COMPLETING'; do
             [ "$SECONDS" -lt "$end" ] || break
             sleep 0.5
         done
@@ -178,7 +181,7 @@ requeue_now() {
 # checkpoint while a TCP connection is still being set up fails (CRIU: "In-flight connection").
 wait_output() {
     local end=$((SECONDS + ${3:-90}))
-    until job_out "$1" | grep -qE "$2"; do
+    until job_out "$1" | has -E "$2"; do
         [ "$SECONDS" -lt "$end" ] || { show_job "$1"; fail "job $1 did not print '$2'"; }
         sleep 0.5
     done

@@ -5,7 +5,7 @@
 for n in $VC_NODES; do
     [ "$(sinfo -h -n "$n" -o %T)" = idle ] || fail "$n is not idle: $(sinfo -h -n "$n" -o %T)"
     [ "$("$REPO/scripts/vcluster" exec "$n" hostname)" = "$n" ] || fail "$n has the wrong hostname"
-    "$REPO/scripts/vcluster" exec "$n" ip -4 addr show fab0 | grep -q "192.168.250.1${n#node}/" || fail "$n has no fabric address"
+    "$REPO/scripts/vcluster" exec "$n" ip -4 addr show fab0 | has "192.168.250.1${n#node}/" || fail "$n has no fabric address"
     "$REPO/scripts/vcluster" exec "$n" /usr/bin/docker image inspect "$VC_IMAGE" >/dev/null || fail "$n lacks $VC_IMAGE"
     "$REPO/scripts/vcluster" exec "$n" /usr/bin/docker network inspect ckpt-net >/dev/null || fail "$n lacks ckpt-net"
 done

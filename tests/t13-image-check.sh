@@ -15,7 +15,7 @@ say "$(echo "$out" | tr '\n' ' ')"
 if out="$(slurm-ckpt image check "$bad" --node node1 --mpi openmpi 2>&1)"; then
     fail "an image without sshd passed the check"
 fi
-echo "$out" | grep -q "missing OpenSSH server" || fail "check did not name sshd: $out"
+echo "$out" | has "missing OpenSSH server" || fail "check did not name sshd: $out"
 say "refused: $(echo "$out" | head -1)"
 if slurm-ckpt image check "$VC_IMAGE" --node node1 --program /opt/nothing/here >/dev/null 2>&1; then
     fail "a missing program passed the check"
@@ -24,6 +24,6 @@ fi
 id=$(submit -w node1 -N1 -n2 --container-image="$bad" --wrap "srun /opt/ckpt-tests/bin/ring --seconds 2")
 st="$(wait_job "$id" 120)" || fail "job $id did not end"
 [ "$st" != COMPLETED ] || fail "job with an unusable image completed"
-job_out "$id" | grep -q "missing OpenSSH server" || { show_job "$id"; fail "job output does not say what the image lacks"; }
+job_out "$id" | has "missing OpenSSH server" || { show_job "$id"; fail "job output does not say what the image lacks"; }
 [ "$(containers_of "$id")" = 0 ] || fail "containers left behind"
 say "job $id with $bad ended $st: $(job_out "$id" | grep -m1 "missing OpenSSH")"

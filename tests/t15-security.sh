@@ -32,7 +32,7 @@ refused_at_submit() {
         scancel "$out" 2>/dev/null || true
         fail "mount $1 was accepted at submit (job $out)"
     fi
-    echo "$out" | grep -q "$2" || fail "mount $1 refused without naming '$2': $out"
+    echo "$out" | has "$2" || fail "mount $1 refused without naming '$2': $out"
     say "refused at submit: $1 ($(echo "$out" | grep -o "$2" | head -n1))"
 }
 
@@ -41,7 +41,7 @@ failed_at_start() {
     local st
     st="$(wait_job "$1" 120)" || fail "job $1 did not end"
     [ "$st" = FAILED ] || { show_job "$1"; out2 "$1" >&2; fail "job $1 ended $st, expected FAILED"; }
-    out2 "$1" | grep -q "$2" || { out2 "$1" >&2; fail "job $1 failed without naming '$2'"; }
+    out2 "$1" | has "$2" || { out2 "$1" >&2; fail "job $1 failed without naming '$2'"; }
     [ "$(containers_of "$1")" = 0 ] || fail "job $1 left containers behind"
     say "job $1 refused at start: $(out2 "$1" | grep -o "$2.*" | head -n1 | cut -c1-120)"
 }
@@ -85,11 +85,11 @@ mkdir -p "$area/t15-b-$$"
 cp -a "$area/t15-a-$$/g0001" "$area/t15-b-$$/g0001"
 idb=$(submit -N2 -n2 --container-image="$VC_IMAGE" --container-ckpt="t15-b-$$" --wrap "srun $RING --seconds 5")
 expect_ok "$idb" 120
-job_out "$idb" | grep -q "generation 1 skipped: it was taken by job instance .* (job $id)" ||
+job_out "$idb" | has "generation 1 skipped: it was taken by job instance .* (job $id)" ||
     { show_job "$idb"; fail "job $idb: the skipped generation is not named with job $id"; }
-job_out "$idb" | grep -q "starting fresh" || { show_job "$idb"; fail "job $idb did not say it starts fresh"; }
+job_out "$idb" | has "starting fresh" || { show_job "$idb"; fail "job $idb did not say it starts fresh"; }
 # Only a fresh start prints the program's banner with its own arguments.
-job_out "$idb" | grep -q "^ring: 2 ranks, .* seconds 5, " || { show_job "$idb"; fail "job $idb did not run its own program"; }
+job_out "$idb" | has "^ring: 2 ranks, .* seconds 5, " || { show_job "$idb"; fail "job $idb did not run its own program"; }
 [ "$(containers_of "$idb")" = 0 ] || fail "job $idb left containers behind"
 say "foreign generation skipped: $(job_out "$idb" | grep -o 'generation 1 skipped.*' | head -n1 | cut -c1-100)"
 
@@ -108,7 +108,7 @@ wait_state "$id" RUNNING 120 || { show_job "$id"; fail "job $id did not restart"
 wait_running_ranks "$id" 2
 slurm-ckpt status "$id" --json | jq -e 'all(.[]; .events | map(.what) | any(startswith("restored from g0002")))' >/dev/null ||
     { show_job "$id"; fail "job $id was not restored from g0002 (the good generation before the altered one)"; }
-job_out "$id" | grep -q "generation 3 refused.*MAC does not match" ||
+job_out "$id" | has "generation 3 refused.*MAC does not match" ||
     { show_job "$id"; fail "job $id: the altered generation's refusal is not in the job's output"; }
 say "altered g0003 refused; restored from g0002"
 expect_ok "$id" 300

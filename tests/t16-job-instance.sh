@@ -39,7 +39,7 @@ inst_a="$(jq -r .instance "$area/t16-a-$$/g0001/manifest.json")"
 jq -e --arg i "$inst_a" '.instance == $i and .through == 1' "$area/t16-a-$$/closed.json" >/dev/null ||
     fail "job $ida ended normally but its directory is not closed: $(cat "$area/t16-a-$$/closed.json" 2>&1)"
 [ -f "$area/t16-a-$$/closed.json.mac" ] || fail "the closed marker of job $ida has no MAC"
-slurm-ckpt list "$ida" | grep -q "${inst_a:0:8} *closed" ||
+slurm-ckpt list "$ida" | has "${inst_a:0:8} *closed" ||
     { slurm-ckpt list "$ida" >&2; fail "slurm-ckpt list does not show job $ida's generation as closed"; }
 say "job $ida (instance ${inst_a:0:8}) closed its generation g0001"
 
@@ -52,9 +52,9 @@ wait_running_ranks "$idb" 2
 never_restored "$idb"
 expect_ok "$idb" 120
 [ "$(banner "$idb" 20)" = 1 ] || { show_job "$idb"; fail "job $idb did not run its own program (ring --seconds 20)"; }
-job_out "$idb" | grep -q "generation 1 skipped: it was taken by job instance ${inst_a:0:8}… (job $ida)" ||
+job_out "$idb" | has "generation 1 skipped: it was taken by job instance ${inst_a:0:8}… (job $ida)" ||
     { show_job "$idb"; fail "job $idb: A's generation is not named as skipped (another job instance)"; }
-job_out "$idb" | grep -q "starting fresh: .*t16-b-$$" ||
+job_out "$idb" | has "starting fresh: .*t16-b-$$" ||
     { show_job "$idb"; fail "job $idb did not say it starts fresh in its directory"; }
 say "job $idb skipped job $ida's generation and ran its own program"
 
@@ -65,9 +65,9 @@ idc=$(submit -N2 -n2 --container-image="$VC_IMAGE" --container-ckpt="t16-c-$$" \
     --wrap "export SLURM_CKPT_JOB_INSTANCE=$inst_a; srun $RING --seconds 20 --sleep-ms 5")
 st="$(wait_job "$idc" 120)" || fail "job $idc did not end"
 [ "$st" = FAILED ] || { show_job "$idc"; fail "job $idc with an unusable generation of its own instance ended $st, expected FAILED"; }
-job_out "$idc" | grep -q "generation 1 refused: it belongs to job $ida" ||
+job_out "$idc" | has "generation 1 refused: it belongs to job $ida" ||
     { show_job "$idc"; fail "job $idc: the refusal does not name job $ida"; }
-job_out "$idc" | grep -q "no usable checkpoint generation" || { show_job "$idc"; fail "job $idc did not say why it failed"; }
+job_out "$idc" | has "no usable checkpoint generation" || { show_job "$idc"; fail "job $idc did not say why it failed"; }
 [ "$(banner "$idc" 20)" = 0 ] || { show_job "$idc"; fail "job $idc started over instead of failing"; }
 [ "$(containers_of "$idc")" = 0 ] || fail "job $idc left containers behind"
 say "job $idc failed: its own instance's generation was refused (another job)"
@@ -79,7 +79,7 @@ wait_state "$idd" RUNNING 60 || fail "job $idd did not start"
 wait_running_ranks "$idd" 2
 sleep 4
 requeue_restored "$idd" node2,node3 2
-slurm-ckpt list "$idd" | grep -q "restart point" ||
+slurm-ckpt list "$idd" | has "restart point" ||
     { slurm-ckpt list "$idd" >&2; fail "slurm-ckpt list does not show job $idd's generation as a restart point"; }
 expect_ok "$idd" 180
 inst_d="$(slurm-ckpt list "$idd" --json | jq -r '[.[].manifest.instance] | unique | if length == 1 then .[0] else "several" end')"
@@ -94,6 +94,6 @@ wait_running_ranks "$idd" 2
 never_restored "$idd"
 expect_ok "$idd" 180
 [ "$(banner "$idd" 30)" = 2 ] || { show_job "$idd"; fail "job $idd did not start over after its requeue"; }
-job_out "$idd" | grep -q "skipped: closed: the job ended normally at" ||
+job_out "$idd" | has "skipped: closed: the job ended normally at" ||
     { show_job "$idd"; fail "job $idd: its closed generation is not named as skipped"; }
 say "the requeue of completed job $idd started over (closed generation skipped)"

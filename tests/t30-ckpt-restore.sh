@@ -22,4 +22,4 @@ for target in node2,node3 node1,node3 node1,node2; do
 done
 expect_ok "$id" 300
 [ "$(job_out "$id" | grep -c '^VERIFICATION SUCCESSFUL')" = 1 ] || fail "expected exactly one verification line"
-slurm-ckpt list "$id" | tail -n +2 | grep -q . || fail "slurm-ckpt list shows no generation of job $id"
+slurm-ckpt list "$id" | tail -n +2 | has . || fail "slurm-ckpt list shows no generation of job $id"

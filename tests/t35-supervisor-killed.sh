@@ -40,7 +40,7 @@ done
 [ "$(slurm-ckpt list "$id" --json | jq length)" = 0 ] || fail "a generation was committed by a failed checkpoint"
 [ "$(job_field "$id" JobState)" = RUNNING ] || { show_job "$id"; fail "job $id did not keep running"; }
 expect_ok "$id" 300
-job_out "$id" | grep -q "rank 1: the container supervisor is gone" ||
+job_out "$id" | has "rank 1: the container supervisor is gone" ||
     { show_job "$id"; fail "rank 1's task did not report its lost supervisor"; }
 grep -q "supervisor died during a checkpoint" "/var/log/slurm-ckpt/job-$id.log" ||
     { show_job "$id"; fail "the guard of rank 1 did not act"; }

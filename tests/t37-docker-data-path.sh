@@ -12,7 +12,7 @@ wait_running_ranks "$id" 2
 sleep 3
 requeue_restored "$id" node3,node1 2
 expect_ok "$id" 200
-tail -n +"$((mark + 1))" /var/log/slurm-ckpt/runtime.log | grep -q "(Docker's path)" ||
+tail -n +"$((mark + 1))" /var/log/slurm-ckpt/runtime.log | has "(Docker's path)" ||
     { show_job "$id"; fail "the restore did not take Docker's path"; }
 [ "$(job_out "$id" | grep -c '^VERIFICATION SUCCESSFUL')" = 1 ] || fail "expected exactly one verification line"
 say "checkpoint and restore through Docker's own path verified"

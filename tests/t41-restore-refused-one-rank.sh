@@ -25,7 +25,7 @@ st="$(wait_job "$id" 300)" || { show_job "$id"; fail "job $id did not end within
 took=$(($(date -d "$(job_field "$id" EndTime)" +%s) - $(date -d "$(job_field "$id" StartTime)" +%s)))
 [ "$st" = FAILED ] || { show_job "$id"; fail "job $id ended $st after a refused restore, expected FAILED"; }
 [ "$took" -le 60 ] || { show_job "$id"; fail "job $id took ${took} s to end after rank 1 refused its images"; }
-job_out "$id" | grep -q "checksum mismatch" || { show_job "$id"; fail "job $id's output does not say why rank 1 refused"; }
-job_out "$id" | grep -q "rank 1 failed" || { show_job "$id"; fail "rank 0 did not name rank 1 as the cause"; }
+job_out "$id" | has "checksum mismatch" || { show_job "$id"; fail "job $id's output does not say why rank 1 refused"; }
+job_out "$id" | has "rank 1 failed" || { show_job "$id"; fail "rank 0 did not name rank 1 as the cause"; }
 [ "$(containers_of "$id")" = 0 ] || fail "job $id left containers behind"
 say "rank 1 refused its altered images; the job ended FAILED ${took} s after its restart, naming rank 1 and the checksum"

@@ -44,13 +44,13 @@ jq -e '.compatible == false' >/dev/null <<<"$out" || fail "check-restore --json 
 scontrol update jobid="$id" NodeList=node2,node3 StartTime=now || fail "cannot move job $id"
 scontrol release "$id" || fail "cannot release job $id"
 end=$((SECONDS + 180))
-until job_field "$id" ExcNodeList | grep -q node3; do
+until job_field "$id" ExcNodeList | has node3; do
     [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "job $id was not requeued with node3 excluded"; }
     sleep 0.5
 done
 say "job $id excluded node3: $(job_field "$id" ExcNodeList), required: $(job_field "$id" ReqNodeList)"
-job_field "$id" ReqNodeList | grep -q node3 && { show_job "$id"; fail "job $id still requires node3"; }
-slurm-ckpt list "$id" | grep -q "restore refused: node node3 .*lacks flag(s) $flag" ||
+job_field "$id" ReqNodeList | has node3 && { show_job "$id"; fail "job $id still requires node3"; }
+slurm-ckpt list "$id" | has "restore refused: node node3 .*lacks flag(s) $flag" ||
     { slurm-ckpt list "$id"; fail "list does not say why node3 refused"; }
 wait_state "$id" PENDING 60 || { show_job "$id"; fail "job $id not pending after its requeue"; }
 scontrol update jobid="$id" StartTime=now || fail "cannot release job $id"
@@ -65,7 +65,7 @@ say "restored on $nodes"
 slurm-ckpt status "$id" --json | jq -e "all(.[]; (.restore_refused // \"\") | contains(\"$flag\"))" >/dev/null ||
     { slurm-ckpt status "$id"; fail "status does not say why node3 refused"; }
 expect_ok "$id" 300
-job_out "$id" | grep -q "node node3 cannot restore rank .* lacks flag(s) $flag" ||
+job_out "$id" | has "node node3 cannot restore rank .* lacks flag(s) $flag" ||
     fail "job $id's output does not say why node3 refused"
 [ "$(job_out "$id" | grep -c '^VERIFICATION SUCCESSFUL')" = 1 ] || fail "expected exactly one verification line"
 rm -rf "$cpudir"

@@ -22,7 +22,7 @@ until slurm-ckpt status "$id" --json 2>/dev/null |
 done
 say "the rank on node2 rejoined its restarted dockerd"
 sleep 1
-job_out "$id" | grep -q "cannot checkpoint a container it re-adopted" ||
+job_out "$id" | has "cannot checkpoint a container it re-adopted" ||
     { show_job "$id"; fail "the job was not told that its checkpoints will fail"; }
 if slurm-ckpt checkpoint "$id" --wait 120 >"$JOBDIR/ckpt-$id.txt" 2>&1; then
     fail "a checkpoint of a re-adopted container succeeded: is Docker newer than 20.10? then check it restores"

@@ -10,5 +10,5 @@ if awk -F'\t' '$8 != "ok" { bad = 1 } END { exit !bad }' "$record"; then
     cat "$record" >&2
     fail "a soak cycle failed (logs kept under $(dirname "$record")/fail-*)"
 fi
-"$REPO/scripts/soak" --report --record "$record" | grep -q 'total: 3/3 cycles ok' || fail "the report does not count 3/3"
+"$REPO/scripts/soak" --report --record "$record" | has 'total: 3/3 cycles ok' || fail "the report does not count 3/3"
 say "3/3 soak cycles ok: $(cut -f3-7 "$record" | tr '\t' ' ' | paste -sd';')"

@@ -29,13 +29,13 @@ until [ -e "$dir/.bad-g0002" ] && [ "$(job_field "$id" JobState)" = PENDING ]; d
 done
 sleep 2
 scontrol update jobid="$id" StartTime=now || fail "cannot release job $id"
-scontrol show job "$id" | grep -q "Comment=slurm-ckpt: restore of g0002 failed (set aside" ||
+scontrol show job "$id" | has "Comment=slurm-ckpt: restore of g0002 failed (set aside" ||
     { show_job "$id"; fail "the job's Comment does not say why g0002 was set aside"; }
 wait_state "$id" RUNNING 120 || { show_job "$id"; fail "job $id did not restart after g0002 was set aside"; }
 wait_running_ranks "$id" 2
 slurm-ckpt status "$id" --json | jq -e 'all(.[]; .events | map(.what) | any(startswith("restored from g0001")))' >/dev/null ||
     { show_job "$id"; slurm-ckpt status "$id" >&2; fail "ranks of job $id were not restored from g0001"; }
-slurm-ckpt list "$id" | grep -q "set aside: .*checksum mismatch" ||
+slurm-ckpt list "$id" | has "set aside: .*checksum mismatch" ||
     { slurm-ckpt list "$id" >&2; fail "slurm-ckpt list does not show g0002 set aside with its reason"; }
 say "g0002 set aside (checksum of rank 1), restored from g0001"
 expect_ok "$id" 300

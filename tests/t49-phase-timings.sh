@@ -18,10 +18,10 @@ jq -e "$near"' all(.ranks[]; .phases.total > 0 and near(.phases.freeze + .phases
 jq -e "$near"' .checkpoint_seconds >= ([.ranks[].phases.total] | max) and near(.ranks[0].phases.total + .commit_seconds; .checkpoint_seconds)' <<<"$m" >/dev/null ||
     { jq '{checkpoint_seconds, commit_seconds, ranks: [.ranks[] | {rank, phases}]}' <<<"$m" >&2; fail "the round trip is not rank 0's phases plus its commit"; }
 say "$(jq -r '"checkpoint \(.checkpoint_seconds | .*100 | round / 100) s: " + ([.ranks[] | "rank \(.rank) dump \(.phases.dump | .*100 | round / 100) s"] | join(", "))' <<<"$m")"
-slurm-ckpt status "$id" | grep -q "checkpoint g[0-9]*: freeze" || { slurm-ckpt status "$id"; fail "status does not show the checkpoint's phases"; }
+slurm-ckpt status "$id" | has "checkpoint g[0-9]*: freeze" || { slurm-ckpt status "$id"; fail "status does not show the checkpoint's phases"; }
 requeue_restored "$id" node2,node3 2
 slurm-ckpt status "$id" --json | jq -e "$near"' all(.[]; .last_restore.total > 0 and near(.last_restore.verify + .last_restore.unpack + .last_restore.wait + .last_restore.criu + .last_restore.network; .last_restore.total))' >/dev/null ||
     { slurm-ckpt status "$id" --json | jq '.[] | {rank, last_restore}' >&2; fail "restore phases missing or not adding up"; }
-slurm-ckpt status "$id" | grep -q "restore from g[0-9]*: verify" || { slurm-ckpt status "$id"; fail "status does not show the restore's phases"; }
+slurm-ckpt status "$id" | has "restore from g[0-9]*: verify" || { slurm-ckpt status "$id"; fail "status does not show the restore's phases"; }
 expect_ok "$id" 300
 say "checkpoint and restore phases recorded per rank and adding up"

@@ -28,7 +28,7 @@ until slurm-ckpt status "$id" --json | jq -e 'any(.[]; (.window_warning // "") |
     sleep 0.5
 done
 expect_ok "$id" 300
-job_out "$id" | grep -q "slurm-ckpt: warning: a checkpoint of this job needs about 100 s .*lowrq's preemption window (GraceTime+KillWait 90 s)" ||
+job_out "$id" | has "slurm-ckpt: warning: a checkpoint of this job needs about 100 s .*lowrq's preemption window (GraceTime+KillWait 90 s)" ||
     { show_job "$id"; fail "job $id's output has no window warning"; }
 say "job $id warned: its checkpoint (about 100 s) exceeds lowrq's GraceTime+KillWait"
 
@@ -48,6 +48,6 @@ slurm-ckpt status "$id" --json | jq -e 'all(.[]; .events | map(.what) | any(star
     { slurm-ckpt status "$id"; fail "job $id did not restart from g0001"; }
 [ ! -e "$VC_CKPT_ROOT/$VC_USER/$id/g0002" ] || fail "a generation was committed on the requeue"
 expect_ok "$id" 300
-job_out "$id" | grep -q "slurm-ckpt: not starting a checkpoint that needs about [0-9]* s with [0-9]* s left before Slurm kills the job; g0001 stays its restart point" ||
+job_out "$id" | has "slurm-ckpt: not starting a checkpoint that needs about [0-9]* s with [0-9]* s left before Slurm kills the job; g0001 stays its restart point" ||
     { show_job "$id"; fail "job $id's output does not say why it took no checkpoint"; }
 say "job $id took no checkpoint it could not finish and restarted verified from g0001"

@@ -53,6 +53,6 @@ chmod 0440 "$key"
 id=$(submit -N1 -n1 --ckpt-image="$VC_IMAGE" --wrap "srun true")
 st="$(wait_job "$id" 90)"
 [ "$st" != COMPLETED ] || { show_job "$id"; fail "job $id ran with a group-readable key file"; }
-job_out "$id" | grep -q "key_file" && job_out "$id" | grep -q "chmod 0400" ||
+job_out "$id" | has "key_file" && job_out "$id" | has "chmod 0400" ||
     { show_job "$id"; fail "job $id: the failure does not name key_file and the fix: $(job_out "$id")"; }
 say "group-readable key file refused: $(job_out "$id" | grep -m1 key_file)"

@@ -43,7 +43,7 @@ slurm-ckpt checkpoint "$ida" >/dev/null || { show_job "$ida"; fail "checkpoint o
 idr=$(submit "$script")
 st="$(wait_job "$idr" 120)" || { show_job "$idr"; fail "job $idr did not end"; }
 [ "$st" = FAILED ] || { show_job "$idr"; fail "job $idr resumed job $ida's directory while $ida runs (ended $st)"; }
-job_out "$idr" | grep -q "is still in use by job $ida" ||
+job_out "$idr" | has "is still in use by job $ida" ||
     { show_job "$idr"; fail "job $idr: the refusal does not name job $ida"; }
 [ "$(containers_of "$idr")" = 0 ] || fail "job $idr left containers behind"
 say "job $idr refused to resume while job $ida runs"
@@ -68,7 +68,7 @@ slurm-ckpt status "$idb" --json | jq -e --arg g "restored from $newest" 'all(.[]
 slurm-ckpt status "$idb" --json | jq -e --arg h "j$ida-r" 'all(.[]; .hostname | startswith($h))' >/dev/null ||
     { show_job "$idb"; fail "job $idb's containers do not carry job $ida's hostnames"; }
 expect_ok "$idb" 180
-job_out "$idb" | grep -q "resuming generation $((10#${newest#g})) of job $ida from .*$dir" ||
+job_out "$idb" | has "resuming generation $((10#${newest#g})) of job $ida from .*$dir" ||
     { show_job "$idb"; fail "job $idb did not say it resumes job $ida's generation"; }
 [ "$(banner "$idb")" = 0 ] || { show_job "$idb"; fail "job $idb started its program over"; }
 [ "$(containers_of "$idb")" = 0 ] || fail "job $idb left containers behind"

@@ -40,12 +40,12 @@ requeue_restored "$id" node2,node3 2
 [ "$(jq -r .step "$area/$id/step-1/g0001/manifest.json")" = 1 ] || fail "step-1/g0001 is not step 1's"
 expect_ok "$id" 180
 out="$(job_out "$id")"
-echo "$out" | grep -q "slurm-ckpt: step 0 already finished with exit code 0 in job $id's run .*: not run again" ||
+echo "$out" | has "slurm-ckpt: step 0 already finished with exit code 0 in job $id's run .*: not run again" ||
     { show_job "$id"; fail "job $id: no line saying step 0 is not run again"; }
 [ "$(echo "$out" | grep -c '^ring: 2 ranks, .* seconds 3, ')" = 1 ] || { show_job "$id"; fail "step 0 ran again"; }
 [ "$(echo "$out" | grep -c '^t54: step 0 rc=0')" = 2 ] || { show_job "$id"; fail "the rerun's skipped step 0 did not return exit code 0"; }
 [ "$(echo "$out" | grep -c '^ring: 2 ranks, .* seconds 40, ')" = 1 ] || { show_job "$id"; fail "step 1 started over instead of restoring"; }
-echo "$out" | grep -q '^t54: step 1 rc=0' || { show_job "$id"; fail "step 1 did not end with 0"; }
+echo "$out" | has '^t54: step 1 rc=0' || { show_job "$id"; fail "step 1 did not end with 0"; }
 [ "$(echo "$out" | grep -c '^VERIFICATION SUCCESSFUL')" = 2 ] || { show_job "$id"; fail "expected two verifications (step 0's first run, step 1 restored)"; }
 jq -e '.step == 1 and .exit_code == 0' "$area/$id/step-1/closed.json" >/dev/null ||
     fail "step 1 ended but its directory is not closed: $(cat "$area/$id/step-1/closed.json" 2>&1)"

@@ -119,7 +119,7 @@ chmod 755 "$fake/scontrol"
 PATH="$fake:$PATH" slurm-ckpt gc >/tmp/t55-gc.out 2>&1 || { cat /tmp/t55-gc.out >&2; fail "slurm-ckpt gc failed"; }
 grep -q "released .*address lease of job $c " /tmp/t55-gc.out || { cat /tmp/t55-gc.out >&2; fail "gc did not release job $c's lease"; }
 [ ! -e "$leases/jobs/$c.json" ] || fail "job $c's lease record is still there"
-ls "$leases/units" | xargs -r -I{} cat "$leases/units/{}" 2>/dev/null | grep -q "\"job\":$c," &&
+ls "$leases/units" | xargs -r -I{} cat "$leases/units/{}" 2>/dev/null | has "\"job\":$c," &&
     fail "units of job $c's lease are still taken"
 rm -rf "$fake"
 say "gc released the stale lease of job $c: $(grep "address lease of job $c" /tmp/t55-gc.out | cut -c1-120)"

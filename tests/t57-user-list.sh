@@ -12,7 +12,7 @@ user_list() { runuser -u "$VC_USER" -- slurm-ckpt list "$@"; }
 # updated in the background after each event).
 wait_user_list() {
     local end=$((SECONDS + ${3:-30}))
-    until user_list "$1" 2>/dev/null | grep -qE "$2"; do
+    until user_list "$1" 2>/dev/null | has -E "$2"; do
         [ "$SECONDS" -lt "$end" ] || { user_list "$1" || true; show_job "$1"; fail "the user's list of job $1 does not show '$2'"; }
         sleep 1
     done
@@ -36,7 +36,7 @@ say "the user lists generation 1: $(user_list "$id" | sed -n 2p | tr -s ' ')"
 
 # Another user: nothing of it.
 other="$(runuser -u "$VC_USER2" -- slurm-ckpt list)" || fail "$VC_USER2's list failed"
-if printf '%s\n' "$other" | tail -n +2 | grep -qE "^ *$id "; then
+if printf '%s\n' "$other" | tail -n +2 | has -E "^ *$id "; then
     fail "$VC_USER2 sees job $id: $other"
 fi
 runuser -u "$VC_USER2" -- slurm-ckpt list "$id" --json | jq -e 'length == 0' >/dev/null ||
@@ -55,7 +55,7 @@ wait_user_list "$id" "^job $id: checkpoint failed g0002 .*\.g0002\.tmp"
 say "the user sees why: $(user_list "$id" | grep "checkpoint failed" | head -1)"
 rm -f "$blocker"
 [ "$(job_field "$id" JobState)" = RUNNING ] || { show_job "$id"; fail "job $id stopped after a failed checkpoint"; }
-runuser -u "$VC_USER" -- slurm-ckpt status "$id" 2>/dev/null | grep -q "last checkpoint g0001" ||
+runuser -u "$VC_USER" -- slurm-ckpt status "$id" 2>/dev/null | has "last checkpoint g0001" ||
     fail "the user's status of job $id: $(runuser -u "$VC_USER" -- slurm-ckpt status "$id" 2>&1)"
 
 expect_ok "$id" 300
@@ -63,4 +63,4 @@ expect_ok "$id" 300
 wait_user_list "$id" "^ *$id +$VC_USER +1 +4 .*closed"
 say "after the job: $(user_list "$id" | sed -n 2p | tr -s ' ')"
 # Root's list is unchanged: it reads the checkpoint areas, not the index.
-slurm-ckpt list "$id" | tail -n +2 | grep -qE "^ *$id +$VC_USER +1 " || fail "root's list: $(slurm-ckpt list "$id")"
+slurm-ckpt list "$id" | tail -n +2 | has -E "^ *$id +$VC_USER +1 " || fail "root's list: $(slurm-ckpt list "$id")"

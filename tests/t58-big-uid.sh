@@ -94,7 +94,7 @@ say "remap user $remap: uids 1..$max_uid, gids 1..$max_gid map to themselves"
 ensure_group "$BIG_USER" "$BIG_UID"
 ensure_group "$PROJ_GROUP" "$PROJ_GID"
 ensure_user "$BIG_USER" "$BIG_UID" "$BIG_USER" "$PROJ_GROUP"
-id -G "$BIG_USER" | tr ' ' '\n' | grep -qx "$PROJ_GID" || fail "$BIG_USER is not in group $PROJ_GROUP: $(id "$BIG_USER")"
+id -G "$BIG_USER" | tr ' ' '\n' | has -x "$PROJ_GID" || fail "$BIG_USER is not in group $PROJ_GROUP: $(id "$BIG_USER")"
 created+=("area:$VC_CKPT_ROOT/$BIG_USER")
 
 # The project directory: only the group reaches it; new files take its group (setgid).
@@ -164,7 +164,7 @@ until [ -s "$PROJ/hello.r0" ] && [ -s "$PROJ/hello.r1" ]; do
     sleep 0.5
 done
 for r in 0 1; do
-    tr ' ' '\n' <"$PROJ/ids.r$r" | grep -qx "$PROJ_GID" ||
+    tr ' ' '\n' <"$PROJ/ids.r$r" | has -x "$PROJ_GID" ||
         fail "rank $r: id -G in the container is '$(cat "$PROJ/ids.r$r")', lacks $PROJ_GID"
     own="$(stat -c '%u:%g' "$PROJ/hello.r$r")"
     [ "$own" = "$BIG_UID:$PROJ_GID" ] || fail "rank $r's file is $own on the host, expected $BIG_UID:$PROJ_GID"
@@ -186,7 +186,7 @@ check_ring_groups() { # check_ring_groups JOB WHEN
     [ "$(grep -c . <<<"$lines")" -ge 2 ] || { show_big "$1"; fail "$2: expected 2 ring processes, found: $lines"; }
     while read -r uid groups; do
         [ "$uid" = "$BIG_UID" ] || fail "$2: a ring process runs as uid $uid, expected $BIG_UID"
-        tr ',' '\n' <<<"$groups" | grep -qx "$PROJ_GID" || fail "$2: a ring process has groups $groups, lacks $PROJ_GID"
+        tr ',' '\n' <<<"$groups" | has -x "$PROJ_GID" || fail "$2: a ring process has groups $groups, lacks $PROJ_GID"
     done <<<"$lines"
     say "$2: ring processes uid $BIG_UID, groups $(head -n1 <<<"$lines" | cut -d' ' -f2)"
 }
@@ -200,7 +200,7 @@ requeue_restored "$id" node2,node3 2
 check_ring_groups "$id" "after the restore"
 
 st="$(wait_job "$id" 150)" || { show_big "$id"; fail "job $id did not end ($st)"; }
-if [ "$st" != COMPLETED ] || [ "$(job_field "$id" ExitCode)" != "0:0" ] || ! big_out "$id" | grep -q '^VERIFICATION SUCCESSFUL'; then
+if [ "$st" != COMPLETED ] || [ "$(job_field "$id" ExitCode)" != "0:0" ] || ! big_out "$id" | has '^VERIFICATION SUCCESSFUL'; then
     show_big "$id"
     fail "job $id: state $st, exit $(job_field "$id" ExitCode), expected COMPLETED 0:0 with VERIFICATION SUCCESSFUL"
 fi
