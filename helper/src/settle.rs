@@ -47,14 +47,20 @@ pub trait ProcTable {
     /// further would only cost time on a process with very many), None if it is gone.
     fn open_fds(&self, pid: u32, cap: u64) -> Option<u64>;
     fn comm(&self, pid: u32) -> String;
+    /// The pid namespace of the caller (the supervisor, on the host).
+    fn own_ns(&self) -> Option<String>;
 }
 
 /// The processes of the container whose init is `init` (host pid) with a full descriptor table.
-/// The container's processes are those in its init's pid namespace.
+/// The container's processes are those in its init's pid namespace; a container that shares the
+/// host's has none of its own to look at (every process of the node would count).
 pub fn full_tables(p: &dyn ProcTable, init: u32) -> Vec<Holder> {
     let Some(ns) = p.pid_ns(init) else {
         return vec![];
     };
+    if p.own_ns().as_deref() == Some(ns.as_str()) {
+        return vec![];
+    }
     p.pids()
         .into_iter()
         .filter(|pid| p.pid_ns(*pid).as_deref() == Some(ns.as_str()))
@@ -167,6 +173,11 @@ impl ProcTable for HostProcs {
             .map(|c| c.trim_end().to_string())
             .unwrap_or_default()
     }
+
+    fn own_ns(&self) -> Option<String> {
+        let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+        Some(link.to_string_lossy().into_owned())
+    }
 }
 
 /// The soft limit of "Max open files" in a /proc/PID/limits text; None when unlimited or absent.
@@ -230,6 +241,9 @@ pub mod fake {
         }
         fn comm(&self, pid: u32) -> String {
             if pid == 101 { "sshd" } else { "other" }.into()
+        }
+        fn own_ns(&self) -> Option<String> {
+            Some("ns-host".into())
         }
     }
 }
@@ -301,6 +315,10 @@ mod tests {
         let held = full_tables(&p, 100);
         assert_eq!(held.iter().map(|h| h.pid).collect::<Vec<_>>(), [101]);
         assert!(full_tables(&p, 100).is_empty());
+        // A "container" in the host's namespace (pid 1's): nothing is looked at.
+        let p = FakeProcs::new(None);
+        assert!(full_tables(&p, 1).is_empty());
+        assert!(!full_tables(&p, 100).is_empty());
     }
 
     #[test]
@@ -324,5 +342,8 @@ mod tests {
         assert!(host.nofile_soft(me).is_some_and(|l| l > 0));
         assert_eq!(host.open_fds(me, 2), Some(2));
         assert!(host.pids().contains(&me));
+        assert_eq!(host.own_ns(), host.pid_ns(me));
+        // Our own namespace is the "host" one here: nothing is looked at.
+        assert!(full_tables(&host, me).is_empty());
     }
 }

@@ -108,8 +108,10 @@ mod tests {
     #[test]
     fn laps_add_up_to_the_total() {
         let mut l = Laps::start();
-        let mut p = CkptPhases::default();
-        p.settle = l.lap();
+        let mut p = CkptPhases {
+            settle: l.lap(),
+            ..Default::default()
+        };
         std::thread::sleep(std::time::Duration::from_millis(20));
         p.freeze = l.lap();
         std::thread::sleep(std::time::Duration::from_millis(30));

@@ -673,6 +673,9 @@ impl crate::settle::ProcTable for Watched {
     fn comm(&self, pid: u32) -> String {
         self.procs.comm(pid)
     }
+    fn own_ns(&self) -> Option<String> {
+        self.procs.own_ns()
+    }
 }
 
 #[tokio::test]
