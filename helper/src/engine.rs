@@ -653,6 +653,8 @@ pub trait ContainerEngine {
     async fn memory_in_use(&self, _id: &str) -> Option<u64> {
         None
     }
+    /// Host pid of the container's init; None when it is not running.
+    async fn init_pid(&self, id: &str) -> Result<Option<u32>>;
 
     /// Pause (or unpause) a container, retrying: runc gives up freezing a cgroup v1 whose tasks do
     /// not all stop within its short polling window, which happens on loaded nodes. A container
@@ -718,6 +720,10 @@ impl ContainerEngine for Engine {
     }
     async fn memory_in_use(&self, id: &str) -> Option<u64> {
         Engine::memory_in_use(self, id).await
+    }
+    async fn init_pid(&self, id: &str) -> Result<Option<u32>> {
+        let pid = Engine::pid(self, id).await?;
+        Ok(u32::try_from(pid).ok().filter(|p| *p > 0))
     }
 }
 

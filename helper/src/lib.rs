@@ -24,6 +24,7 @@ pub mod protocol;
 pub mod redirect;
 pub mod relay;
 pub mod runtime_wrapper;
+pub mod settle;
 pub mod site;
 pub mod site_secret;
 pub mod slots;

@@ -37,6 +37,10 @@ impl Laps {
 /// One rank's checkpoint, in order. `held` (in the rank record) overlaps freeze..wait_dumped.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct CkptPhases {
+    /// Waiting until no process of the container has a full descriptor table (an ssh handshake of
+    /// the job's launch, `settle.rs`), then for every rank to have settled.
+    #[serde(default)]
+    pub settle: f64,
     /// Network dropped, container frozen, waiting for the ranks before it in the order and for a
     /// dump slot: until its own dump starts.
     pub freeze: f64,
@@ -71,13 +75,14 @@ pub struct RestorePhases {
 
 impl CkptPhases {
     pub fn sum(&self) -> f64 {
-        self.freeze + self.dump + self.wait_dumped + self.pack + self.seal
+        self.settle + self.freeze + self.dump + self.wait_dumped + self.pack + self.seal
     }
 
     /// One line for `slurm-ckpt status`.
     pub fn line(&self) -> String {
         format!(
-            "freeze {:.2}s, dump {:.2}s, wait for all dumped {:.2}s, pack {:.2}s, seal {:.2}s = {:.2}s",
+            "settle {:.2}s, freeze {:.2}s, dump {:.2}s, wait for all dumped {:.2}s, pack {:.2}s, seal {:.2}s = {:.2}s",
+            self.settle,
             self.freeze, self.dump, self.wait_dumped, self.pack, self.seal, self.total
         )
     }
@@ -103,7 +108,10 @@ mod tests {
     #[test]
     fn laps_add_up_to_the_total() {
         let mut l = Laps::start();
-        let mut p = CkptPhases::default();
+        let mut p = CkptPhases {
+            settle: l.lap(),
+            ..Default::default()
+        };
         std::thread::sleep(std::time::Duration::from_millis(20));
         p.freeze = l.lap();
         std::thread::sleep(std::time::Duration::from_millis(30));
@@ -118,6 +126,6 @@ mod tests {
             "{p:?}"
         );
         assert!((p.total - p.sum()).abs() < 0.005, "{p:?}");
-        assert!(p.line().starts_with("freeze 0.0"), "{}", p.line());
+        assert!(p.line().starts_with("settle 0.0"), "{}", p.line());
     }
 }

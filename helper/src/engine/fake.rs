@@ -248,4 +248,10 @@ impl ContainerEngine for FakeEngine {
         // Best effort in the real engine too: a planted failure is only recorded.
         let _ = self.call(Op::Announce, id, |_| {}).await;
     }
+
+    /// Every running container's init is pid 100 (`settle::fake::FakeProcs`' container); not
+    /// recorded: it changes nothing.
+    async fn init_pid(&self, id: &str) -> Result<Option<u32>> {
+        Ok(self.container(id).running.then_some(100))
+    }
 }

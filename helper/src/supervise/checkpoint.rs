@@ -153,6 +153,11 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 .flatten();
         // Every rank gets the request within a second or two; one that never joins is gone.
         let absent = Some(JOIN_GRACE);
+        // No rank holds its container before every rank's container can be dumped (settle.rs).
+        self.settle_container(was_frozen).await;
+        touch(&marker(&tmp, "settled", a.rank))?;
+        barrier(&tmp, "settled", 0..n, t, absent).await?;
+        phases.settle = laps.lap();
         // CRIU thaws a container when its dump is done (it drives the freezer itself). Until every
         // rank is dumped, a thawed container must not reach the others, or a peer's image would hold
         // bytes the sender's image never sent: block its network first (dropped segments are simply
@@ -204,6 +209,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 crate::state::dump_bytes_path(&a.site.ckpt_root, a.job, a.rank),
             )
         });
+        self.check_dumpable().await;
         let t0 = std::time::Instant::now();
         let res = self
             .engine

@@ -6,6 +6,7 @@ mod checkpoint;
 mod index;
 mod order;
 mod restore_failure;
+mod settle;
 #[cfg(test)]
 mod tests_sequence;
 mod window;
@@ -484,6 +485,10 @@ struct Rank<'a, E = Engine> {
     jobctl: std::sync::Arc<dyn crate::slurm::JobControl>,
     /// Rank 0's updates of the user's own checkpoint index.
     index: index::IndexUpdates,
+    /// The host's processes, to see the container's before a checkpoint holds it (settle.rs).
+    procs: std::sync::Arc<dyn crate::settle::ProcTable>,
+    /// When this run's container started or was restored (None: not yet).
+    running_since: Option<std::time::Instant>,
 }
 
 /// `restoring` is set to the restore attempt's directory from the moment this rank knows it
@@ -680,6 +685,8 @@ async fn supervise(
         compat,
         jobctl: std::sync::Arc::new(crate::slurm::Scontrol),
         index: index::IndexUpdates::new(a.rank == 0),
+        procs: std::sync::Arc::new(crate::settle::HostProcs),
+        running_since: None,
     };
     r.st.event("created");
     save(&mut r.st, &a.site.ckpt_root);
@@ -692,6 +699,7 @@ async fn supervise(
             r.st.event("started");
         }
     }
+    r.running_since = Some(std::time::Instant::now());
     *restoring = None;
     save(&mut r.st, &a.site.ckpt_root);
     if let Some(m) = &restore_from {

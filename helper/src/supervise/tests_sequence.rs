@@ -8,6 +8,7 @@ use crate::ckpt::{read_json_signed, Layout, Manifest};
 use crate::engine::fake::{Call, FakeEngine, Fault, Op};
 use crate::engine::ContainerEngine;
 use crate::error::Error;
+use crate::settle::fake::FakeProcs;
 use crate::site::{OrderPolicy, SiteConfig};
 use crate::state::{ContainerState, RankState};
 use futures_util::future::join_all;
@@ -124,6 +125,8 @@ impl World {
                     compat: node_compat("fpu sse2 avx2"),
                     jobctl: std::sync::Arc::new(FakeSlurm::default()),
                     index: super::index::IndexUpdates::new(false),
+                    procs: std::sync::Arc::new(FakeProcs::new(Some(0))),
+                    running_since: None,
                 }
             })
             .collect()
@@ -317,8 +320,11 @@ async fn a_rank_stops_waiting_and_thaws_when_a_peer_fails() {
     let engine = w.engine();
     let mut ranks = w.ranks(&engine, ContainerState::Running);
     let tmp = w.layout().tmp_dir(1);
-    // Rank 1 fails while rank 0 waits for it to be frozen.
+    // Rank 1 settles (as every rank does first), then fails while rank 0 waits for it to be
+    // frozen.
     let peer = async {
+        std::fs::create_dir_all(&tmp).expect("tmp dir");
+        touch(&marker(&tmp, "settled", 1)).expect("settled marker");
         while !marker(&tmp, "frozen", 0).exists() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -627,4 +633,110 @@ async fn on_sigterm_a_checkpoint_that_cannot_finish_is_not_started() {
     std::fs::remove_file(crate::window::speed_path(root, "n0")).expect("rm");
     crate::window::record_speed(root, "n0", 0, 0.0, 5.0).expect("speed");
     assert_eq!(ranks[0].terminate_decision(), OnTerminate::Dump);
+}
+
+/// Rank `rank`'s view of its container while a handshake holds a full table for the first
+/// `full_polls` looks: counts the engine's holds (network cut, freeze) at each of those looks.
+struct Watched {
+    procs: FakeProcs,
+    engine: FakeEngine,
+    holds_while_full: std::sync::Mutex<Vec<usize>>,
+}
+
+impl crate::settle::ProcTable for Watched {
+    fn pids(&self) -> Vec<u32> {
+        let pids = self.procs.pids();
+        if self
+            .procs
+            .full_polls
+            .is_some_and(|n| self.procs.looks() <= n)
+        {
+            let holds = self
+                .engine
+                .calls()
+                .iter()
+                .filter(|c| matches!(c.op, Op::DropTraffic(true) | Op::Pause))
+                .count();
+            self.holds_while_full.lock().expect("lock").push(holds);
+        }
+        pids
+    }
+    fn pid_ns(&self, pid: u32) -> Option<String> {
+        self.procs.pid_ns(pid)
+    }
+    fn nofile_soft(&self, pid: u32) -> Option<u64> {
+        self.procs.nofile_soft(pid)
+    }
+    fn open_fds(&self, pid: u32, cap: u64) -> Option<u64> {
+        self.procs.open_fds(pid, cap)
+    }
+    fn comm(&self, pid: u32) -> String {
+        self.procs.comm(pid)
+    }
+    fn own_ns(&self) -> Option<String> {
+        self.procs.own_ns()
+    }
+}
+
+#[tokio::test]
+async fn no_rank_holds_its_container_while_a_peers_handshake_is_under_way() {
+    const N: u32 = 3;
+    for policy in ALL {
+        let w = World::new(policy, N, 30);
+        let engine = w.engine();
+        let mut ranks = w.ranks(&engine, ContainerState::Running);
+        // Rank 2's sshd pre-auth child holds a full table for 3 looks (about 100 ms).
+        let watched = std::sync::Arc::new(Watched {
+            procs: FakeProcs::new(Some(3)),
+            engine: engine.clone(),
+            holds_while_full: Default::default(),
+        });
+        ranks[2].procs = watched.clone();
+        let res = join_all(ranks.iter_mut().map(|r| r.checkpoint(false))).await;
+        assert!(res.iter().all(Result::is_ok), "{policy}: {res:?}");
+        let seen = watched.holds_while_full.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 3, "{policy}");
+        assert!(
+            seen.iter().all(|h| *h == 0),
+            "{policy}: a rank held its container during the handshake: {seen:?} {:#?}",
+            engine.calls()
+        );
+        assert!(watched.procs.looks() >= 4, "{policy}");
+        // The wait is in the settle phase of every rank (they all waited in the barrier).
+        drop(ranks);
+        let m: Manifest = read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key())
+            .expect("manifest");
+        for r in &m.ranks {
+            assert!(
+                r.phases.settle >= 0.1,
+                "{policy} rank {}: {:?}",
+                r.rank,
+                r.phases
+            );
+        }
+        all_thawed(&engine, N);
+    }
+}
+
+#[tokio::test]
+async fn the_settle_step_costs_about_one_poll_when_every_container_is_clear() {
+    // The price of the all-rank "settled" barrier on every checkpoint: measured, and bounded.
+    const N: u32 = 4;
+    for policy in [OrderPolicy::FreezeAll, OrderPolicy::CfRl] {
+        let w = World::new(policy, N, 30);
+        let engine = w.engine();
+        let mut ranks = w.ranks(&engine, ContainerState::Running);
+        let res = join_all(ranks.iter_mut().map(|r| r.checkpoint(false))).await;
+        assert!(res.iter().all(Result::is_ok), "{res:?}");
+        drop(ranks);
+        let m: Manifest = read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key())
+            .expect("manifest");
+        let settle: Vec<f64> = m.ranks.iter().map(|r| r.phases.settle).collect();
+        let worst = settle.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "{policy}: settle {settle:?} s of checkpoint {:.3} s",
+            m.checkpoint_seconds
+        );
+        assert!(worst < 0.25, "{policy}: {settle:?}");
+    }
 }
