@@ -7,7 +7,8 @@
 //! counter has stood still for [`STALE`]. Staleness is judged by the watcher's own clock (when the
 //! content last changed), never by file times, so clock skew between nodes does not matter.
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use crate::storage::{bounded, bounded_async};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 pub const STALE: Duration = Duration::from_secs(15);
 const BEAT: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(50);
+/// The least time one look at the storage gets, even at the very end of a wait.
+const MIN_LOOK: Duration = Duration::from_secs(2);
 
 pub fn marker(dir: &Path, what: &str, rank: u32) -> PathBuf {
     dir.join(format!(".{what}-r{rank}"))
@@ -26,6 +29,12 @@ pub fn marker(dir: &Path, what: &str, rank: u32) -> PathBuf {
 
 pub fn touch(p: &Path) -> Result<()> {
     fs::write(p, b"").map_err(|e| Error::io(p, e))
+}
+
+/// [`touch`], giving up after `within` if the storage does not answer (storage.rs).
+pub fn touch_within(p: &Path, within: Duration) -> Result<()> {
+    let owned = p.to_path_buf();
+    bounded(within, "writing marker", p, move || touch(&owned))
 }
 
 /// Bumps `<dir>/.alive-r<rank>` every second on its own thread (a blocking step of the supervisor,
@@ -61,7 +70,17 @@ impl Drop for Heartbeat {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
-            let _ = t.join();
+            // A write stuck on a hung mount never returns: wait for the thread a little, then
+            // leave it behind rather than hang the supervisor (it stops once the write returns).
+            let end = Instant::now() + 2 * BEAT;
+            while !t.is_finished() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!("heartbeat writer stuck on the checkpoint storage: left behind");
+            }
         }
     }
 }
@@ -77,10 +96,21 @@ struct Liveness<'a> {
 }
 
 impl Liveness<'_> {
-    /// Why rank `r` counts as gone, if it does.
-    fn gone(&mut self, r: u32) -> Option<String> {
+    /// Why rank `r` counts as gone, if it does. The read is bounded by `look`: a storage that
+    /// does not answer is an error, not a peer gone.
+    fn gone(&mut self, r: u32, look: Duration) -> Result<Option<String>> {
+        let p = marker(self.dir, "alive", r);
+        let owned = p.clone();
+        // Absent or unreadable (renamed away at the commit, not written yet): no news.
+        let beat = bounded(look, "reading heartbeat", &p, move || {
+            Ok(fs::read(owned).ok())
+        })?;
+        Ok(self.judge(r, beat))
+    }
+
+    fn judge(&mut self, r: u32, beat: Option<Vec<u8>>) -> Option<String> {
         let now = Instant::now();
-        if let Ok(beat) = fs::read(marker(self.dir, "alive", r)) {
+        if let Some(beat) = beat {
             match self.seen.get_mut(&r) {
                 Some((last, at)) if *last != beat => (*last, *at) = (beat, now),
                 Some(_) => {}
@@ -103,16 +133,18 @@ impl Liveness<'_> {
     }
 }
 
-/// Wait until `done(r)` holds for every rank in `ranks`, polling every 50 ms, up to `timeout`.
-/// Gives up at once when any rank has left a `failed` marker in `dir`, or when a rank not yet done
-/// stops beating (see [`Liveness`]): nobody waits out the timeout for a rank that is gone.
+/// Wait until `done(r, look)` holds for every rank in `ranks`, polling every 50 ms, up to
+/// `timeout`. Gives up at once when any rank has left a `failed` marker in `dir`, or when a rank
+/// not yet done stops beating (see [`Liveness`]): nobody waits out the timeout for a rank that is
+/// gone. Every look at the storage is bounded (`look`: the time left, at least [`MIN_LOOK`]), so a
+/// hung mount ends the wait with `StorageError::Timeout` instead of blocking it forever.
 pub async fn wait_ranks(
     dir: &Path,
     what: &str,
     ranks: impl Iterator<Item = u32> + Clone,
     timeout: Duration,
     absent: Option<Duration>,
-    mut done: impl FnMut(u32) -> bool,
+    mut done: impl FnMut(u32, Duration) -> Result<bool>,
 ) -> Result<()> {
     let end = tokio::time::Instant::now() + timeout;
     let mut live = Liveness {
@@ -124,9 +156,19 @@ pub async fn wait_ranks(
     // None: a rank whose heartbeat is already stale is caught at the first poll.
     let mut last_live: Option<Instant> = None;
     loop {
-        if let Some(r) = failed_rank(dir) {
+        let look = end
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(MIN_LOOK);
+        let owned = dir.to_path_buf();
+        let failed = bounded_async(look, "looking for failure markers in", dir, move || {
             // A rank may say why in its marker (a restore's refusal, say): pass it on.
-            let why = fs::read_to_string(marker(dir, "failed", r)).unwrap_or_default();
+            Ok(listed_failed_rank(&owned)?.map(|r| {
+                let why = fs::read_to_string(marker(&owned, "failed", r)).unwrap_or_default();
+                (r, why)
+            }))
+        })
+        .await?;
+        if let Some((r, why)) = failed {
             let why = why.trim();
             return Err(Error::Peer {
                 rank: r,
@@ -138,8 +180,13 @@ pub async fn wait_ranks(
                 },
             });
         }
-        let mut pending = ranks.clone().filter(|r| !done(*r)).peekable();
-        if pending.peek().is_none() {
+        let mut pending = Vec::new();
+        for r in ranks.clone() {
+            if !done(r, look)? {
+                pending.push(r);
+            }
+        }
+        if pending.is_empty() {
             return Ok(());
         }
         // Heartbeats change once a second: reading every pending rank's at every poll would cost
@@ -150,7 +197,7 @@ pub async fn wait_ranks(
         }
         last_live = Some(Instant::now());
         for r in pending {
-            if let Some(why) = live.gone(r) {
+            if let Some(why) = live.gone(r, look)? {
                 return Err(Error::Peer {
                     rank: r,
                     gone: true,
@@ -189,38 +236,58 @@ pub async fn barrier(
 
 /// Whether rank r has left marker `what` in `dir`, from one directory listing per poll instead of a
 /// lookup per rank (one read of the directory however many ranks a large job has).
-fn markers_seen(dir: &Path, what: &str) -> impl FnMut(u32) -> bool {
+fn markers_seen(dir: &Path, what: &str) -> impl FnMut(u32, Duration) -> Result<bool> {
     let dir = dir.to_path_buf();
     let prefix = format!(".{what}-r");
-    let mut listed: Option<(Instant, std::collections::HashSet<u32>)> = None;
-    move |r| {
+    let mut listed: Option<(Instant, HashSet<u32>)> = None;
+    move |r, look| {
         let fresh = listed
             .as_ref()
             .is_some_and(|(at, _)| at.elapsed() < POLL / 2);
         if !fresh {
-            let ranks = fs::read_dir(&dir)
-                .map(|rd| {
-                    rd.flatten()
-                        .filter_map(|e| {
-                            e.file_name()
-                                .to_str()?
-                                .strip_prefix(prefix.as_str())?
-                                .parse()
-                                .ok()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let (d, p) = (dir.clone(), prefix.clone());
+            let ranks = bounded(look, "listing markers in", &dir, move || {
+                Ok(fs::read_dir(&d)
+                    .map(|rd| {
+                        rd.flatten()
+                            .filter_map(|e| {
+                                e.file_name()
+                                    .to_str()?
+                                    .strip_prefix(p.as_str())?
+                                    .parse()
+                                    .ok()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            })?;
             listed = Some((Instant::now(), ranks));
         }
-        listed.as_ref().is_some_and(|(_, seen)| seen.contains(&r))
+        Ok(listed.as_ref().is_some_and(|(_, seen)| seen.contains(&r)))
     }
 }
 
-/// The lowest rank that left a `failed` marker in `dir`, if any.
-pub fn failed_rank(dir: &Path) -> Option<u32> {
-    let entries = fs::read_dir(dir).ok()?;
-    entries
+/// Whether `p` exists, looking for at most `look`.
+pub fn exists_within(p: &Path, look: Duration) -> Result<bool> {
+    let owned = p.to_path_buf();
+    bounded(look, "looking up", p, move || Ok(owned.exists()))
+}
+
+/// The lowest rank that left a `failed` marker in `dir`, if any. A directory the storage cannot
+/// list is an error naming it (a
+/// storage that fails fast, as a FUSE client whose server is gone does: ENOTCONN), not silence
+/// until the wait's timeout or a peer taken for dead. Gone (renamed at the commit) or stale (the
+/// same, seen by another client) is no marker.
+fn listed_failed_rank(dir: &Path) -> Result<Option<u32>> {
+    const ESTALE: i32 = 116;
+    let entries = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(ESTALE) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    Ok(entries
         .flatten()
         .filter_map(|e| {
             e.file_name()
@@ -229,7 +296,7 @@ pub fn failed_rank(dir: &Path) -> Option<u32> {
                 .parse()
                 .ok()
         })
-        .min()
+        .min())
 }
 
 #[cfg(test)]
@@ -285,12 +352,16 @@ mod tests {
             absent: Some(Duration::ZERO),
         };
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(live.gone(2), None);
+        assert_eq!(live.gone(2, MIN_LOOK).unwrap(), None);
         drop(hb);
         // Pretend the last change was seen long ago: the counter no longer moves.
         let beat = fs::read(marker(&dir, "alive", 2)).unwrap();
         live.seen.insert(2, (beat, Instant::now() - STALE - BEAT));
-        assert!(live.gone(2).unwrap().contains("heartbeat stopped"));
+        assert!(live
+            .gone(2, MIN_LOOK)
+            .unwrap()
+            .unwrap()
+            .contains("heartbeat stopped"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -149,6 +149,9 @@ pub enum Error {
         job: u32,
         state: String,
     },
+    /// The checkpoint storage did not answer in time (storage.rs): the operation was abandoned.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
     #[error("cannot encode the job's ssh {what} key: {why}")]

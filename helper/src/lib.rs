@@ -31,6 +31,7 @@ pub mod slots;
 pub mod slurm;
 pub mod state;
 pub mod steps;
+pub mod storage;
 pub mod supervise;
 pub mod timing;
 pub mod trust;

@@ -70,6 +70,19 @@ fn verdict(ranks: &[state::RankState], before: &HashMap<u32, u32>) -> Verdict {
     }
 }
 
+/// The job's state records, giving up after `look` on a storage that does not answer.
+fn load_records(
+    root: &Path,
+    job: u32,
+    look: Duration,
+) -> slurm_ckpt::Result<Vec<state::RankState>> {
+    let r = root.to_path_buf();
+    let dir = state::job_state_dir(root, job);
+    slurm_ckpt::storage::bounded(look, "reading the state records in", &dir, move || {
+        state::load_job(&r, job)
+    })
+}
+
 /// How often the wait asks Slurm whether the job still runs.
 const JOB_LOOK_EVERY: Duration = Duration::from_secs(2);
 /// Job states in which ranks may still report a checkpoint.
@@ -173,7 +186,8 @@ pub fn main(a: Args) -> i32 {
     super::init_tracing(None);
     let run = || -> anyhow::Result<()> {
         let site = super::site_config(&[], &a.plugstack)?;
-        let ranks = state::load_job(&site.ckpt_root, a.job)?;
+        let look = Duration::from_secs(site.timeout_secs);
+        let ranks = load_records(&site.ckpt_root, a.job, look)?;
         if ranks.is_empty() {
             anyhow::bail!("job {} has no running rank containers", a.job);
         }
@@ -195,7 +209,7 @@ pub fn main(a: Args) -> i32 {
         let mut display = (!a.quiet && !a.json).then(Display::new);
         let mut next_draw = Instant::now();
         loop {
-            let ranks = state::load_job(&site.ckpt_root, a.job)?;
+            let ranks = load_records(&site.ckpt_root, a.job, look)?;
             let v = verdict(&ranks, &before);
             if let Some(d) = display.as_mut() {
                 // The final state too, so every rank's last line says how it ended.

@@ -1,4 +1,5 @@
 use slurm_ckpt::engine::Engine;
+use slurm_ckpt::storage::bounded;
 use slurm_ckpt::{jobdir, state};
 use slurm_ckpt_site::request::CleanupRequest;
 
@@ -16,6 +17,7 @@ pub fn main(a: Args) -> i32 {
     super::init_tracing(Some(&slurm_ckpt::supervise::log_path(a.job)));
     let run = || -> anyhow::Result<usize> {
         let site = super::request_site(&a.site, a.plugstack.as_deref())?;
+        let look = std::time::Duration::from_secs(site.timeout_secs);
         // A supervisor may still be checkpointing its rank (SIGTERM at preemption): let it finish
         // before its container is removed.
         wait_for_supervisors(
@@ -34,11 +36,25 @@ pub fn main(a: Args) -> i32 {
                     first_err.get_or_insert(e);
                 }
             }
-            // State records of ranks that ran here.
-            for st in state::load_job(&site.ckpt_root, a.job)? {
-                if st.node == a.node {
-                    state::remove_rank(&site.ckpt_root, a.job, st.rank);
-                }
+            // State records of ranks that ran here. Bounded (storage.rs): an epilog stuck on a
+            // hung mount would keep the node COMPLETING until Slurm drains it.
+            let (root, job, node) = (site.ckpt_root.clone(), a.job, a.node.clone());
+            let records = bounded(
+                look,
+                "removing the state records in",
+                &state::job_state_dir(&root, job),
+                move || {
+                    for st in state::load_job(&root, job)? {
+                        if st.node == node {
+                            state::remove_rank(&root, job, st.rank);
+                        }
+                    }
+                    Ok(())
+                },
+            );
+            if let Err(e) = records {
+                tracing::error!("cleanup: {e}");
+                first_err.get_or_insert(e);
             }
             match first_err {
                 Some(e) => Err(e),
@@ -50,7 +66,19 @@ pub fn main(a: Args) -> i32 {
             tracing::error!("cleanup: {e}");
         }
         jobdir::remove(&site.runtime_dir, a.job, &a.node)?;
-        release_lease(&site.ckpt_root, &site.key_file, a.job);
+        let (root, key_file, job) = (site.ckpt_root.clone(), site.key_file.clone(), a.job);
+        let lease = bounded(
+            look,
+            "releasing the address lease in",
+            &site.ckpt_root,
+            move || {
+                release_lease(&root, &key_file, job);
+                Ok(())
+            },
+        );
+        if let Err(e) = lease {
+            tracing::error!("cleanup: address lease kept: {e}");
+        }
         Ok(removed)
     };
     match run() {

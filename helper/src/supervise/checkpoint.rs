@@ -2,7 +2,7 @@
 //! shared storage, seal, commit (rank 0); restore in order behind the network lock. The protocol is
 //! described in docs/ARCHITECTURE.md ("Checkpoint and restore").
 use super::{log_path, order, save, Rank};
-use crate::barrier::{barrier, marker, touch, wait_ranks, Heartbeat};
+use crate::barrier::{barrier, exists_within, marker, touch_within, wait_ranks, Heartbeat};
 use crate::ckpt::{
     commit, copy_images, criu_version, gen_name, prune, read_json_signed, seal_rank_dir,
     verify_rank_dir, write_json_signed, Layout, Manifest, RankRecord, FORMAT,
@@ -13,6 +13,7 @@ use crate::guard::{Guard, GuardArgs};
 use crate::pack::{is_packed, unpack_dir, Packed, Packing, Scratch};
 use crate::redirect::{self, POINTER};
 use crate::state::{CheckpointOutcome, ContainerState};
+use crate::storage::{bounded, bounded_async};
 use crate::timing::{CkptPhases, Laps, RestorePhases};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -31,10 +32,17 @@ impl Meter {
         let path = out.clone();
         let task = tokio::spawn(async move {
             loop {
-                if let Some(b) = crate::progress::dir_bytes(&dir) {
-                    if let Err(e) = crate::state::write_dump_bytes(&path, b) {
-                        tracing::debug!(error = %e, "dump progress");
-                    }
+                // Off the runtime's only thread: a walk of a hung mount must not stall it.
+                let (d, p) = (dir.clone(), path.clone());
+                let sample =
+                    bounded_async(METER_LOOK, "measuring dump progress in", &dir, move || {
+                        match crate::progress::dir_bytes(&d) {
+                            Some(b) => crate::state::write_dump_bytes(&p, b),
+                            None => Ok(()),
+                        }
+                    });
+                if let Err(e) = sample.await {
+                    tracing::debug!(error = %e, "dump progress");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -53,6 +61,11 @@ impl Drop for Meter {
 
 /// How long after a checkpoint begins every rank must have joined it (see barrier.rs).
 const JOIN_GRACE: Duration = Duration::from_secs(60);
+/// Longest wait for one progress sample of a dump (storage.rs).
+const METER_LOOK: Duration = Duration::from_secs(5);
+/// Longest wait to leave the failure marker when a checkpoint fails: the container is thawed
+/// right after, and a storage that does not take a marker now is the failure, usually.
+const FAIL_MARK_LOOK: Duration = Duration::from_secs(5);
 
 impl<E: ContainerEngine> Rank<'_, E> {
     fn dump_after(&self) -> Vec<u32> {
@@ -101,7 +114,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
             // Tell the other ranks at once (they wait for this rank's markers); a rank that only
             // stopped because of another says nothing, so every error names the cause.
             if let Some(l) = &self.layout {
-                let _ = touch(&marker(&l.tmp_dir(g), "failed", self.a.rank));
+                let look = FAIL_MARK_LOOK.min(self.timeout());
+                if let Err(e) = touch_within(&marker(&l.tmp_dir(g), "failed", self.a.rank), look) {
+                    tracing::warn!("failure marker: {e}");
+                }
             }
         }
         // A job that goes on was thawed as soon as every rank had dumped; on failure thaw it here.
@@ -137,12 +153,17 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let (a, n, t) = (self.a, self.a.ntasks, self.timeout());
         let mut laps = Laps::start();
         let mut phases = CkptPhases::default();
-        layout.create()?;
-        // Lets `slurm-ckpt gc` tell this directory's job before its first generation exists.
-        crate::gc::mark_owner(&layout.job_dir, a.job)?;
         let tmp = layout.tmp_dir(g);
         let rank_dir = tmp.join(format!("rank-{}", a.rank));
-        std::fs::create_dir_all(&rank_dir).map_err(|e| Error::io(&rank_dir, e))?;
+        let (l, job, rd) = (layout.clone(), a.job, rank_dir.clone());
+        // Bounded (storage.rs), like every step below that touches the checkpoint storage while
+        // the container is held or the other ranks wait.
+        bounded(t, "creating", &rank_dir, move || {
+            l.create()?;
+            // Lets `slurm-ckpt gc` tell this directory's job before its first generation exists.
+            crate::gc::mark_owner(&l.job_dir, job)?;
+            std::fs::create_dir_all(&rd).map_err(|e| Error::io(&rd, e))
+        })?;
         let _alive = Heartbeat::start(&tmp, a.rank);
         // The dump's size, about, for progress: measured before the container is held (a sample
         // is quick, but a held container waits for it), and never for long.
@@ -166,7 +187,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let held = std::time::Instant::now();
         if order::freeze_all_first(a.site.order_policy) {
             self.freeze().await?;
-            touch(&marker(&tmp, "frozen", a.rank))?;
+            touch_within(&marker(&tmp, "frozen", a.rank), t)?;
             barrier(&tmp, "frozen", 0..n, t, absent).await?;
         }
         let after = self.dump_after();
@@ -224,7 +245,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let dump_seconds = t0.elapsed().as_secs_f64();
         phases.dump = laps.lap();
         // The images are complete: the next rank in the order may dump.
-        touch(&marker(&tmp, "dumped", a.rank))?;
+        touch_within(&marker(&tmp, "dumped", a.rank), t)?;
         // Once every rank is dumped the cut is on disk: a job that goes on runs again now, while
         // the images are sealed, summed and committed.
         barrier(&tmp, "dumped", 0..n, t, absent).await?;
@@ -251,7 +272,9 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let pack_seconds = t_pack.elapsed().as_secs_f64();
         drop(stage);
         phases.pack = laps.lap();
-        let (bytes, files) = seal_rank_dir(&rank_dir, self.remap_root)?;
+        let (rd, owner) = (rank_dir.clone(), self.remap_root);
+        // Rank 0 waits at most `t` for every rank's seal anyway.
+        let (bytes, files) = bounded(t, "sealing", &rank_dir, move || seal_rank_dir(&rd, owner))?;
         phases.seal = laps.lap();
         phases.total = laps.total();
         if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
@@ -281,8 +304,12 @@ impl<E: ContainerEngine> Rank<'_, E> {
             compat: self.compat.clone(),
             phases: phases.clone(),
         };
-        write_json_signed(&tmp.join(format!("rank-{}.json", a.rank)), &rec, &self.key)?;
-        touch(&marker(&tmp, "sealed", a.rank))?;
+        let rec_path = tmp.join(format!("rank-{}.json", a.rank));
+        let (p, r, k) = (rec_path.clone(), rec.clone(), self.key.clone());
+        bounded(t, "writing", &rec_path, move || {
+            write_json_signed(&p, &r, &k)
+        })?;
+        touch_within(&marker(&tmp, "sealed", a.rank), t)?;
         tracing::info!(
             "rank {} dumped {} bytes in {:.2}s (held {:.2}s); stored {} bytes in {} ({}, moved in {:.2}s)",
             a.rank,
@@ -309,12 +336,15 @@ impl<E: ContainerEngine> Rank<'_, E> {
         if a.rank == 0 {
             let t_commit = std::time::Instant::now();
             barrier(&tmp, "sealed", 0..n, t, absent).await?;
-            let mut recs = Vec::new();
-            for r in 0..n {
-                // Authenticated: the storage is shared, the manifest will vouch for these sums.
-                let p = tmp.join(format!("rank-{r}.json"));
-                recs.push(read_json_signed::<RankRecord>(&p, &self.key)?);
-            }
+            let (d, k) = (tmp.clone(), self.key.clone());
+            let recs = bounded(t, "reading the rank records in", &tmp, move || {
+                (0..n)
+                    .map(|r| {
+                        // Authenticated: the storage is shared, the manifest will vouch for these sums.
+                        read_json_signed::<RankRecord>(&d.join(format!("rank-{r}.json")), &k)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
             let info = self.engine.daemon_info().await?;
             let user = self.st.user.clone();
             let m = Manifest {
@@ -345,8 +375,19 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 checkpoint_seconds: laps.total(),
                 lease: self.lease.clone(),
             };
-            commit(&layout, g, &m, &self.key)?;
-            prune(&layout, a.site.keep_generations as usize, None);
+            let (l, mm, k) = (layout.clone(), m.clone(), self.key.clone());
+            // Manifest, fsync, rename, directory fsync: a hang here leaves `.gNNNN.tmp`, never a
+            // half generation (if the rename lands after all, the generation is complete).
+            bounded(t, "committing", &tmp, move || commit(&l, g, &mm, &k))?;
+            let (l, keep) = (layout.clone(), a.site.keep_generations as usize);
+            if let Err(e) = bounded(
+                t,
+                "pruning old generations in",
+                &layout.job_dir,
+                move || Ok(prune(&l, keep, None)),
+            ) {
+                tracing::warn!("{e}");
+            }
             tracing::info!(
                 "generation {} of job {} committed ({} bytes) in {:.2}s",
                 gen_name(g),
@@ -362,7 +403,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 0..1,
                 t,
                 absent,
-                |_| gd.exists(),
+                |_, look| exists_within(&gd, look),
             )
             .await?;
         }
@@ -623,7 +664,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         self.engine
             .announce(&self.id, &self.ranks[a.rank as usize].ip.to_string())
             .await;
-        touch(&marker(&attempt, "restored", a.rank))?;
+        touch_within(&marker(&attempt, "restored", a.rank), t)?;
         let restore_seconds = t0.elapsed().as_secs_f64();
         phases.criu = laps.lap();
         self.restore_phase(

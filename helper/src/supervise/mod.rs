@@ -970,21 +970,43 @@ async fn restore_point(
     image_id: &str,
     tx: &mpsc::Sender<Frame>,
 ) -> Result<Option<crate::ckpt::Manifest>> {
-    let rp = layout.restore_point(
-        key,
-        &Expect {
-            job: a.job,
-            step: a.step,
-            instance: a.instance.as_ref().map(|i| i.as_str()),
-            uid: a.uid,
-            ntasks: a.ntasks,
-            image: &a.image,
-            image_id,
-            argv: &a.argv,
-            cwd: &a.cwd,
-            resume: names_its_dir(a),
+    // Off this thread and bounded (storage.rs): a hung mount fails the start with the storage
+    // named, and a directory that cannot be listed is an error, never "no generations" (which
+    // would start the job from scratch).
+    let (l, k, id) = (layout.clone(), key.clone(), image_id.to_string());
+    let (job, step, uid, ntasks, resume) = (a.job, a.step, a.uid, a.ntasks, names_its_dir(a));
+    let (instance, image) = (a.instance.as_ref().map(|i| i.to_string()), a.image.clone());
+    let (argv, cwd) = (a.argv.clone(), a.cwd.clone());
+    let look = Duration::from_secs(a.site.timeout_secs);
+    let rp = crate::storage::bounded_async(
+        look,
+        "reading the checkpoints in",
+        &layout.job_dir,
+        move || {
+            match std::fs::read_dir(&l.job_dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&l.job_dir, e))
+                }
+                _ => {}
+            }
+            Ok(l.restore_point(
+                &k,
+                &Expect {
+                    job,
+                    step,
+                    instance: instance.as_deref(),
+                    uid,
+                    ntasks,
+                    image: &image,
+                    image_id: &id,
+                    argv: &argv,
+                    cwd: &cwd,
+                    resume,
+                },
+            ))
         },
-    );
+    )
+    .await?;
     for why in &rp.refused {
         tracing::warn!(rank = a.rank, "{why}");
         if a.rank == 0 {
@@ -1285,8 +1307,19 @@ impl<E: ContainerEngine> Rank<'_, E> {
     }
 }
 
+/// Longest wait for one state record write: a record is worth less than the supervisor's next
+/// step (thawing, reporting), and the CLI reads the records with its own bound.
+const STATE_LOOK: Duration = Duration::from_secs(10);
+
 fn save(st: &mut RankState, root: &Path) {
-    if let Err(e) = st.save(root) {
+    let (rec, r) = (st.clone(), root.to_path_buf());
+    let dir = crate::state::job_state_dir(root, st.job);
+    // An abandoned write may still land later, after a newer one: the next save corrects it.
+    if let Err(e) =
+        crate::storage::bounded(STATE_LOOK, "writing the state record in", &dir, move || {
+            rec.save(&r)
+        })
+    {
         tracing::warn!("state record: {e}");
     }
 }

@@ -1,0 +1,257 @@
+//! Bounded waits on the checkpoint storage.
+//!
+//! A stat, open, read, fsync, rename or readdir on a network file system whose server is gone
+//! (a FUSE client that gets no answer, an NFS hard mount) blocks in the kernel, uninterruptibly,
+//! for as long as the client waits — possibly forever. A thread doing it cannot be cancelled, but
+//! its caller can stop waiting for it: [`bounded`] runs the operation on a helper thread and
+//! gives up after `after` with [`StorageError::Timeout`], naming the operation, the path and the
+//! mount it lies on. The stuck thread is abandoned (detached): it finishes on its own if the
+//! storage comes back, or stays blocked until the process exits; it holds only its own copies of
+//! what the operation needs. Which operations go through here, and why the others need not:
+//! docs/STORAGE.md.
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The operation did not finish in time: the storage (server, network, client) is hung.
+    #[error("checkpoint storage {mount}: {what} {} did not finish within {}s: the file system does not answer (storage server down, network or client hung?)", path.display(), after.as_secs_f64())]
+    Timeout {
+        what: &'static str,
+        path: PathBuf,
+        /// The mount the path lies on, as `/mnt/ckpt (fuse.glusterfs server:/vol)`.
+        mount: String,
+        after: Duration,
+    },
+    #[error("{what} {}: no thread to run it on: {err}", path.display())]
+    Spawn {
+        what: &'static str,
+        path: PathBuf,
+        err: std::io::Error,
+    },
+}
+
+/// Run the blocking file-system operation `op` on `path` on a helper thread and wait at most
+/// `after` for it. Blocks the calling thread (at most `after`); see [`bounded_async`] in async
+/// code that must stay responsive meanwhile.
+pub fn bounded<T, F>(after: Duration, what: &'static str, path: &Path, op: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    spawn(what, path, move || {
+        // The receiver is gone when the caller gave up: nothing to report to.
+        let _ = tx.send(op());
+    })?;
+    match rx.recv_timeout(after) {
+        Ok(res) => res,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(timeout(what, path, after)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::ThreadPanicked { what }),
+    }
+}
+
+/// [`bounded`] for async code: the runtime's thread goes on with other work while it waits.
+pub async fn bounded_async<T, F>(
+    after: Duration,
+    what: &'static str,
+    path: &Path,
+    op: F,
+) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    spawn(what, path, move || {
+        let _ = tx.send(op());
+    })?;
+    match tokio::time::timeout(after, rx).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(_)) => Err(Error::ThreadPanicked { what }),
+        Err(_) => Err(timeout(what, path, after)),
+    }
+}
+
+/// A detached thread: never joined, so a hung operation cannot hold its caller (or exit) up.
+fn spawn(what: &'static str, path: &Path, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name("storage-op".into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|err| {
+            Error::Storage(StorageError::Spawn {
+                what,
+                path: path.to_path_buf(),
+                err,
+            })
+        })
+}
+
+fn timeout(what: &'static str, path: &Path, after: Duration) -> Error {
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|info| mount_of(&info, path))
+        .unwrap_or_else(|| "(mount unknown)".into());
+    tracing::error!(what, path = %path.display(), %mount, ?after, "storage operation abandoned");
+    Error::Storage(StorageError::Timeout {
+        what,
+        path: path.to_path_buf(),
+        mount,
+        after,
+    })
+}
+
+/// The mount `path` lies on, from the text of `/proc/self/mountinfo` (read there, never from the
+/// storage itself, which may be the thing that hangs): the longest mount point that is a prefix of
+/// the path, as `<mount point> (<fs type> <source>)`. The path is not resolved (resolving it would
+/// touch the storage), so a symbolic link on it can name the wrong mount.
+pub fn mount_of(mountinfo: &str, path: &Path) -> Option<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // id parent maj:min root mount-point options [optional...] - fstype source super-options
+            let mut f = line.split(' ');
+            let point = unescape(f.nth(4)?);
+            let mut rest = f.skip_while(|x| *x != "-").skip(1);
+            let (fstype, source) = (rest.next()?, rest.next().unwrap_or(""));
+            path.starts_with(&point).then(|| {
+                (
+                    point.clone(),
+                    format!("{} ({fstype} {source})", point.display()),
+                )
+            })
+        })
+        .max_by_key(|(point, _)| point.components().count())
+        .map(|(_, shown)| shown)
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\040`-style octal escapes.
+fn unescape(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match oct.and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok()) {
+            Some(c) => {
+                out.push(c);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_fast_operation_passes_its_result_through() {
+        let v = bounded(Duration::from_secs(5), "read", Path::new("/x"), || Ok(42)).unwrap();
+        assert_eq!(v, 42);
+        let e = bounded::<(), _>(Duration::from_secs(5), "read", Path::new("/x"), || {
+            Err(Error::io(
+                "/x",
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ))
+        })
+        .unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_hung_operation_times_out_quickly_naming_what_and_where() {
+        let t0 = Instant::now();
+        let e = bounded(
+            Duration::from_millis(100),
+            "rename",
+            Path::new("/ckpt/u/7/.g0003.tmp"),
+            || {
+                std::thread::sleep(Duration::from_secs(5));
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        match &e {
+            Error::Storage(StorageError::Timeout {
+                what, path, after, ..
+            }) => {
+                assert_eq!(
+                    (*what, path.as_path()),
+                    ("rename", Path::new("/ckpt/u/7/.g0003.tmp"))
+                );
+                assert_eq!(*after, Duration::from_millis(100));
+            }
+            other => panic!("{other}"),
+        }
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("checkpoint storage ") && msg.contains("within 0.1s"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_async_form_does_the_same() {
+        let v = bounded_async(Duration::from_secs(5), "stat", Path::new("/x"), || Ok("ok"))
+            .await
+            .unwrap();
+        assert_eq!(v, "ok");
+        let t0 = Instant::now();
+        let e = bounded_async(Duration::from_millis(100), "stat", Path::new("/x"), || {
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(
+            matches!(e, Error::Storage(StorageError::Timeout { .. })),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_panicking_operation_is_an_error_not_a_hang() {
+        let e = bounded::<(), _>(Duration::from_secs(5), "read", Path::new("/x"), || {
+            panic!("boom")
+        })
+        .unwrap_err();
+        assert!(matches!(e, Error::ThreadPanicked { what: "read" }), "{e}");
+    }
+
+    const INFO: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 22 0:35 / /mnt/ckpt rw,relatime shared:20 - fuse.glusterfs storage:/ckpt rw,user_id=0
+41 22 0:36 / /mnt/ckpt\\040old rw - tmpfs none rw
+";
+
+    #[test]
+    fn the_mount_is_the_longest_prefix_by_component() {
+        assert_eq!(
+            mount_of(INFO, Path::new("/mnt/ckpt/alice/7/.g0001.tmp")).as_deref(),
+            Some("/mnt/ckpt (fuse.glusterfs storage:/ckpt)")
+        );
+        // Not a string prefix: /mnt/ckptx is on /.
+        assert_eq!(
+            mount_of(INFO, Path::new("/mnt/ckptx/a")).as_deref(),
+            Some("/ (ext4 /dev/vda)")
+        );
+        assert_eq!(
+            mount_of(INFO, Path::new("/mnt/ckpt old/a")).as_deref(),
+            Some("/mnt/ckpt old (tmpfs none)")
+        );
+    }
+}
