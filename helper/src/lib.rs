@@ -5,6 +5,7 @@ pub mod barrier;
 pub mod cgroup;
 pub mod ckpt;
 pub mod compat;
+pub mod containerd_tmp;
 pub mod cpus;
 pub mod crypt;
 pub mod engine;

@@ -176,7 +176,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let absent = Some(JOIN_GRACE);
         // No rank holds its container before every rank's container can be dumped (settle.rs).
         self.settle_container(was_frozen).await;
-        touch(&marker(&tmp, "settled", a.rank))?;
+        touch_within(&marker(&tmp, "settled", a.rank), t)?;
         barrier(&tmp, "settled", 0..n, t, absent).await?;
         phases.settle = laps.lap();
         // CRIU thaws a container when its dump is done (it drives the freezer itself). Until every
@@ -240,6 +240,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
         drop(slot);
         if let Some(r) = redirect {
             let _ = std::fs::remove_file(r);
+            let dest = stage
+                .as_ref()
+                .map_or_else(|| rank_dir.clone(), |s| s.path().to_path_buf());
+            self.remove_containerd_leftovers(&dest);
         }
         res?;
         let dump_seconds = t0.elapsed().as_secs_f64();
@@ -476,6 +480,18 @@ impl<E: ContainerEngine> Rank<'_, E> {
         self.key.image_key(self.a.uid, &self.st.user)
     }
 
+    /// Remove what containerd left in its temporary directory for this rank's dump or restore
+    /// from `images` (containerd_tmp.rs).
+    fn remove_containerd_leftovers(&self, images: &Path) {
+        let n = crate::containerd_tmp::remove_pointing_at(
+            Path::new(crate::containerd_tmp::DEFAULT_DIR),
+            images,
+        );
+        if n > 0 {
+            tracing::debug!(removed = n, "containerd's checkpoint leftovers");
+        }
+    }
+
     /// Write the root-only redirect file that makes the runtime wrapper hand CRIU `dir` as its
     /// image directory for this container's next dump; returns the file.
     fn redirect_dump(&self, dir: &Path) -> Result<PathBuf> {
@@ -601,6 +617,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         // Packed images (compressed or chunked) are unpacked into the node's staging directory,
         // removed once CRIU has read them (when this is dropped).
         let mut _staged = None;
+        let mut pointed = None;
         let t_unpack = std::time::Instant::now();
         if a.site.docker_data_path() {
             // Docker's own path: the daemon's runc reads the images from there itself, partly from
@@ -629,6 +646,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             };
             redirect::write_pointer(&ck, &from)
                 .map_err(|e| Error::io(redirect::pointer_file(&ck), e))?;
+            pointed = Some(from);
         }
         if packed {
             tracing::info!(
@@ -655,7 +673,11 @@ impl<E: ContainerEngine> Rank<'_, E> {
         phases.wait = laps.lap();
         self.restore_phase(m.generation, "restoring (CRIU)", rec.bytes);
         let t0 = std::time::Instant::now();
-        if let Err(e) = self.engine.start_from_checkpoint(&self.id, &name).await {
+        let started = self.engine.start_from_checkpoint(&self.id, &name).await;
+        if let Some(from) = &pointed {
+            self.remove_containerd_leftovers(from);
+        }
+        if let Err(e) = started {
             return Err(with_criu_log(e, &self.id, "restore"));
         }
         // The container may now sit behind another switch port than when it was checkpointed:
