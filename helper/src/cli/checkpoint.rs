@@ -46,15 +46,28 @@ enum Verdict {
     Waiting,
 }
 
-/// Decide from the ranks' records, given each rank's newest generation before the request.
-/// (Generations, not times: times have one-second resolution, and a checkpoint requested within a
-/// second of the previous one must not count the previous one.)
-fn verdict(ranks: &[state::RankState], before: &HashMap<u32, u32>) -> Verdict {
+/// Clocks of the nodes and of the host asking may differ by this much (seconds).
+const CLOCK_SLACK: u64 = 2;
+
+/// Whether a rank's result `c` answers the request made at `since` (seconds since the epoch), the
+/// rank's newest generation then being `after`. Generations first: times have one-second
+/// resolution, and a checkpoint requested within a second of the previous one must not count the
+/// previous one. Times too: a rank whose record could not be written (its storage was away) writes
+/// its last result late, when the next checkpoint begins, and that older result is not this one's.
+fn answers(c: &CheckpointResult, after: u32, since: u64) -> bool {
+    c.generation > after && c.at + CLOCK_SLACK >= since
+}
+
+/// Decide from the ranks' records, given each rank's newest generation before the request and
+/// the request's time.
+fn verdict(ranks: &[state::RankState], before: &HashMap<u32, u32>, since: u64) -> Verdict {
     let newer: Vec<Option<&CheckpointResult>> = ranks
         .iter()
         .map(|r| {
             let after = before.get(&r.rank).copied().unwrap_or(0);
-            r.last_checkpoint.as_ref().filter(|c| c.generation > after)
+            r.last_checkpoint
+                .as_ref()
+                .filter(|c| answers(c, after, since))
         })
         .collect();
     let failed = newer
@@ -102,6 +115,7 @@ fn job_state(job: u32) -> Option<String> {
 fn phases(
     ranks: &[state::RankState],
     before: &HashMap<u32, u32>,
+    since: u64,
     ckpt_root: &Path,
 ) -> Vec<RankProgress> {
     let now = state::now();
@@ -110,7 +124,7 @@ fn phases(
         .map(|r| {
             let after = before.get(&r.rank).copied().unwrap_or(0);
             let phase = match (&r.last_checkpoint, &r.dumping) {
-                (Some(c), _) if c.generation > after => match c.outcome {
+                (Some(c), _) if answers(c, after, since) => match c.outcome {
                     CheckpointOutcome::Complete => Phase::Done,
                     CheckpointOutcome::Failed { .. } => Phase::Failed,
                 },
@@ -192,6 +206,7 @@ pub fn main(a: Args) -> i32 {
             anyhow::bail!("job {} has no running rank containers", a.job);
         }
         let before: HashMap<u32, u32> = ranks.iter().map(|r| (r.rank, last_gen(r))).collect();
+        let since = state::now();
         let status = if a.requeue {
             Command::new("scontrol")
                 .args(["requeue", &a.job.to_string()])
@@ -210,11 +225,11 @@ pub fn main(a: Args) -> i32 {
         let mut next_draw = Instant::now();
         loop {
             let ranks = load_records(&site.ckpt_root, a.job, look)?;
-            let v = verdict(&ranks, &before);
+            let v = verdict(&ranks, &before, since);
             if let Some(d) = display.as_mut() {
                 // The final state too, so every rank's last line says how it ended.
                 if Instant::now() >= next_draw || v != Verdict::Waiting {
-                    d.show(&phases(&ranks, &before, &site.ckpt_root));
+                    d.show(&phases(&ranks, &before, since, &site.ckpt_root));
                     next_draw = Instant::now() + Duration::from_millis(500);
                 }
             }
@@ -311,7 +326,7 @@ mod tests {
             rank(2, Some((2, Some("disk full")))),
             old_dump,
         ];
-        let p: Vec<Phase> = phases(&ranks, &before, t.path())
+        let p: Vec<Phase> = phases(&ranks, &before, 100, t.path())
             .into_iter()
             .map(|r| r.phase)
             .collect();
@@ -333,10 +348,10 @@ mod tests {
         let ranks = [rank(0, Some((1, None))), rank(1, Some((1, None)))];
         let before: HashMap<u32, u32> = ranks.iter().map(|r| (r.rank, last_gen(r))).collect();
         assert_eq!(before[&0], 1);
-        assert_eq!(verdict(&ranks, &before), Verdict::Waiting);
+        assert_eq!(verdict(&ranks, &before, 100), Verdict::Waiting);
         assert_eq!(last_gen(&rank(0, None)), 0);
         // Nothing before: generation 1 counts.
-        match verdict(&ranks, &HashMap::new()) {
+        match verdict(&ranks, &HashMap::new(), 100) {
             Verdict::Done(c) => assert_eq!(c.to_string(), "checkpoint g0001 complete"),
             v => panic!("{v:?}"),
         }
@@ -350,24 +365,35 @@ mod tests {
             rank(1, Some((1, None))),
             rank(2, None),
         ];
-        assert_eq!(verdict(&some, &before), Verdict::Waiting);
+        assert_eq!(verdict(&some, &before, 100), Verdict::Waiting);
         let one_failed = [
             rank(0, Some((2, None))),
             rank(1, Some((2, Some("disk full")))),
             rank(2, None),
         ];
-        match verdict(&one_failed, &before) {
+        match verdict(&one_failed, &before, 100) {
             Verdict::Failed(c) => assert_eq!(c.to_string(), "checkpoint g0002 failed: disk full"),
             v => panic!("{v:?}"),
         }
         // A failure of an older generation is not this request's.
         let old_failure = [rank(0, Some((1, Some("old")))), rank(1, Some((2, None)))];
         assert_eq!(
-            verdict(&old_failure, &HashMap::from([(0, 1), (1, 1)])),
+            verdict(&old_failure, &HashMap::from([(0, 1), (1, 1)]), 100),
             Verdict::Waiting
         );
         let all = [rank(0, Some((2, None))), rank(1, Some((2, None)))];
-        assert!(matches!(verdict(&all, &before), Verdict::Done(c) if c.generation == 2));
-        assert_eq!(verdict(&[], &before), Verdict::Waiting);
+        assert!(matches!(verdict(&all, &before, 100), Verdict::Done(c) if c.generation == 2));
+        assert_eq!(verdict(&[], &before, 100), Verdict::Waiting);
+    }
+
+    #[test]
+    fn a_result_written_late_is_not_this_requests() {
+        // Rank 1's g0002 failed at 100 while its record could not be written; the record shows
+        // it only once the next checkpoint, asked for at 110, begins.
+        let before = HashMap::from([(0, 1), (1, 1)]);
+        let late = [rank(0, None), rank(1, Some((2, Some("storage away"))))];
+        assert_eq!(verdict(&late, &before, 110), Verdict::Waiting);
+        // Within the clocks' slack it still counts (nodes' clocks may be behind the host's).
+        assert!(matches!(verdict(&late, &before, 102), Verdict::Failed(_)));
     }
 }
