@@ -14,7 +14,7 @@ pub enum Error {
     SubnetTooSmall(String),
     /// The lease store cannot be read or written: the job is refused, never given a guessed
     /// address. Like `Io`, the cause is in the message only.
-    #[error("address lease store {path}: {err}; the job is refused rather than given addresses another job may hold (is the checkpoint storage mounted and writable by root?)")]
+    #[error("address lease store {path}: {err}; the job is refused rather than given addresses another job may hold (is the checkpoint storage mounted and writable by root? storage that squashes the compute nodes' root is not supported: docs/STORAGE.md)")]
     LeaseStore { path: PathBuf, err: std::io::Error },
     #[error("job {job}: no free block of {ntasks} addresses in subnet {subnet} ({used} addresses leased to other jobs or their checkpoints; `slurm-ckpt gc` releases stale leases)")]
     SubnetFull {
@@ -149,6 +149,10 @@ pub enum Error {
         job: u32,
         state: String,
     },
+    /// The checkpoint storage failed while a restarted or resuming job looked for its checkpoints:
+    /// starting it from scratch could throw its work away (restore_failure.rs holds it).
+    #[error("cannot look for the job's checkpoints in {}: {cause}; the job is not started from scratch, its work may be there: once the checkpoint storage answers again, release (or requeue) the job", dir.display())]
+    StorageAtRestart { dir: PathBuf, cause: Box<Error> },
     /// The checkpoint storage did not answer in time (storage.rs): the operation was abandoned.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),

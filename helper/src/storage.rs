@@ -24,6 +24,9 @@ pub enum StorageError {
         mount: String,
         after: Duration,
     },
+    /// Root may not write there: the storage maps the compute nodes' root to an unprivileged user.
+    #[error("checkpoint storage {}: root on this node cannot write it ({err}): is it exported with root squash? Storage that squashes the compute nodes' root is not supported (docs/STORAGE.md): export it without root squash for the compute nodes", root.display())]
+    RootCannotWrite { root: PathBuf, err: std::io::Error },
     #[error("{what} {}: no thread to run it on: {err}", path.display())]
     Spawn {
         what: &'static str,
@@ -72,6 +75,35 @@ where
         Ok(Err(_)) => Err(Error::ThreadPanicked { what }),
         Err(_) => Err(timeout(what, path, after)),
     }
+}
+
+/// Whether root can create and remove a file in `<ckpt_root>/.state` (root-owned, made here if
+/// missing): every record the product keeps there and in the users' areas is written as root, so
+/// storage that squashes root fails every checkpoint; refuse the job at its start instead, saying
+/// why. Bounded by `after` like every storage access.
+pub async fn check_root_writable(ckpt_root: &Path, node: &str, after: Duration) -> Result<()> {
+    let dir = ckpt_root.join(".state");
+    let probe = dir.join(format!(".root-probe-{node}-{}", std::process::id()));
+    let (root, d) = (ckpt_root.to_path_buf(), dir.clone());
+    bounded_async(after, "checking that root may write", &d, move || {
+        let denied = |err: std::io::Error| match err.raw_os_error() {
+            Some(nix::libc::EACCES | nix::libc::EPERM) => {
+                Error::Storage(StorageError::RootCannotWrite {
+                    root: root.clone(),
+                    err,
+                })
+            }
+            _ => Error::io(&probe, err),
+        };
+        std::fs::create_dir_all(&dir).map_err(denied)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(denied)?;
+        std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+    })
+    .await
 }
 
 /// A detached thread: never joined, so a hung operation cannot hold its caller (or exit) up.
@@ -154,6 +186,26 @@ fn unescape(s: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn root_may_write_a_plain_directory() {
+        let t = tempfile::tempdir().unwrap();
+        check_root_writable(t.path(), "n1", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let left: Vec<_> = std::fs::read_dir(t.path().join(".state")).unwrap().collect();
+        assert!(left.is_empty(), "the probe is removed");
+    }
+
+    #[tokio::test]
+    async fn the_refusal_names_root_squash() {
+        let t = tempfile::tempdir().unwrap();
+        let e = Error::Storage(StorageError::RootCannotWrite {
+            root: t.path().to_path_buf(),
+            err: std::io::Error::from_raw_os_error(nix::libc::EACCES),
+        });
+        assert!(e.to_string().contains("root squash"), "{e}");
+    }
     use std::time::Instant;
 
     #[test]

@@ -421,6 +421,9 @@ pub async fn run(
                     }
                 }
             }
+            if let (0, Error::StorageAtRestart { .. }) = (args.rank, &e) {
+                restore_failure::act_on_storage(args.job, args.site.on_restore_failure, &e).await;
+            }
             if args.rank == 0 && args.ckpt.is_some() {
                 // Written after the failure is reported, like every last update.
                 index_tail = index_after_failure(&args, restoring.as_ref(), &e)
@@ -509,6 +512,10 @@ async fn supervise(
 
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
     // not match it. Each step of the script has its own generations (`steps.rs`).
+    if a.ckpt.is_some() {
+        let look = Duration::from_secs(a.site.timeout_secs);
+        crate::storage::check_root_writable(&a.site.ckpt_root, &a.node, look).await?;
+    }
     let dirs = job_layouts(a, &user.name)?;
     let key = SiteKey::derive(&secret);
     if let Some((top, l)) = &dirs {
@@ -531,7 +538,9 @@ async fn supervise(
     }
     let layout = dirs.map(|(_, l)| l);
     let restore_from = match &layout {
-        Some(l) => restore_point(a, l, &key, &image_id, tx).await?,
+        Some(l) => restore_point(a, l, &key, &image_id, tx)
+            .await
+            .map_err(|e| storage_at_restart(a, l, e))?,
         None => None,
     };
     if let (Some(l), Some(m)) = (&layout, &restore_from) {
@@ -1126,6 +1135,19 @@ async fn already_finished(
 
 /// `--container-ckpt=DIR` named a directory (not the job's default, its id): an earlier job's
 /// generation there may be resumed.
+/// A storage failure while a job that may have checkpoints (restarted, or resuming a named
+/// directory) looks for them: `Error::StorageAtRestart`, so that the job is held, not started over.
+fn storage_at_restart(a: &SuperviseArgs, l: &Layout, e: Error) -> Error {
+    let may_have_checkpoints = a.restart_count > 0 || names_its_dir(a);
+    match e {
+        Error::Io { .. } | Error::Storage(_) if may_have_checkpoints => Error::StorageAtRestart {
+            dir: l.job_dir.clone(),
+            cause: Box::new(e),
+        },
+        e => e,
+    }
+}
+
 fn names_its_dir(a: &SuperviseArgs) -> bool {
     a.ckpt
         .as_deref()

@@ -57,6 +57,44 @@ pub(super) fn decide(policy: RestoreFailure, at_fault: bool, older: bool) -> Act
     }
 }
 
+/// When the storage failed before a restart could look for its generation: nothing is known about
+/// the generations, so nothing is set aside; the job is held unless the site lets it fail.
+pub(super) fn decide_on_storage(policy: RestoreFailure) -> Action {
+    match policy {
+        RestoreFailure::Fail => Action::Fail,
+        RestoreFailure::Hold | RestoreFailure::Previous => Action::Hold,
+    }
+}
+
+/// `reason` as one bounded line without characters scontrol would split on.
+fn one_line(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| if c.is_control() || c == '"' { ' ' } else { c })
+        .take(200)
+        .collect()
+}
+
+/// Rank 0, when the checkpoint storage failed while the restarted job looked for its checkpoints
+/// (`Error::StorageAtRestart`): hold or fail the job, the reason in its Comment.
+pub(super) async fn act_on_storage(job: u32, policy: RestoreFailure, e: &Error) -> Action {
+    let action = decide_on_storage(policy);
+    let what = match action {
+        Action::Hold => "job held",
+        _ => "job failed",
+    };
+    let text = format!(
+        "slurm-ckpt: checkpoint storage unavailable at restart ({what}): {}",
+        one_line(&e.to_string())
+    );
+    tracing::error!(job, ?action, "{text}");
+    crate::slurm::set_comment(job, &text).await;
+    if action == Action::Hold {
+        crate::slurm::requeue(job, true).await;
+    }
+    action
+}
+
 /// The Comment Slurm shows for the job: one line, bounded, without characters scontrol would
 /// split on.
 pub(super) fn comment(generation: u32, action: &Action, reason: &str) -> String {
@@ -67,11 +105,7 @@ pub(super) fn comment(generation: u32, action: &Action, reason: &str) -> String 
         Action::Requeue => "requeued to restore it again",
         Action::SetAsideAndRequeue => "set aside, requeued to restore the previous generation",
     };
-    let reason: String = reason
-        .chars()
-        .map(|c| if c.is_control() || c == '"' { ' ' } else { c })
-        .take(200)
-        .collect();
+    let reason = one_line(reason);
     format!(
         "slurm-ckpt: restore of {} failed ({what}): {reason}",
         gen_name(generation)
@@ -158,6 +192,13 @@ mod tests {
         };
         assert!(!generation_at_fault(&peer(true)));
         assert!(generation_at_fault(&peer(false)));
+    }
+
+    #[test]
+    fn storage_away_at_restart_holds_unless_the_site_says_fail() {
+        assert_eq!(decide_on_storage(RestoreFailure::Fail), Action::Fail);
+        assert_eq!(decide_on_storage(RestoreFailure::Hold), Action::Hold);
+        assert_eq!(decide_on_storage(RestoreFailure::Previous), Action::Hold);
     }
 
     #[test]
