@@ -514,7 +514,9 @@ async fn supervise(
     // not match it. Each step of the script has its own generations (`steps.rs`).
     if a.ckpt.is_some() {
         let look = Duration::from_secs(a.site.timeout_secs);
-        crate::storage::check_root_writable(&a.site.ckpt_root, &a.node, look).await?;
+        crate::storage::check_root_writable(&a.site.ckpt_root, &a.node, look)
+            .await
+            .map_err(|e| storage_at_restart(a, &a.site.ckpt_root, e))?;
     }
     let dirs = job_layouts(a, &user.name)?;
     let key = SiteKey::derive(&secret);
@@ -540,7 +542,7 @@ async fn supervise(
     let restore_from = match &layout {
         Some(l) => restore_point(a, l, &key, &image_id, tx)
             .await
-            .map_err(|e| storage_at_restart(a, l, e))?,
+            .map_err(|e| storage_at_restart(a, &l.job_dir, e))?,
         None => None,
     };
     if let (Some(l), Some(m)) = (&layout, &restore_from) {
@@ -1137,11 +1139,11 @@ async fn already_finished(
 /// generation there may be resumed.
 /// A storage failure while a job that may have checkpoints (restarted, or resuming a named
 /// directory) looks for them: `Error::StorageAtRestart`, so that the job is held, not started over.
-fn storage_at_restart(a: &SuperviseArgs, l: &Layout, e: Error) -> Error {
+fn storage_at_restart(a: &SuperviseArgs, dir: &Path, e: Error) -> Error {
     let may_have_checkpoints = a.restart_count > 0 || names_its_dir(a);
     match e {
         Error::Io { .. } | Error::Storage(_) if may_have_checkpoints => Error::StorageAtRestart {
-            dir: l.job_dir.clone(),
+            dir: dir.to_path_buf(),
             cause: Box::new(e),
         },
         e => e,
