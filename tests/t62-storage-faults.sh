@@ -63,9 +63,9 @@ say "with node2's client remounted the next checkpoint committed (generations $g
 
 # --- 2. the storage server gone when the job restarts ---
 "$REPO/scripts/vcluster" storage stop
-scontrol requeue "$id" || fail "scontrol requeue $id failed"
+requeue_now "$id" node1,node2
 end=$((SECONDS + site_timeout + 120))
-until [ "$(job_field "$id" JobState)" = PENDING ] && job_field "$id" Reason | has -E 'Held'; do
+until [ "$(job_field "$id" JobState)" = PENDING ] && job_field "$id" Reason | has -i 'held'; do
     [ "$SECONDS" -lt "$end" ] || { show_job "$id"; fail "job $id was not held when its storage was gone at restart"; }
     sleep 1
 done
@@ -81,7 +81,16 @@ until slurm-ckpt list "$id" --json >/dev/null 2>&1; do
     [ "$SECONDS" -lt "$end" ] || fail "the storage did not come back on the host's client"
     sleep 1
 done
+# The nodes' own clients reconnect on their own schedule: a release before they do is held again.
+for n in node1 node2; do
+    until "$REPO/scripts/vcluster" exec "$n" stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$end" ] || fail "the storage did not come back on $n's client"
+        sleep 1
+    done
+done
 scontrol release "$id" || fail "scontrol release $id failed"
+# (Slurm delays a requeued job's start by about two minutes unless told otherwise.)
+scontrol update jobid="$id" StartTime=now || fail "cannot start job $id now"
 expect_ok "$id" 400
 restored="$(grep -o 'restored from .*/g[0-9]*/' "/var/log/slurm-ckpt/job-$id.log" | tail -1 | sed 's|.*/g0*\([0-9]*\)/$|\1|')"
 [ -n "$restored" ] && [ "$restored" -ge "$last" ] ||
