@@ -24,9 +24,19 @@ pub enum StorageError {
         mount: String,
         after: Duration,
     },
-    /// Root may not write there: the storage maps the compute nodes' root to an unprivileged user.
-    #[error("checkpoint storage {}: root on this node cannot write it ({err}): is it exported with root squash? Storage that squashes the compute nodes' root is not supported (docs/STORAGE.md): export it without root squash for the compute nodes", root.display())]
+    /// Root may not write there: the storage maps the compute nodes' root to an unprivileged user
+    /// that does not own the checkpoint root.
+    #[error("checkpoint storage {}: root on this node cannot write it ({err}): is it exported with root squash? Then map root to a dedicated account (NFS anonuid, GlusterFS server.anonuid), make that account own the checkpoint root and set the site's storage_root_uid to it (docs/STORAGE.md); or export it without root squash for the compute nodes", root.display())]
     RootCannotWrite { root: PathBuf, err: std::io::Error },
+    /// Root's new files do not belong to who the site says root is there: the storage maps root to
+    /// another account than `storage_root_uid` (or does so only now), and files of that owner are
+    /// not trusted as root's.
+    #[error("checkpoint storage {}: a file root creates there belongs to uid {found}, but the site's storage_root_uid is {expected}: {}; set storage_root_uid to the account the storage maps root to, or change the export (docs/STORAGE.md)", root.display(), owner_hint(*found))]
+    RootIsSomeoneElse {
+        root: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     #[error("{what} {}: no thread to run it on: {err}", path.display())]
     Spawn {
         what: &'static str,
@@ -77,11 +87,25 @@ where
     }
 }
 
-/// Whether root can create and remove a file in `<ckpt_root>/.state` (root-owned, made here if
-/// missing): every record the product keeps there and in the users' areas is written as root, so
-/// storage that squashes root fails every checkpoint; refuse the job at its start instead, saying
-/// why. Bounded by `after` like every storage access.
-pub async fn check_root_writable(ckpt_root: &Path, node: &str, after: Duration) -> Result<()> {
+fn owner_hint(found: u32) -> &'static str {
+    match found {
+        0 => "the storage does not squash root",
+        65534 => "the storage squashes root to nobody, whom other processes share: checkpoints would not be private",
+        _ => "the storage squashes root to that account",
+    }
+}
+
+/// Whether root can create and remove a file in `<ckpt_root>/.state` (made here if missing), and
+/// the file belongs to `root_uid` (site `storage_root_uid`: 0, or the account a root-squashing
+/// export maps root to). Every record the product keeps there and in the users' areas is written
+/// as root, so storage where root is someone else fails every checkpoint; refuse the job at its
+/// start instead, saying why. Bounded by `after` like every storage access.
+pub async fn check_root_writable(
+    ckpt_root: &Path,
+    root_uid: u32,
+    node: &str,
+    after: Duration,
+) -> Result<()> {
     let dir = ckpt_root.join(".state");
     let probe = dir.join(format!(".root-probe-{node}-{}", std::process::id()));
     let (root, d) = (ckpt_root.to_path_buf(), dir.clone());
@@ -95,13 +119,23 @@ pub async fn check_root_writable(ckpt_root: &Path, node: &str, after: Duration) 
             }
             _ => Error::io(&probe, err),
         };
+        use std::os::unix::fs::MetadataExt;
         std::fs::create_dir_all(&dir).map_err(denied)?;
-        std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&probe)
             .map_err(denied)?;
-        std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+        let found = f.metadata().map_err(|e| Error::io(&probe, e))?.uid();
+        std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
+        if found != root_uid {
+            return Err(Error::Storage(StorageError::RootIsSomeoneElse {
+                root,
+                found,
+                expected: root_uid,
+            }));
+        }
+        Ok(())
     })
     .await
 }
@@ -190,9 +224,27 @@ mod tests {
     #[tokio::test]
     async fn root_may_write_a_plain_directory() {
         let t = tempfile::tempdir().unwrap();
-        check_root_writable(t.path(), "n1", Duration::from_secs(5))
+        let me = nix::unistd::geteuid().as_raw();
+        check_root_writable(t.path(), me, "n1", Duration::from_secs(5))
             .await
             .unwrap();
+        let left: Vec<_> = std::fs::read_dir(t.path().join(".state")).unwrap().collect();
+        assert!(left.is_empty(), "the probe is removed");
+    }
+
+    #[tokio::test]
+    async fn root_that_is_someone_else_there_is_refused_naming_both_uids() {
+        let t = tempfile::tempdir().unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let e = check_root_writable(t.path(), me + 1, "n1", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(e, Error::Storage(StorageError::RootIsSomeoneElse { .. })),
+            "{text}"
+        );
+        assert!(text.contains(&format!("uid {me}")) && text.contains("storage_root_uid is"), "{text}");
         let left: Vec<_> = std::fs::read_dir(t.path().join(".state")).unwrap().collect();
         assert!(left.is_empty(), "the probe is removed");
     }

@@ -3,6 +3,10 @@
 //!
 //! - `.users` is root's, 0711: traversable, not listable (nobody learns the other users' names).
 //! - `.users/<user>` is created by root and handed to the user (0700): only they read it.
+//! - On storage that squashes root (site `storage_root_uid`), root can hand nothing over: `.users`
+//!   is then 1733 (sticky: users create, nobody lists, only an entry's owner removes or renames it)
+//!   and the user's child makes `<user>` itself. A directory of that name that is not the user's
+//!   (someone else took it first) is refused: that user's index is not written (logged).
 //! - Entries are written by a child process that runs as the user (`slurm-ckpt write-index`),
 //!   never by root into a directory the user owns.
 //! - Nothing secret is in an entry (no keys, no MACs): what the user could learn from their job's
@@ -268,7 +272,9 @@ fn open_dir(p: &Path) -> std::io::Result<fs::File> {
 /// Root side: make `.users` (root's, 0711) and `.users/<user>` (the user's, 0700) exist.
 /// Safe against the user: `.users` is root's and not writable by anyone else, so nobody but root
 /// can create or swap `<user>` in it; everything after the creation acts on the opened fds.
-pub fn prepare_dir(root: &Path, creds: &Creds) -> Result<PathBuf> {
+/// `root_uid`: who root is on the storage (site `storage_root_uid`); not 0: root is squashed and
+/// cannot chown, so `.users` is made 1733 and the user's child creates `<user>` (module doc).
+pub fn prepare_dir(root: &Path, creds: &Creds, root_uid: u32) -> Result<PathBuf> {
     let bad = |path: &Path, why: String| Error::IndexDir {
         path: path.to_path_buf(),
         why,
@@ -279,19 +285,28 @@ pub fn prepare_dir(root: &Path, creds: &Creds) -> Result<PathBuf> {
     if creds.uid == 0 {
         return Err(bad(root, "no index for root".into()));
     }
-    let me = nix::unistd::geteuid().as_raw();
+    let squashed = root_uid != 0;
+    let me = if squashed {
+        root_uid
+    } else {
+        nix::unistd::geteuid().as_raw()
+    };
+    let top_mode = if squashed { 0o1733 } else { 0o711 };
     let top = root.join(INDEX_DIR);
-    mkdir(&top, 0o711)?;
+    mkdir(&top, top_mode)?;
     let f = open_dir(&top).map_err(|e| Error::io(&top, e))?;
     let md = f.metadata().map_err(|e| Error::io(&top, e))?;
     if md.uid() != me {
         return Err(bad(&top, format!("owned by uid {}, not root", md.uid())));
     }
-    if md.mode() & 0o7777 != 0o711 {
-        f.set_permissions(fs::Permissions::from_mode(0o711))
+    if md.mode() & 0o7777 != top_mode {
+        f.set_permissions(fs::Permissions::from_mode(top_mode))
             .map_err(|e| Error::io(&top, e))?;
     }
     let dir = top.join(&creds.name);
+    if squashed {
+        return Ok(dir);
+    }
     mkdir(&dir, 0o700)?;
     let f = open_dir(&dir).map_err(|e| Error::io(&dir, e))?;
     let md = f.metadata().map_err(|e| Error::io(&dir, e))?;
@@ -384,8 +399,21 @@ pub enum ChildOp {
 /// The child (`slurm-ckpt write-index`): drop to the user for good, then act in `dir`.
 pub fn child(uid: u32, gid: u32, dir: &Path, op: &ChildOp, input: impl Read) -> Result<()> {
     crate::user_paths::drop_to(uid, gid, &[])?;
-    // The user's own directory: a symlink there only misleads the user's own process.
-    open_dir(dir).map_err(|e| Error::io(dir, e))?;
+    // Made by root and handed over, or (root squashed) made here. The user's own directory: a
+    // symlink there only misleads the user's own process; one of someone else's is refused.
+    mkdir(dir, 0o700)?;
+    let md = open_dir(dir)
+        .and_then(|f| f.metadata())
+        .map_err(|e| Error::io(dir, e))?;
+    if md.uid() != uid {
+        return Err(Error::IndexDir {
+            path: dir.to_path_buf(),
+            why: format!(
+                "owned by uid {}, not the user ({uid}): someone else made it; an admin must remove it",
+                md.uid()
+            ),
+        });
+    }
     match op {
         ChildOp::Put { name } => put(dir, name, input),
         ChildOp::Forget { dir: gone } => {
@@ -513,13 +541,14 @@ pub fn run_child(creds: &Creds, dir: &Path, op: &ChildOp, input: &[u8]) -> Resul
 /// directory, write the entry as the user. Blocking; errors are the caller's to log.
 pub fn update(
     root: &Path,
+    root_uid: u32,
     creds: &Creds,
     who: &Subject,
     layout: &Layout,
     notes: &Notes,
 ) -> Result<()> {
     let entry = build(who, layout, notes);
-    let dir = prepare_dir(root, creds)?;
+    let dir = prepare_dir(root, creds, root_uid)?;
     let text = serde_json::to_vec(&entry).map_err(|e| Error::IndexWrite {
         path: dir.clone(),
         why: e.to_string(),
@@ -769,6 +798,33 @@ mod tests {
     }
 
     #[test]
+    fn squashed_root_makes_a_sticky_index_top_and_leaves_the_users_dir_to_the_child() {
+        let root = Scratch::new("squash");
+        let me = nix::unistd::geteuid().as_raw();
+        let creds = Creds {
+            name: "u".into(),
+            uid: 4242,
+            gid: 4242,
+        };
+        // Root squashed to `me` (the test cannot be squashed for real).
+        let top = root.path().join(".users");
+        let dir = match me {
+            0 => {
+                // As root: the top belongs to another account than the squashed root's → refused.
+                fs::create_dir(&top).unwrap();
+                std::os::unix::fs::chown(&top, Some(77), None).unwrap();
+                assert!(prepare_dir(root.path(), &creds, 4343).is_err());
+                std::os::unix::fs::chown(&top, Some(4343), None).unwrap();
+                prepare_dir(root.path(), &creds, 4343).unwrap()
+            }
+            _ => prepare_dir(root.path(), &creds, me).unwrap(),
+        };
+        assert_eq!(dir, top.join("u"));
+        assert_eq!(fs::metadata(&top).unwrap().mode() & 0o7777, 0o1733);
+        assert!(!dir.exists(), "root does not make the user's directory");
+    }
+
+    #[test]
     fn prepare_dir_hands_the_directory_over_once() {
         let root = Scratch::new("prep");
         let me = nix::unistd::geteuid().as_raw();
@@ -779,29 +835,29 @@ mod tests {
         };
         if me == 0 {
             // As root the test would hand the directory to root: no index for root.
-            assert!(prepare_dir(root.path(), &creds).is_err());
+            assert!(prepare_dir(root.path(), &creds, 0).is_err());
             return;
         }
-        let dir = prepare_dir(root.path(), &creds).unwrap();
+        let dir = prepare_dir(root.path(), &creds, 0).unwrap();
         assert_eq!(dir, root.path().join(".users/u"));
         let top = fs::metadata(root.path().join(".users")).unwrap();
         assert_eq!(top.mode() & 0o7777, 0o711);
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o7777, 0o700);
         // Again: nothing to do.
-        prepare_dir(root.path(), &creds).unwrap();
+        prepare_dir(root.path(), &creds, 0).unwrap();
         // A symlink in place of the user's directory is refused, not followed.
         let evil = Creds {
             name: "v".into(),
             ..creds.clone()
         };
         std::os::unix::fs::symlink("/tmp", root.path().join(".users/v")).unwrap();
-        assert!(prepare_dir(root.path(), &evil).is_err());
+        assert!(prepare_dir(root.path(), &evil, 0).is_err());
         for name in ["", ".x", "a/b"] {
             let c = Creds {
                 name: name.into(),
                 ..creds.clone()
             };
-            assert!(prepare_dir(root.path(), &c).is_err(), "{name}");
+            assert!(prepare_dir(root.path(), &c, 0).is_err(), "{name}");
         }
     }
 

@@ -48,6 +48,7 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("option_prefix", "PREFIX", "Replaces container in the user options' names, so the plugin can be loaded beside pyxis (which registers --container-image, --container-mounts, --container-env with other meanings). With PREFIX other than container, the checkpoint options spell checkpoint out: option_prefix=ckpt gives --ckpt-image, --ckpt-mounts, --ckpt-env, --ckpt-mpi, --ckpt-checkpoint, --ckpt-checkpoint-interval, --ckpt-checkpoint-compress. The SLURM_CKPT_CONTAINER_* variables keep their names. Every node and submit host must use the same value."),
     d("max_ranks", "N", "Most ranks (one container each) a job may run (1..65536); a job also needs that many free addresses in subnet (after its first 256), leased to it while it or a checkpoint of it exists."),
     d("split_rank_output", "yes|no", "yes: each MPI rank writes its stdout/stderr to its own container's output, so it is its own Slurm task's output (srun -l labels, --output=%t files) as in a native step; no: every rank's output goes through the MPI launcher and comes out as rank 0's."),
+    d("storage_root_uid", "UID", "Who root is on the checkpoint storage: 0, or, if the storage squashes root, the dedicated account it maps root to (NFS anonuid, GlusterFS server.anonuid); ckpt_root must then be owned by that uid, and only files owned by it are trusted as root's (docs/STORAGE.md)."),
 ];
 
 impl KeyDoc {

@@ -34,7 +34,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 29] = [
+pub const KEYS: [&str; 30] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -64,6 +64,7 @@ pub const KEYS: [&str; 29] = [
     "option_prefix",
     "max_ranks",
     "split_rank_output",
+    "storage_root_uid",
 ];
 
 /// Longest helper call timeout (one day).
@@ -396,6 +397,10 @@ pub struct SiteConfig {
     /// Each MPI rank writes to its own container's output (its own Slurm task's output, as in a
     /// native step) instead of through the MPI launcher to rank 0's.
     pub split_rank_output: bool,
+    /// Who root is on the checkpoint storage: 0, or the account a root-squashing export maps
+    /// root to (its anonymous uid). Root's files there belong to this uid; nothing else is
+    /// trusted as root's (docs/STORAGE.md).
+    pub storage_root_uid: u32,
 }
 
 /// Where runc is looked for when `runc_path` is empty: Debian's package, then Docker CE's.
@@ -436,6 +441,7 @@ impl Default for SiteConfig {
             option_prefix: option_names::DEFAULT_PREFIX.into(),
             max_ranks: 1024,
             split_rank_output: true,
+            storage_root_uid: 0,
         }
     }
 }
@@ -551,6 +557,7 @@ impl SiteConfig {
             "option_prefix" => self.option_prefix = option_names::parse_prefix(value)?,
             "max_ranks" => self.max_ranks = max_ranks(value)?,
             "split_rank_output" => self.split_rank_output = boolean(value)?,
+            "storage_root_uid" => self.storage_root_uid = storage_root_uid(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -589,6 +596,7 @@ impl SiteConfig {
             "option_prefix" => self.option_prefix.clone(),
             "max_ranks" => self.max_ranks.to_string(),
             "split_rank_output" => if self.split_rank_output { "yes" } else { "no" }.to_string(),
+            "storage_root_uid" => self.storage_root_uid.to_string(),
             _ => return None,
         })
     }
@@ -853,6 +861,16 @@ fn dump_parallel(v: &str) -> Result<u32, String> {
 fn max_ranks(v: &str) -> Result<u32, String> {
     whole_in(v, 1..=MAX_RANKS_MAX)
         .ok_or_else(|| format!("expected a whole number from 1 to {MAX_RANKS_MAX}"))
+}
+
+/// A uid root can be mapped to: not 65534 (`nobody`, which other processes run as, so checkpoints
+/// would not be private) and not -1.
+fn storage_root_uid(v: &str) -> Result<u32, String> {
+    match whole_in(v, 0..=u32::MAX - 1) {
+        Some(65534) => Err("65534 (nobody) is shared with other processes: map root to a dedicated account (docs/STORAGE.md)".into()),
+        Some(n) => Ok(n),
+        None => Err("expected a uid (whole number)".into()),
+    }
 }
 
 fn keep_generations(v: &str) -> Result<u32, String> {

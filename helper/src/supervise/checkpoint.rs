@@ -276,7 +276,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let pack_seconds = t_pack.elapsed().as_secs_f64();
         drop(stage);
         phases.pack = laps.lap();
-        let (rd, owner) = (rank_dir.clone(), self.remap_root);
+        // Storage that squashes root (storage_root_uid set) lets no one chown: the images stay
+        // the squashed root's, world-readable in directories only it can enter (docs/STORAGE.md).
+        let owner = self.remap_root.filter(|_| self.a.site.storage_root_uid == 0);
+        let rd = rank_dir.clone();
         // Rank 0 waits at most `t` for every rank's seal anyway.
         let (bytes, files) = bounded(t, "sealing", &rank_dir, move || seal_rank_dir(&rd, owner))?;
         phases.seal = laps.lap();

@@ -75,6 +75,8 @@ pub(super) fn failure(what: &str, generation: Option<u32>, reason: String) -> Fa
 /// One update, with everything it needs owned (it runs on its own thread).
 pub(super) struct Job {
     root: std::path::PathBuf,
+    /// Who root is on the storage (site `storage_root_uid`).
+    root_uid: u32,
     creds: Creds,
     who: Subject,
     layout: Layout,
@@ -85,6 +87,7 @@ impl Job {
     pub(super) fn new(a: &SuperviseArgs, user: &str, layout: &Layout, notes: Notes) -> Self {
         Job {
             root: a.site.ckpt_root.clone(),
+            root_uid: a.site.storage_root_uid,
             creds: Creds {
                 name: user.to_string(),
                 uid: a.uid,
@@ -105,6 +108,7 @@ impl Job {
         let res = tokio::task::spawn_blocking(move || {
             user_index::update(
                 &self.root,
+                self.root_uid,
                 &self.creds,
                 &self.who,
                 &self.layout,

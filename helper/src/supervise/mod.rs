@@ -514,7 +514,12 @@ async fn supervise(
     // not match it. Each step of the script has its own generations (`steps.rs`).
     if a.ckpt.is_some() {
         let look = Duration::from_secs(a.site.timeout_secs);
-        crate::storage::check_root_writable(&a.site.ckpt_root, &a.node, look)
+        crate::storage::check_root_writable(
+            &a.site.ckpt_root,
+            a.site.storage_root_uid,
+            &a.node,
+            look,
+        )
             .await
             .map_err(|e| storage_at_restart(a, &a.site.ckpt_root, e))?;
     }
