@@ -43,6 +43,10 @@ pub struct CheckpointResult {
     pub generation: u32,
     /// When it ended, seconds since the epoch.
     pub at: u64,
+    /// When this rank began it (None in records written before this was kept): an attempt begun
+    /// before a request is not that request's answer, however late it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub began: Option<u64>,
     #[serde(flatten)]
     pub outcome: CheckpointOutcome,
 }
@@ -103,6 +107,10 @@ pub struct RankState {
     /// container runs; left in place by a restore that failed, to say where).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restoring: Option<Restoring>,
+    /// The supervisor's last write of this record failed (storage away): it writes it again until
+    /// one succeeds, so that `status` does not keep showing a checkpoint that has long ended.
+    #[serde(skip)]
+    pub unsaved: bool,
 }
 
 /// A restore under way: which phase since when.
@@ -193,10 +201,11 @@ impl RankState {
     }
 
     /// Record how checkpoint `generation` ended, and say so in the events.
-    pub fn checkpoint_ended(&mut self, generation: u32, outcome: CheckpointOutcome) {
+    pub fn checkpoint_ended(&mut self, generation: u32, began: u64, outcome: CheckpointOutcome) {
         let res = CheckpointResult {
             generation,
             at: now(),
+            began: Some(began),
             outcome,
         };
         self.event(res.to_string());
@@ -312,6 +321,7 @@ mod tests {
         assert_eq!(st.last_checkpoint, None);
         st.checkpoint_ended(
             7,
+            now(),
             CheckpointOutcome::Failed {
                 reason: "disk full".into(),
             },
@@ -329,7 +339,7 @@ mod tests {
         );
         let back: RankState = serde_json::from_value(json).unwrap();
         assert_eq!(back, st);
-        st.checkpoint_ended(8, CheckpointOutcome::Complete);
+        st.checkpoint_ended(8, now(), CheckpointOutcome::Complete);
         assert_eq!(st.events[1].what, "checkpoint g0008 complete");
         assert_eq!(st.last_checkpoint.as_ref().map(|c| c.generation), Some(8));
     }

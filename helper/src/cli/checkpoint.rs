@@ -53,9 +53,11 @@ const CLOCK_SLACK: u64 = 2;
 /// rank's newest generation then being `after`. Generations first: times have one-second
 /// resolution, and a checkpoint requested within a second of the previous one must not count the
 /// previous one. Times too: a rank whose record could not be written (its storage was away) writes
-/// its last result late, when the next checkpoint begins, and that older result is not this one's.
+/// its last result late, when the next checkpoint begins, and that older result is not this one's;
+/// and a rank still busy with an earlier attempt when the request came (waiting for a peer that
+/// gave up) ends it after the request: an attempt begun before the request is not its answer.
 fn answers(c: &CheckpointResult, after: u32, since: u64) -> bool {
-    c.generation > after && c.at + CLOCK_SLACK >= since
+    c.generation > after && c.began.unwrap_or(c.at) + CLOCK_SLACK >= since
 }
 
 /// Decide from the ranks' records, given each rank's newest generation before the request and
@@ -293,6 +295,7 @@ mod tests {
         st.last_checkpoint = last.map(|(generation, failed)| CheckpointResult {
             generation,
             at: 100,
+            began: Some(100),
             outcome: match failed {
                 None => CheckpointOutcome::Complete,
                 Some(r) => CheckpointOutcome::Failed { reason: r.into() },
@@ -395,5 +398,23 @@ mod tests {
         assert_eq!(verdict(&late, &before, 110), Verdict::Waiting);
         // Within the clocks' slack it still counts (nodes' clocks may be behind the host's).
         assert!(matches!(verdict(&late, &before, 102), Verdict::Failed(_)));
+    }
+
+    #[test]
+    fn an_attempt_begun_before_the_request_is_not_its_answer() {
+        // Rank 1 was still in g0002 (begun at 90, waiting for a rank 0 that had given up) when
+        // the request came at 100; it ended that attempt at 105, after the request.
+        let before = HashMap::from([(0, 2), (1, 1)]);
+        let mut busy = rank(1, Some((2, Some("rank 0 stopped responding"))));
+        if let Some(c) = busy.last_checkpoint.as_mut() {
+            c.at = 105;
+            c.began = Some(90);
+        }
+        assert_eq!(verdict(&[rank(0, None), busy.clone()], &before, 100), Verdict::Waiting);
+        // A record of before `began` was kept: its end time decides, as before.
+        if let Some(c) = busy.last_checkpoint.as_mut() {
+            c.began = None;
+        }
+        assert!(matches!(verdict(&[rank(0, None), busy], &before, 100), Verdict::Failed(_)));
     }
 }

@@ -82,6 +82,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
     pub(super) async fn checkpoint(&mut self, stop: bool) -> Result<u32> {
         let g = self.next_gen;
         self.next_gen += 1;
+        let began = crate::state::now();
         let was_frozen = self.st.state == ContainerState::Frozen;
         // Should this supervisor die midway, the guard thaws the container and fails the checkpoint.
         let guard = match &self.layout {
@@ -128,6 +129,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         }
         self.st.checkpoint_ended(
             g,
+            began,
             match &res {
                 Ok(_) => CheckpointOutcome::Complete,
                 Err(e) => CheckpointOutcome::Failed {

@@ -675,6 +675,7 @@ async fn supervise(
         last_checkpoint: None,
         dumping: None,
         restoring: None,
+        unsaved: false,
         restore_refused: None,
         last_checkpoint_phases: None,
         last_restore: None,
@@ -757,6 +758,7 @@ async fn supervise(
     let mut finished_by_request = false;
     let done_marker = launcher_done_marker(&a.site.ckpt_root, a.job, a.step, a.restart_count);
     let mut done_poll = tokio::time::interval(Duration::from_secs(1));
+    let mut resave = tokio::time::interval(RESAVE_EVERY);
     // Set when Slurm ends the step (requeue, preemption, scancel): the launcher's exit is then not
     // the end of the MPI world, and the step id may already belong to the job's next run.
     let mut stopped_by_slurm = false;
@@ -795,6 +797,7 @@ async fn supervise(
                 Some(Err(e)) => { tracing::warn!("attach stream: {e}"); output_open = false; }
                 None => output_open = false,
             },
+            _ = resave.tick(), if r.st.unsaved => save(&mut r.st, &a.site.ckpt_root),
             _ = done_poll.tick(), if a.rank != 0 && !finished_by_request => {
                 if done_marker.exists() {
                     r.st.event("launcher finished (marker); stopping");
@@ -1344,14 +1347,20 @@ fn save(st: &mut RankState, root: &Path) {
     let (rec, r) = (st.clone(), root.to_path_buf());
     let dir = crate::state::job_state_dir(root, st.job);
     // An abandoned write may still land later, after a newer one: the next save corrects it.
-    if let Err(e) =
-        crate::storage::bounded(STATE_LOOK, "writing the state record in", &dir, move || {
-            rec.save(&r)
-        })
-    {
-        tracing::warn!("state record: {e}");
+    let res = crate::storage::bounded(STATE_LOOK, "writing the state record in", &dir, move || {
+        rec.save(&r)
+    });
+    match &res {
+        Err(e) if !st.unsaved => tracing::warn!("state record: {e} (written again until it succeeds)"),
+        Err(_) => {}
+        Ok(()) if st.unsaved => tracing::info!("state record written again"),
+        Ok(()) => {}
     }
+    st.unsaved = res.is_err();
 }
+
+/// How often a record whose last write failed is written again.
+const RESAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Where the helper's per-job logs go on each node.
 pub fn log_path(job: u32) -> PathBuf {

@@ -104,6 +104,7 @@ impl World {
                     last_checkpoint: None,
                     dumping: None,
                     restoring: None,
+                    unsaved: false,
                     restore_refused: None,
                     last_checkpoint_phases: None,
                     last_restore: None,
