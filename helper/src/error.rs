@@ -14,7 +14,7 @@ pub enum Error {
     SubnetTooSmall(String),
     /// The lease store cannot be read or written: the job is refused, never given a guessed
     /// address. Like `Io`, the cause is in the message only.
-    #[error("address lease store {path}: {err}; the job is refused rather than given addresses another job may hold (is the checkpoint storage mounted and writable by root? storage that squashes the compute nodes' root is not supported: docs/STORAGE.md)")]
+    #[error("address lease store {path}: {err}; the job is refused rather than given addresses another job may hold (is the checkpoint storage mounted and writable by root? On storage that squashes root, ckpt_root must belong to the account root is mapped to, named by the site's storage_root_uid: docs/STORAGE.md)")]
     LeaseStore { path: PathBuf, err: std::io::Error },
     #[error("job {job}: no free block of {ntasks} addresses in subnet {subnet} ({used} addresses leased to other jobs or their checkpoints; `slurm-ckpt gc` releases stale leases)")]
     SubnetFull {
