@@ -98,6 +98,9 @@ mod tests {
 
     #[test]
     fn a_missing_tmp_is_nothing_to_do() {
-        assert_eq!(remove_pointing_at(Path::new("/nonexistent/x"), Path::new("/a")), 0);
+        assert_eq!(
+            remove_pointing_at(Path::new("/nonexistent/x"), Path::new("/a")),
+            0
+        );
     }
 }

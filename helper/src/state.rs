@@ -229,7 +229,6 @@ impl RankState {
     }
 }
 
-/// All rank records of one job, sorted by rank.
 /// How often a read that met a stale file handle is tried again.
 const STALE_TRIES: u32 = 5;
 
@@ -249,6 +248,7 @@ fn read_fresh<T>(mut read: impl FnMut() -> std::io::Result<T>) -> std::io::Resul
     }
 }
 
+/// All rank records of one job, sorted by rank.
 pub fn load_job(ckpt_root: &Path, job: u32) -> Result<Vec<RankState>> {
     let dir = job_state_dir(ckpt_root, job);
     let mut out = Vec::new();

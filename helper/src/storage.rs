@@ -228,7 +228,9 @@ mod tests {
         check_root_writable(t.path(), me, "n1", Duration::from_secs(5))
             .await
             .unwrap();
-        let left: Vec<_> = std::fs::read_dir(t.path().join(".state")).unwrap().collect();
+        let left: Vec<_> = std::fs::read_dir(t.path().join(".state"))
+            .unwrap()
+            .collect();
         assert!(left.is_empty(), "the probe is removed");
     }
 
@@ -244,8 +246,13 @@ mod tests {
             matches!(e, Error::Storage(StorageError::RootIsSomeoneElse { .. })),
             "{text}"
         );
-        assert!(text.contains(&format!("uid {me}")) && text.contains("storage_root_uid is"), "{text}");
-        let left: Vec<_> = std::fs::read_dir(t.path().join(".state")).unwrap().collect();
+        assert!(
+            text.contains(&format!("uid {me}")) && text.contains("storage_root_uid is"),
+            "{text}"
+        );
+        let left: Vec<_> = std::fs::read_dir(t.path().join(".state"))
+            .unwrap()
+            .collect();
         assert!(left.is_empty(), "the probe is removed");
     }
 

@@ -410,11 +410,17 @@ mod tests {
             c.at = 105;
             c.began = Some(90);
         }
-        assert_eq!(verdict(&[rank(0, None), busy.clone()], &before, 100), Verdict::Waiting);
+        assert_eq!(
+            verdict(&[rank(0, None), busy.clone()], &before, 100),
+            Verdict::Waiting
+        );
         // A record of before `began` was kept: its end time decides, as before.
         if let Some(c) = busy.last_checkpoint.as_mut() {
             c.began = None;
         }
-        assert!(matches!(verdict(&[rank(0, None), busy], &before, 100), Verdict::Failed(_)));
+        assert!(matches!(
+            verdict(&[rank(0, None), busy], &before, 100),
+            Verdict::Failed(_)
+        ));
     }
 }

@@ -280,7 +280,9 @@ impl<E: ContainerEngine> Rank<'_, E> {
         phases.pack = laps.lap();
         // Storage that squashes root (storage_root_uid set) lets no one chown: the images stay
         // the squashed root's, world-readable in directories only it can enter (docs/STORAGE.md).
-        let owner = self.remap_root.filter(|_| self.a.site.storage_root_uid == 0);
+        let owner = self
+            .remap_root
+            .filter(|_| self.a.site.storage_root_uid == 0);
         let rd = rank_dir.clone();
         // Rank 0 waits at most `t` for every rank's seal anyway.
         let (bytes, files) = bounded(t, "sealing", &rank_dir, move || seal_rank_dir(&rd, owner))?;

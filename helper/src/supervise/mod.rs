@@ -520,8 +520,8 @@ async fn supervise(
             &a.node,
             look,
         )
-            .await
-            .map_err(|e| storage_at_restart(a, &a.site.ckpt_root, e))?;
+        .await
+        .map_err(|e| storage_at_restart(a, &a.site.ckpt_root, e))?;
     }
     let dirs = job_layouts(a, &user.name)?;
     let key = SiteKey::derive(&secret);
@@ -1351,7 +1351,9 @@ fn save(st: &mut RankState, root: &Path) {
         rec.save(&r)
     });
     match &res {
-        Err(e) if !st.unsaved => tracing::warn!("state record: {e} (written again until it succeeds)"),
+        Err(e) if !st.unsaved => {
+            tracing::warn!("state record: {e} (written again until it succeeds)")
+        }
         Err(_) => {}
         Ok(()) if st.unsaved => tracing::info!("state record written again"),
         Ok(()) => {}
