@@ -201,6 +201,22 @@ requeuehold_now() {
 # rank_nodes JOB: "rank:node" pairs from the status records.
 rank_nodes() { slurm-ckpt status "$1" --json | jq -r '.[] | "\(.rank):\(.node)"' | tr '\n' ' '; }
 
+# storage_clients_back SECS [WHO...]: until these clients (default: the host's and every node's
+# own) see the storage again (--storage=gluster; a client reconnects on its own schedule after its
+# server came back).
+storage_clients_back() {
+    local end=$((SECONDS + $1)) n who
+    shift
+    who="${*:-host $VC_NODES}"
+    for n in $who; do
+        until if [ "$n" = host ]; then timeout 5 stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1; else
+            "$REPO/scripts/vcluster" exec "$n" timeout 5 stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1; fi; do
+            [ "$SECONDS" -lt "$end" ] || fail "the storage did not come back on $n's client within $1 s"
+            sleep 1
+        done
+    done
+}
+
 # wait_running_ranks JOB N [TIMEOUT]: until status shows N ranks running.
 wait_running_ranks() {
     local end=$((SECONDS + ${3:-90}))

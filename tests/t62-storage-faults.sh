@@ -34,17 +34,6 @@ restore_storage() {
 trap 'restore_storage; cp "/tmp/$TEST_NAME.plugstack.orig" /etc/slurm/plugstack.conf' EXIT
 
 gens() { slurm-ckpt list "$1" --json | jq -r '[.[].manifest.generation] | map(tostring) | join(",")'; }
-# clients_back SECS: the host's and every node's own client see the storage.
-clients_back() {
-    local end=$((SECONDS + $1)) n
-    for n in host $VC_NODES; do
-        until if [ "$n" = host ]; then timeout 5 stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1; else
-            "$REPO/scripts/vcluster" exec "$n" timeout 5 stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1; fi; do
-            [ "$SECONDS" -lt "$end" ] || fail "the storage did not come back on $n's client within $1 s"
-            sleep 1
-        done
-    done
-}
 # idle ID: no rank of the job is in a checkpoint any more (a rank cut off during one ends it on its
 # own clock: the next request would wait for it).
 idle() {
@@ -107,7 +96,7 @@ say "A: the ranks' checkpoint failed in $((SECONDS - t0))s: $(job_out "$id" | gr
 sleep 2
 running_unfrozen "$id" A
 "$REPO/scripts/vcluster" storage start
-clients_back 90
+storage_clients_back 90
 idle "$id"
 slurm-ckpt checkpoint "$id" --quiet || { show_job "$id"; fail "A: the checkpoint after the server came back failed"; }
 g="$(gens "$id")"
@@ -132,7 +121,7 @@ has 'checkpoint storage unavailable at restart (job held)' <<<"$comment" ||
 say "B: job $id held at restart with the storage gone: $(cut -c1-160 <<<"$comment")"
 "$REPO/scripts/vcluster" storage start
 # The nodes' own clients reconnect on their own schedule: a release before they do is held again.
-clients_back 90
+storage_clients_back 90
 scontrol release "$id" || fail "B: scontrol release $id failed"
 # (Slurm delays a requeued job's start by about two minutes unless told otherwise.)
 scontrol update jobid="$id" StartTime=now || fail "B: cannot start job $id now"

@@ -49,13 +49,7 @@ say "job $id held: $(cut -c1-200 <<<"$comment")"
 
 "$REPO/scripts/vcluster" storage start
 # (A client whose server has been away for a while reconnects at its own, growing interval.)
-end=$((SECONDS + 240))
-for n in $VC_NODES; do
-    until "$REPO/scripts/vcluster" exec "$n" timeout 5 stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$end" ] || fail "the storage did not come back on $n's client within 240 s"
-        sleep 1
-    done
-done
+storage_clients_back 240 $VC_NODES
 scontrol release "$id" || fail "scontrol release $id failed"
 scontrol update jobid="$id" StartTime=now || fail "cannot start job $id now"
 expect_ok "$id" 400
