@@ -23,6 +23,27 @@ const POLL: Duration = Duration::from_millis(50);
 /// The least time one look at the storage gets, even at the very end of a wait.
 const MIN_LOOK: Duration = Duration::from_secs(2);
 
+/// First line of a failure marker whose rank failed because the storage refused it (full, over
+/// quota, read-only, cut off): the reason follows on the next line. Rank 0 then does not blame the
+/// generation it was restoring (supervise/restore_failure.rs).
+const STORAGE_REFUSED: &str = "storage-refused";
+
+/// A failure marker's text: the reason, tagged when the storage refused the rank.
+pub fn failure_text(why: &str, storage_refused: bool) -> String {
+    match storage_refused {
+        true => format!("{STORAGE_REFUSED}\n{why}"),
+        false => why.to_string(),
+    }
+}
+
+/// [`failure_text`] read back: whether the storage refused the rank, and its reason.
+fn read_failure_text(text: &str) -> (bool, &str) {
+    match text.split_once('\n') {
+        Some((STORAGE_REFUSED, why)) => (true, why.trim()),
+        _ => (false, text.trim()),
+    }
+}
+
 pub fn marker(dir: &Path, what: &str, rank: u32) -> PathBuf {
     dir.join(format!(".{what}-r{rank}"))
 }
@@ -33,8 +54,28 @@ pub fn touch(p: &Path) -> Result<()> {
 
 /// [`touch`], giving up after `within` if the storage does not answer (storage.rs).
 pub fn touch_within(p: &Path, within: Duration) -> Result<()> {
-    let owned = p.to_path_buf();
-    bounded(within, "writing marker", p, move || touch(&owned))
+    say_within(p, "", within)
+}
+
+/// Write a marker that says why (a failure marker: the ranks that wait pass it on), giving up
+/// after `within` like [`touch_within`].
+pub fn say_within(p: &Path, why: &str, within: Duration) -> Result<()> {
+    let (owned, why) = (p.to_path_buf(), why.to_string());
+    bounded(within, "writing marker", p, move || say(&owned, &why))
+}
+
+/// Write a marker whole: a rank polling for it must never read it between its creation and its
+/// contents (it would pass on an empty reason). A reason goes to `<marker>.part` first and is
+/// renamed into place; the marker listing ignores that name. An empty marker is whole at once.
+pub fn say(p: &Path, why: &str) -> Result<()> {
+    if why.is_empty() {
+        return touch(p);
+    }
+    let mut part = p.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    fs::write(&part, why.as_bytes()).map_err(|e| Error::io(&part, e))?;
+    fs::rename(&part, p).map_err(|e| Error::io(p, e))
 }
 
 /// Bumps `<dir>/.alive-r<rank>` every second on its own thread (a blocking step of the supervisor,
@@ -168,11 +209,12 @@ pub async fn wait_ranks(
             }))
         })
         .await?;
-        if let Some((r, why)) = failed {
-            let why = why.trim();
+        if let Some((r, text)) = failed {
+            let (storage_refused, why) = read_failure_text(&text);
             return Err(Error::Peer {
                 rank: r,
                 gone: false,
+                storage_refused,
                 why: if why.is_empty() {
                     format!("rank {r} failed (waiting for {what})")
                 } else {
@@ -201,6 +243,7 @@ pub async fn wait_ranks(
                 return Err(Error::Peer {
                     rank: r,
                     gone: true,
+                    storage_refused: false,
                     why: format!("rank {r} stopped responding while waiting for {what}: {why}"),
                 });
             }
@@ -322,6 +365,74 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("rank 3 failed"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failure_marker_is_never_seen_without_its_reason() {
+        // The CI once saw "rank 2 failed" with no reason: the waiter read the marker between
+        // its creation and its contents. Reasons are written aside and renamed into place.
+        let dir = scratch("whole");
+        // Long enough that writing it takes a while.
+        let why = format!("{} checksum mismatch", "x".repeat(1 << 20));
+        let p = marker(&dir, "failed", 2);
+        for _ in 0..50 {
+            let _ = fs::remove_file(&p);
+            let writer = {
+                let (p, why) = (p.clone(), why.clone());
+                std::thread::spawn(move || say(&p, &why))
+            };
+            while !writer.is_finished() {
+                if let Ok(Some(2)) = listed_failed_rank(&dir) {
+                    if let Ok(seen) = fs::read_to_string(&p) {
+                        assert!(
+                            seen == why,
+                            "a listed marker is whole: {} bytes",
+                            seen.len()
+                        );
+                    }
+                }
+            }
+            writer.join().unwrap().unwrap();
+        }
+        let err = barrier(&dir, "dumped", 0..3, Duration::from_secs(60), None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no .part left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rank_refused_by_the_storage_says_so_in_its_marker() {
+        let dir = scratch("refused");
+        let why = "…/.restore-g0001-j7-1/.failed-r1.part: Disk quota exceeded (os error 122)";
+        say(&marker(&dir, "failed", 1), &failure_text(why, true)).unwrap();
+        match barrier(&dir, "restored", 0..2, Duration::from_secs(60), None).await {
+            Err(Error::Peer {
+                rank: 1,
+                storage_refused: true,
+                why: told,
+                ..
+            }) => assert!(
+                told.ends_with(why) && !told.contains("storage-refused"),
+                "{told}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Any other reason, even one naming the quota, is the rank's own failure.
+        say(&marker(&dir, "failed", 1), &failure_text(why, false)).unwrap();
+        let err = barrier(&dir, "restored", 0..2, Duration::from_secs(60), None).await;
+        assert!(
+            matches!(
+                err,
+                Err(Error::Peer {
+                    storage_refused: false,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -18,6 +18,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// 3: manifests record the job instance and working directory, compared at restore; 2 added the
 /// site-key MAC of manifests and rank records (`auth.rs`); format 1 had none.
@@ -337,6 +338,11 @@ fn short_id(id: &str) -> &str {
 pub struct RestorePoint {
     pub manifest: Option<Manifest>,
     pub refused: Vec<Error>,
+    /// The refused generations whose manifest this rank could not read or authenticate. Every
+    /// rank reads the same files, but on a network filesystem not always the same bytes at the
+    /// same moment (a client's cache after a server restart): another rank may have chosen one
+    /// of these, and must hear that this rank will not join it.
+    pub unreadable: Vec<u32>,
 }
 
 impl RestorePoint {
@@ -375,6 +381,7 @@ impl Layout {
 
     /// Create `<root>/<user>/<job>` with the user level private to root.
     pub fn create(&self) -> Result<()> {
+        crate::storage::check_mounted()?;
         fs::create_dir_all(&self.job_dir).map_err(|e| Error::io(&self.job_dir, e))?;
         let u = &self.user_dir;
         fs::set_permissions(u, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(u, e))?;
@@ -431,8 +438,23 @@ impl Layout {
     /// `expect`, newest first; refusals are collected so the caller can say why older ones are
     /// used (or why none is).
     pub fn restore_point(&self, key: &SiteKey, expect: &Expect) -> RestorePoint {
+        self.restore_point_rereading(key, expect, Duration::ZERO)
+    }
+
+    /// [`Layout::restore_point`], reading a manifest that fails to load or authenticate once
+    /// more after `reread_after` (once per call) before refusing it: a generation committed on
+    /// another node just before a storage server restart can read inconsistently for a moment.
+    /// A forged one is refused all the same, `reread_after` later.
+    pub fn restore_point_rereading(
+        &self,
+        key: &SiteKey,
+        expect: &Expect,
+        reread_after: Duration,
+    ) -> RestorePoint {
         let closed = self.closed_verified(key);
         let mut refused = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut reread_left = !reread_after.is_zero();
         for g in self.generations().into_iter().rev() {
             if let Some(b) = self.bad(g, key) {
                 refused.push(Error::GenerationRefused {
@@ -445,14 +467,33 @@ impl Layout {
                 });
                 continue;
             }
-            match self
-                .load_verified(g, key)
-                .and_then(|m| usable(m, expect, closed.as_ref()))
-            {
+            let mut loaded = self.load_verified(g, key);
+            if let (Err(e), true) = (&loaded, reread_left) {
+                reread_left = false;
+                tracing::info!("{}: {e}; reading it again in {reread_after:?}", gen_name(g));
+                std::thread::sleep(reread_after);
+                loaded = self.load_verified(g, key);
+            }
+            let manifest = match loaded {
+                Ok(m) => m,
+                Err(e) => {
+                    unreadable.push(g);
+                    refused.push(match e {
+                        e @ Error::GenerationRefused { .. } => e,
+                        e => Error::GenerationRefused {
+                            generation: g,
+                            reason: e.to_string(),
+                        },
+                    });
+                    continue;
+                }
+            };
+            match usable(manifest, expect, closed.as_ref()) {
                 Ok(m) => {
                     return RestorePoint {
                         manifest: Some(m),
                         refused,
+                        unreadable,
                     }
                 }
                 Err(e @ (Error::GenerationRefused { .. } | Error::GenerationSkipped { .. })) => {
@@ -467,6 +508,7 @@ impl Layout {
         RestorePoint {
             manifest: None,
             refused,
+            unreadable,
         }
     }
 
@@ -622,9 +664,22 @@ fn resumable(m: Manifest, e: &Expect, closed: Option<&Closed>) -> Result<Manifes
 /// Make a rank's images readable by the remapped container root (restore runs partly inside the
 /// user namespace), sum them for the manifest, and make them durable: the writing node flushes
 /// its own files (on NFS-like storage another node's fsync would not cover them), on a second
-/// thread while this one hashes (one is disk-bound, the other CPU-bound).
-pub fn seal_rank_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(u64, Vec<FileSum>)> {
+/// thread while this one hashes (one is disk-bound, the other CPU-bound). `known`: the sums taken
+/// while the files were copied here ([`copy_summed`]); used when they name exactly the files
+/// present, so the images are not read back from the storage.
+pub fn seal_rank_dir(
+    dir: &Path,
+    owner: Option<(u32, u32)>,
+    known: Option<&[FileSum]>,
+) -> Result<(u64, Vec<FileSum>)> {
     let paths = open_to_container_root(dir, owner)?;
+    let names: Vec<_> = paths.iter().map(|p| p.file_name()).collect();
+    let known = known.filter(|k| {
+        k.len() == names.len()
+            && k.iter()
+                .zip(&names)
+                .all(|(f, n)| n.is_some_and(|n| n == f.name.as_str()))
+    });
     let (synced, sums) = std::thread::scope(|sc| {
         let flusher = sc.spawn(|| -> Result<()> {
             for p in paths.iter().map(PathBuf::as_path).chain([dir]) {
@@ -634,20 +689,23 @@ pub fn seal_rank_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(u64, Vec<
             }
             Ok(())
         });
-        let sums: Result<Vec<FileSum>> = paths
-            .iter()
-            .map(|p| {
-                let (bytes, sha256) = sha256_file(p)?;
-                Ok(FileSum {
-                    name: p
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    bytes,
-                    sha256,
+        let sums: Result<Vec<FileSum>> = match known {
+            Some(k) => Ok(k.to_vec()),
+            None => paths
+                .iter()
+                .map(|p| {
+                    let (bytes, sha256) = sha256_file(p)?;
+                    Ok(FileSum {
+                        name: p
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        bytes,
+                        sha256,
+                    })
                 })
-            })
-            .collect();
+                .collect(),
+        };
         let synced = flusher.join().unwrap_or_else(|_| {
             Err(Error::ThreadPanicked {
                 what: "flushing images",
@@ -691,20 +749,44 @@ pub fn give(p: &Path, owner: Option<(u32, u32)>, mode: u32) -> Result<()> {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(p, e))
 }
 
+/// A file's size and sha256. One thread reads the next blocks while this one hashes: on a network
+/// file system a read waits on the server and the hash on the CPU, so the two overlap.
 pub fn sha256_file(p: &Path) -> Result<(u64, String)> {
+    const BLOCK: usize = 1 << 20;
+    const BUFFERS: usize = 4;
     let mut f = fs::File::open(p).map_err(|e| Error::io(p, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+    for _ in 0..BUFFERS {
+        // Cannot fail: the receiver is alive and the channel holds BUFFERS.
+        let _ = empty_tx.send(vec![0u8; BLOCK]);
     }
-    Ok((n, format!("{:x}", h.finalize())))
+    std::thread::scope(|sc| {
+        let reader = sc.spawn(move || -> std::io::Result<()> {
+            // Ends at EOF, or when the hasher is gone; dropping `full_tx` ends the hasher's loop.
+            while let Ok(mut buf) = empty_rx.recv() {
+                let k = f.read(&mut buf)?;
+                if k == 0 || full_tx.send((buf, k)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        for (buf, k) in full_rx {
+            h.update(&buf[..k]);
+            n += k as u64;
+            let _ = empty_tx.send(buf);
+        }
+        match reader.join() {
+            Ok(Ok(())) => Ok((n, format!("{:x}", h.finalize()))),
+            Ok(Err(e)) => Err(Error::io(p, e)),
+            Err(_) => Err(Error::ThreadPanicked {
+                what: "reading images",
+            }),
+        }
+    })
 }
 
 /// Files a restore may leave in an image directory; CRIU never reads them back.
@@ -735,6 +817,120 @@ pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `create_dir_all`, tried again (3 times at most) when a network file system answers EEXIST
+/// for a directory it cannot show yet, or ESTALE: seen on GlusterFS while another node made the
+/// parent (the CI's t39: "…/.g0001.tmp/rank-1: File exists").
+pub fn create_dir_all_retrying(p: &Path) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match fs::create_dir_all(p) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if tries < 3
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EEXIST) | Some(nix::libc::ESTALE)
+                    ) =>
+            {
+                tries += 1;
+                tracing::warn!(path = %p.display(), tries, "{e}: trying again");
+                std::thread::sleep(Duration::from_millis(200 * tries));
+            }
+            Err(e) => return Err(Error::io(p, e)),
+        }
+    }
+}
+
+/// Copy CRIU's (flat) image directory `src` into `dst` on the storage, summing each file from
+/// the bytes written (the storage is not read back). A file whose write meets a stale handle
+/// (ESTALE: a network file system's client lost track of the directory for a moment) is written
+/// again, twice at most. Returns the bytes and the files' sums, sorted by name.
+pub fn copy_summed(src: &Path, dst: &Path) -> Result<(u64, Vec<FileSum>)> {
+    const ATTEMPTS: u32 = 3;
+    fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .map_err(|e| Error::io(src, e))?
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(src, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut files = Vec::new();
+    for e in entries {
+        let (from, name) = (e.path(), e.file_name());
+        if !e.file_type().map_err(|e| Error::io(&from, e))?.is_file() {
+            tracing::debug!(path = %from.display(), "not a regular file: not copied");
+            continue;
+        }
+        let to = dst.join(&name);
+        let mut attempt = 1;
+        let (bytes, sha256) = loop {
+            match copy_one_summed(&from, &to) {
+                Err((p, err))
+                    if attempt < ATTEMPTS && err.raw_os_error() == Some(nix::libc::ESTALE) =>
+                {
+                    tracing::warn!(path = %p.display(), attempt, "stale file handle: written again");
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+                    attempt += 1;
+                }
+                Err((p, err)) => return Err(Error::io(&p, err)),
+                Ok(done) => break done,
+            }
+        };
+        files.push(FileSum {
+            name: name.to_string_lossy().into_owned(),
+            bytes,
+            sha256,
+        });
+    }
+    Ok((files.iter().map(|f| f.bytes).sum(), files))
+}
+
+/// One file of [`copy_summed`]: this thread reads and hashes, a second one writes (the write
+/// waits on the storage, the hash on the CPU). The error names the path it came from.
+fn copy_one_summed(
+    from: &Path,
+    to: &Path,
+) -> std::result::Result<(u64, String), (PathBuf, std::io::Error)> {
+    const BLOCK: usize = 1 << 20;
+    let mut input = fs::File::open(from).map_err(|e| (from.to_path_buf(), e))?;
+    let out = fs::File::create(to).map_err(|e| (to.to_path_buf(), e))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|sc| {
+        let writer = sc.spawn(move || -> std::io::Result<()> {
+            let mut out = std::io::BufWriter::with_capacity(BLOCK, out);
+            for buf in rx {
+                out.write_all(&buf)?;
+            }
+            out.flush()
+        });
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        let read = loop {
+            let mut buf = vec![0u8; BLOCK];
+            match input.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(k) => {
+                    buf.truncate(k);
+                    h.update(&buf);
+                    n += k as u64;
+                    // The writer is gone only when it failed: its error is reported below.
+                    if tx.send(buf).is_err() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        drop(tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the image writer thread panicked")));
+        read.map_err(|e| (from.to_path_buf(), e))?;
+        written.map_err(|e| (to.to_path_buf(), e))?;
+        Ok((n, format!("{:x}", h.finalize())))
+    })
 }
 
 /// Copy a directory tree of CRIU images (Docker's own checkpoint path keeps them in the daemon's
@@ -865,6 +1061,23 @@ pub(crate) mod tests {
     use super::*;
 
     #[test]
+    fn a_files_sum_is_its_contents_sum_whatever_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        // Empty, under one block, several blocks and a part.
+        for len in [0usize, 1000, (5 << 20) + 123] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let p = dir.path().join(format!("f{len}"));
+            fs::write(&p, &data).unwrap();
+            assert_eq!(
+                sha256_file(&p).unwrap(),
+                (len as u64, format!("{:x}", Sha256::digest(&data))),
+                "{len}"
+            );
+        }
+        assert!(sha256_file(&dir.path().join("absent")).is_err());
+    }
+
+    #[test]
     fn older_manifests_carry_their_own_jobs_identity() {
         let mut v = serde_json::to_value(manifest()).unwrap();
         v.as_object_mut().unwrap().remove("identity_job");
@@ -985,6 +1198,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn images_copied_to_the_storage_are_summed_on_the_way_and_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("stage"), dir.path().join("rank-0"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        let big: Vec<u8> = (0..(3 << 20) + 7).map(|i| (i * 31 % 251) as u8).collect();
+        fs::write(src.join("pages-1.img"), &big).unwrap();
+        fs::write(src.join("core-1.img"), b"core").unwrap();
+        fs::write(src.join("empty.img"), b"").unwrap();
+        let (bytes, copied) = copy_summed(&src, &dst).unwrap();
+        assert_eq!(bytes, big.len() as u64 + 4);
+        assert_eq!(fs::read(dst.join("pages-1.img")).unwrap(), big);
+        assert!(!dst.join("sub").exists(), "CRIU's image directory is flat");
+        // The copy's sums are those a read-back would give.
+        let (_, read_back) = seal_rank_dir(&dst, None, None).unwrap();
+        assert_eq!(copied, read_back);
+        // The seal takes them as they are (a storage that altered the bytes is caught by the
+        // restore's verify against these sums)...
+        let mut claimed = copied.clone();
+        claimed[0].sha256 = "0".repeat(64);
+        assert_eq!(
+            seal_rank_dir(&dst, None, Some(&claimed)).unwrap().1,
+            claimed
+        );
+        // ...but only when they name exactly the files present.
+        fs::write(dst.join("extra.img"), b"x").unwrap();
+        let (_, resummed) = seal_rank_dir(&dst, None, Some(&claimed)).unwrap();
+        assert_eq!(resummed.len(), 4);
+        assert_ne!(resummed[0].sha256, claimed[0].sha256);
+    }
+
+    #[test]
     fn only_committed_generations_are_visible() {
         let root = std::env::temp_dir().join(format!("scc-ckpt-{}", std::process::id()));
         let l = Layout::new(&root, "u", "7");
@@ -996,7 +1240,7 @@ pub(crate) mod tests {
             l.latest().is_none(),
             "a temporary generation must not be visible"
         );
-        let (bytes, files) = seal_rank_dir(&tmp.join("rank-0"), None).unwrap();
+        let (bytes, files) = seal_rank_dir(&tmp.join("rank-0"), None, None).unwrap();
         assert_eq!(bytes, 3);
         let mut m = manifest();
         m.ranks[0].files = files.clone();
@@ -1021,20 +1265,10 @@ pub(crate) mod tests {
 
     #[test]
     fn restore_point_skips_forged_and_foreign_generations() {
-        let d = tempfile::tempdir().unwrap();
-        let l = Layout::new(d.path(), "u", "7");
-        l.create().unwrap();
-        let key = SiteKey::derive(b"secret");
+        let (_d, l, key) = job_dir("7");
         let argv = argv();
         let expect = expect(&argv);
-        let commit_gen = |g: u32, job: u32| {
-            let mut m = manifest();
-            m.generation = g;
-            m.job = job;
-            fs::create_dir_all(l.tmp_dir(g)).unwrap();
-            commit(&l, g, &m, &key).unwrap();
-            m
-        };
+        let commit_gen = |g: u32, job: u32| commit_as(&l, &key, g, |m| m.job = job);
         assert!(l.restore_point(&key, &expect).manifest.is_none());
         let g1 = commit_gen(1, 7);
         commit_gen(2, 9); // another job's generation copied in, MAC intact
@@ -1055,25 +1289,50 @@ pub(crate) mod tests {
         );
         assert!(why[0].contains("MAC does not match"), "{why:?}");
         assert!(why[1].contains("job 9.0"), "{why:?}");
+        // Only g3 could not be read: another job's generation is refused for what it says.
+        assert_eq!(rp.unreadable, vec![3]);
         // With another site key nothing is authentic.
         let other = SiteKey::derive(b"other");
         let rp = l.restore_point(&other, &expect);
         assert!(rp.manifest.is_none() && rp.refused.len() == 3);
+        assert_eq!(rp.unreadable, vec![3, 2, 1]);
+    }
+
+    #[test]
+    fn a_manifest_that_reads_wrong_for_a_moment_is_read_again() {
+        let (_d, l, key) = job_dir("7");
+        let argv = argv();
+        let expect = expect(&argv);
+        let m = commit_as(&l, &key, 1, |_| {});
+        // As a client with a stale cache would show it: cut short, then whole again.
+        let p = l.gen_dir(1).join("manifest.json");
+        let whole = fs::read(&p).unwrap();
+        fs::write(&p, &whole[..whole.len() / 2]).unwrap();
+        let mended = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                fs::write(&p, whole).unwrap();
+            })
+        };
+        let rp = l.restore_point_rereading(&key, &expect, Duration::from_millis(500));
+        mended.join().unwrap();
+        assert_eq!(rp.manifest, Some(m), "{:?}", rp.refused);
+        assert!(rp.refused.is_empty() && rp.unreadable.is_empty());
+        // Without the second read it is refused, and named as unreadable.
+        fs::write(&p, b"{}").unwrap();
+        let rp = l.restore_point_rereading(&key, &expect, Duration::from_millis(10));
+        assert!(rp.manifest.is_none());
+        assert_eq!(rp.unreadable, vec![1]);
     }
 
     #[test]
     fn a_generation_set_aside_is_refused_and_the_previous_one_used() {
-        let d = tempfile::tempdir().unwrap();
-        let l = Layout::new(d.path(), "u", "7");
-        l.create().unwrap();
-        let key = SiteKey::derive(b"secret");
+        let (_d, l, key) = job_dir("7");
         let argv = argv();
         let expect = expect(&argv);
         for g in [1, 2] {
-            let mut m = manifest();
-            m.generation = g;
-            fs::create_dir_all(l.tmp_dir(g)).unwrap();
-            commit(&l, g, &m, &key).unwrap();
+            commit_as(&l, &key, g, |_| {});
         }
         let bad = |g| BadGeneration {
             generation: g,
@@ -1164,6 +1423,14 @@ pub(crate) mod tests {
         assert_eq!(show_argv(&["é".repeat(200)]).chars().count(), 121);
     }
 
+    /// The job directory `u/<dir>` made under a fresh temporary root, and the key its tests sign with.
+    fn job_dir(dir: &str) -> (tempfile::TempDir, Layout, SiteKey) {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path(), "u", dir);
+        l.create().unwrap();
+        (d, l, SiteKey::derive(b"secret"))
+    }
+
     fn commit_as(l: &Layout, key: &SiteKey, g: u32, f: impl Fn(&mut Manifest)) -> Manifest {
         let mut m = manifest();
         m.generation = g;
@@ -1175,10 +1442,7 @@ pub(crate) mod tests {
 
     #[test]
     fn only_other_instances_generations_let_a_job_start_fresh() {
-        let d = tempfile::tempdir().unwrap();
-        let l = Layout::new(d.path(), "u", "mine");
-        l.create().unwrap();
-        let key = SiteKey::derive(b"secret");
+        let (_d, l, key) = job_dir("mine");
         let argv = argv();
         let e = expect(&argv);
         // A recycled id: the directory holds another instance's generations, same job id.

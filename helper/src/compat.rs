@@ -287,6 +287,7 @@ pub const REFUSED_DIR: &str = "restore-refused";
 pub fn record_refusal(job_dir: &Path, r: &Refusal) -> crate::error::Result<()> {
     use crate::error::Error;
     let dir = job_dir.join(REFUSED_DIR);
+    crate::storage::check_mounted()?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = dir.join(format!("{}.json", r.node));
     let tmp = dir.join(format!(".{}.json.{}", r.node, std::process::id()));

@@ -76,10 +76,16 @@ pub enum Error {
     CpusOffline { cpus: String, online: String },
     #[error("bad frame from peer: {0}")]
     Protocol(String),
-    /// Another rank failed (`gone`: stopped responding, its supervisor or node lost) and this rank
-    /// stops waiting, but is not the cause.
+    /// Another rank failed (`gone`: stopped responding, its supervisor or node lost;
+    /// `storage_refused`: it said the storage refused it, full or cut off) and this rank stops
+    /// waiting, but is not the cause.
     #[error("{why}")]
-    Peer { rank: u32, gone: bool, why: String },
+    Peer {
+        rank: u32,
+        gone: bool,
+        storage_refused: bool,
+        why: String,
+    },
     #[error("rank {rank} is out of range for a job of {ntasks} ranks")]
     RankOutOfRange { rank: u32, ntasks: u32 },
     #[error("{0}")]

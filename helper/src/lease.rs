@@ -133,6 +133,7 @@ impl Store {
     }
 
     fn ensure_dirs(&self) -> Result<()> {
+        crate::storage::check_mounted()?;
         for d in [self.root.clone(), self.units_dir(), self.jobs_dir()] {
             match fs::DirBuilder::new().mode(0o755).create(&d) {
                 Err(e) if e.kind() != ErrorKind::AlreadyExists => {
@@ -356,6 +357,7 @@ impl Store {
                     return Err(Error::Peer {
                         rank: 0,
                         gone: false,
+                        storage_refused: false,
                         why: format!("rank 0 could not take the job's address lease: {why}"),
                     });
                 }

@@ -107,10 +107,11 @@ pub struct RankState {
     /// container runs; left in place by a restore that failed, to say where).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restoring: Option<Restoring>,
-    /// The supervisor's last write of this record failed (storage away): it writes it again until
-    /// one succeeds, so that `status` does not keep showing a checkpoint that has long ended.
+    /// Why the supervisor's last write of this record failed, if it did (storage away): it writes
+    /// it again until one succeeds, so that `status` does not keep showing a checkpoint that has
+    /// long ended.
     #[serde(skip)]
-    pub unsaved: bool,
+    pub unsaved: Option<String>,
 }
 
 /// A restore under way: which phase since when.
@@ -216,6 +217,7 @@ impl RankState {
     /// Atomically replace this rank's record.
     pub fn save(&self, ckpt_root: &Path) -> Result<()> {
         let dir = job_state_dir(ckpt_root, self.job);
+        crate::storage::check_mounted()?;
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("rank-{}.json", self.rank));
         let tmp = dir.join(format!(".rank-{}.json.{}", self.rank, std::process::id()));

@@ -37,6 +37,22 @@ pub enum StorageError {
         found: u32,
         expected: u32,
     },
+    /// The checkpoint root's path no longer lies on the mount it lay on when the job started: the
+    /// storage was unmounted (or is being remounted), and what is written there now would land on
+    /// the node's own disk, where no other node would ever find it.
+    #[error("checkpoint storage {} is not mounted: it lies on {now} now, on {was} when the job started (unmounted, or being remounted?); nothing is written there until the storage is back", root.display())]
+    NotMounted {
+        root: PathBuf,
+        was: String,
+        now: String,
+    },
+    /// The checkpoint root lies on another file system type than the site's `storage_fstype`.
+    #[error("checkpoint storage {} lies on {found}, not on a file system of type {expected} (site storage_fstype): is the storage mounted on this node?", root.display())]
+    NotOnStorage {
+        root: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("{what} {}: no thread to run it on: {err}", path.display())]
     Spawn {
         what: &'static str,
@@ -156,10 +172,7 @@ fn spawn(what: &'static str, path: &Path, f: impl FnOnce() + Send + 'static) -> 
 }
 
 fn timeout(what: &'static str, path: &Path, after: Duration) -> Error {
-    let mount = std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .and_then(|info| mount_of(&info, path))
-        .unwrap_or_else(|| "(mount unknown)".into());
+    let mount = mount_of_path(path);
     tracing::error!(what, path = %path.display(), %mount, ?after, "storage operation abandoned");
     Error::Storage(StorageError::Timeout {
         what,
@@ -169,11 +182,78 @@ fn timeout(what: &'static str, path: &Path, after: Duration) -> Error {
     })
 }
 
+/// The checkpoint root (resolved once) and the mount it lay on when the supervisor checked it at
+/// the job's start: see [`check_mounted`].
+static PINNED: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock::new();
+
+/// Remember which mount the checkpoint root lies on now, after it was checked (supervisor start).
+pub fn pin_mount(root: &Path, after: Duration) {
+    let owned = root.to_path_buf();
+    let resolved = bounded(after, "resolving", root, move || {
+        owned.canonicalize().map_err(|e| Error::io(&owned, e))
+    });
+    let root = resolved.unwrap_or_else(|_| root.to_path_buf());
+    let mount = mount_of_path(&root);
+    if PINNED.set((root, mount)).is_err() {
+        tracing::debug!("checkpoint root's mount already pinned");
+    }
+}
+
+/// Refuse to write under the checkpoint root when it lies on none of the site's `storage_fstype`
+/// types (once [`check_fstype`] was called) or no longer on the mount it did at the job's start
+/// (once pinned; neither: no check). A directory made during a remount's gap, or on a node whose
+/// mount is gone, would land on the node's own disk: the state records, a generation's
+/// directory, the index (also written after a failed start). Reads `/proc/self/mountinfo` only,
+/// never the storage, so it cannot hang.
+pub fn check_mounted() -> Result<()> {
+    let (fstypes, pinned) = (SITE_FSTYPES.get(), PINNED.get());
+    if fstypes.is_none() && pinned.is_none() {
+        return Ok(());
+    }
+    // One read serves both checks (this runs before every state record write).
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if let Some((root, allowed)) = fstypes.filter(|(_, allowed)| !allowed.is_empty()) {
+        judge_fstype(&info, root, allowed)?;
+    }
+    let Some((root, was)) = pinned else {
+        return Ok(());
+    };
+    match mount_of(&info, root).unwrap_or_else(|| "(mount unknown)".into()) {
+        now if now == *was => Ok(()),
+        now => Err(Error::Storage(StorageError::NotMounted {
+            root: root.clone(),
+            was: was.clone(),
+            now,
+        })),
+    }
+}
+
+/// [`mount_of`] for this process's mounts, or "(mount unknown)".
+pub fn mount_of_path(path: &Path) -> String {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|info| mount_of(&info, path))
+        .unwrap_or_else(|| "(mount unknown)".into())
+}
+
 /// The mount `path` lies on, from the text of `/proc/self/mountinfo` (read there, never from the
 /// storage itself, which may be the thing that hangs): the longest mount point that is a prefix of
 /// the path, as `<mount point> (<fs type> <source>)`. The path is not resolved (resolving it would
 /// touch the storage), so a symbolic link on it can name the wrong mount.
 pub fn mount_of(mountinfo: &str, path: &Path) -> Option<String> {
+    mount_entry(mountinfo, path)
+        .map(|m| format!("{} ({} {})", m.point.display(), m.fstype, m.source))
+}
+
+/// One line of mountinfo: where, what type, from where.
+struct MountEntry {
+    point: PathBuf,
+    fstype: String,
+    source: String,
+}
+
+/// [`mount_of`], as its parts.
+fn mount_entry(mountinfo: &str, path: &Path) -> Option<MountEntry> {
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -182,15 +262,84 @@ pub fn mount_of(mountinfo: &str, path: &Path) -> Option<String> {
             let point = unescape(f.nth(4)?);
             let mut rest = f.skip_while(|x| *x != "-").skip(1);
             let (fstype, source) = (rest.next()?, rest.next().unwrap_or(""));
-            path.starts_with(&point).then(|| {
-                (
-                    point.clone(),
-                    format!("{} ({fstype} {source})", point.display()),
-                )
+            path.starts_with(&point).then(|| MountEntry {
+                point,
+                fstype: fstype.to_string(),
+                source: source.to_string(),
             })
         })
-        .max_by_key(|(point, _)| point.components().count())
-        .map(|(_, shown)| shown)
+        .max_by_key(|m| m.point.components().count())
+}
+
+/// The checkpoint root and the site's `storage_fstype`, from the job's start: see
+/// [`check_mounted`].
+static SITE_FSTYPES: std::sync::OnceLock<(PathBuf, Vec<String>)> = std::sync::OnceLock::new();
+
+/// Refuse a checkpoint root that lies on none of the site's `storage_fstype` types (empty: any):
+/// on a node whose storage is not mounted, the path is the mount point's directory on the node's
+/// own disk. Reads `/proc/self/mountinfo` only. Remembered: [`check_mounted`] checks it again
+/// before every directory it makes.
+pub fn check_fstype(root: &Path, allowed: &[String]) -> Result<()> {
+    if SITE_FSTYPES
+        .set((root.to_path_buf(), allowed.to_vec()))
+        .is_err()
+    {
+        tracing::debug!("the site's storage types were already set");
+    }
+    check_fstype_now(root, allowed)
+}
+
+fn check_fstype_now(root: &Path, allowed: &[String]) -> Result<()> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    judge_fstype(&info, root, allowed)
+}
+
+fn judge_fstype(mountinfo: &str, root: &Path, allowed: &[String]) -> Result<()> {
+    match mount_entry(mountinfo, root) {
+        Some(m) if allowed.contains(&m.fstype) => Ok(()),
+        found => Err(Error::Storage(StorageError::NotOnStorage {
+            root: root.to_path_buf(),
+            found: found.map_or_else(
+                || "(mount unknown)".into(),
+                |m| format!("{} ({} {})", m.point.display(), m.fstype, m.source),
+            ),
+            expected: allowed.join(", "),
+        })),
+    }
+}
+
+/// Whether `path` lies on a network (or cluster) file system, by the type of its mount in
+/// `/proc/self/mountinfo` (never the storage itself): such storage has its own caches and faults,
+/// so CRIU dumps to the node first (site `stage_dumps=auto`). Unknown mounts count as local.
+pub fn on_network_fs(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mount_entry(&info, path).is_some_and(|m| is_network_fstype(&m.fstype))
+}
+
+fn is_network_fstype(fstype: &str) -> bool {
+    const NETWORK: [&str; 16] = [
+        "nfs",
+        "nfs4",
+        "lustre",
+        "gpfs",
+        "ceph",
+        "beegfs",
+        "cifs",
+        "smb3",
+        "9p",
+        "glusterfs",
+        "orangefs",
+        "pvfs2",
+        "afs",
+        "gfs2",
+        "ocfs2",
+        "virtiofs",
+    ];
+    // FUSE: GlusterFS, CephFS, sshfs, ... (`fuseblk` is a local block device).
+    NETWORK.contains(&fstype) || (fstype.starts_with("fuse") && fstype != "fuseblk")
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\040`-style octal escapes.
@@ -220,6 +369,24 @@ fn unescape(s: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_file_systems_are_told_from_local_ones() {
+        for n in [
+            "fuse.glusterfs",
+            "fuse",
+            "nfs4",
+            "lustre",
+            "gpfs",
+            "ceph",
+            "beegfs",
+        ] {
+            assert!(is_network_fstype(n), "{n}");
+        }
+        for l in ["ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "fuseblk"] {
+            assert!(!is_network_fstype(l), "{l}");
+        }
+    }
 
     #[tokio::test]
     async fn root_may_write_a_plain_directory() {
@@ -348,6 +515,23 @@ mod tests {
 40 22 0:35 / /mnt/ckpt rw,relatime shared:20 - fuse.glusterfs storage:/ckpt rw,user_id=0
 41 22 0:36 / /mnt/ckpt\\040old rw - tmpfs none rw
 ";
+
+    #[test]
+    fn a_root_on_another_file_system_type_than_the_sites_is_refused() {
+        let gluster = vec!["nfs4".to_string(), "fuse.glusterfs".to_string()];
+        judge_fstype(INFO, Path::new("/mnt/ckpt"), &gluster).unwrap();
+        // Not mounted: the mount point's directory on the node's own disk.
+        let unmounted = INFO
+            .replace("fuse.glusterfs", "x")
+            .replace(" /mnt/ckpt rw", " /other rw");
+        let e = judge_fstype(&unmounted, Path::new("/mnt/ckpt"), &gluster).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("lies on / (ext4 /dev/vda)") && text.contains("nfs4, fuse.glusterfs"),
+            "{text}"
+        );
+        assert!(check_fstype(Path::new("/mnt/ckpt"), &[]).is_ok());
+    }
 
     #[test]
     fn the_mount_is_the_longest_prefix_by_component() {

@@ -293,6 +293,7 @@ pub fn prepare_dir(root: &Path, creds: &Creds, root_uid: u32) -> Result<PathBuf>
     };
     let top_mode = if squashed { 0o1733 } else { 0o711 };
     let top = root.join(INDEX_DIR);
+    crate::storage::check_mounted()?;
     mkdir(&top, top_mode)?;
     let f = open_dir(&top).map_err(|e| Error::io(&top, e))?;
     let md = f.metadata().map_err(|e| Error::io(&top, e))?;
@@ -305,6 +306,9 @@ pub fn prepare_dir(root: &Path, creds: &Creds, root_uid: u32) -> Result<PathBuf>
     }
     let dir = top.join(&creds.name);
     if squashed {
+        // The child makes the user's directory; anyone may make one in the sticky top, so one of
+        // this name that is not the user's own (squatted by another user) is moved aside first.
+        move_aside_if_not_theirs(&top, &dir, creds)?;
         return Ok(dir);
     }
     mkdir(&dir, 0o700)?;
@@ -321,6 +325,40 @@ pub fn prepare_dir(root: &Path, creds: &Creds, root_uid: u32) -> Result<PathBuf>
         }
     }
     Ok(dir)
+}
+
+/// Rename `dir` to `.squatted-<user>-<microseconds>` in `top` unless it is absent or a directory of the
+/// user's. The storage account owns the sticky `top`, so it may rename what others made there.
+fn move_aside_if_not_theirs(top: &Path, dir: &Path, creds: &Creds) -> Result<()> {
+    let md = match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+        Ok(md) => md,
+    };
+    if md.is_dir() && md.uid() == creds.uid {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or_default();
+    let aside = top.join(format!(".squatted-{}-{now}", creds.name));
+    fs::rename(dir, &aside).map_err(|e| Error::IndexDir {
+        path: dir.to_path_buf(),
+        why: format!(
+            "owned by uid {}, not {} (uid {}), and cannot be moved aside: {e}",
+            md.uid(),
+            creds.name,
+            creds.uid
+        ),
+    })?;
+    tracing::warn!(
+        path = %dir.display(),
+        owner = md.uid(),
+        aside = %aside.display(),
+        "a user index directory made by another user was moved aside"
+    );
+    Ok(())
 }
 
 fn mkdir(p: &Path, mode: u32) -> Result<()> {
@@ -822,6 +860,28 @@ mod tests {
         assert_eq!(dir, top.join("u"));
         assert_eq!(fs::metadata(&top).unwrap().mode() & 0o7777, 0o1733);
         assert!(!dir.exists(), "root does not make the user's directory");
+        // Another user's directory (uid is not 4242) or a symlink of that name is moved aside.
+        let squatted = || {
+            fs::read_dir(&top)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".squatted-u-"))
+                .count()
+        };
+        fs::create_dir(&dir).unwrap();
+        let squash = if me == 0 { 4343 } else { me };
+        assert_eq!(prepare_dir(root.path(), &creds, squash).unwrap(), dir);
+        assert!(!dir.exists() && squatted() == 1);
+        std::os::unix::fs::symlink("/tmp", &dir).unwrap();
+        prepare_dir(root.path(), &creds, squash).unwrap();
+        assert!(fs::symlink_metadata(&dir).is_err() && squatted() == 2);
+        // The user's own directory stays.
+        if me == 0 {
+            fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(4242), None).unwrap();
+            prepare_dir(root.path(), &creds, squash).unwrap();
+            assert!(dir.is_dir() && squatted() == 2);
+        }
     }
 
     #[test]

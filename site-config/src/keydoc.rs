@@ -35,7 +35,8 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("dump_parallel", "N", "Rank dumps running at once per node (0 = no limit)."),
     d("data_path", "direct|docker", "How CRIU images travel: direct (runtime wrapper to storage) or docker (Docker's own, slower path)."),
     d("compress", "none|zstd|zstd:LEVEL", "Compression of stored images (LEVEL 1..19); anything but none dumps to stage_dir first. Jobs may override it with --container-ckpt-compress."),
-    d("stage_dir", "DIR", "Node-local directory where CRIU dumps before images are packed (needs room for the node's ranks)."),
+    d("stage_dir", "DIR", "Node-local directory where CRIU dumps before images are packed or copied to the storage (needs room for the node's ranks)."),
+    d("stage_dumps", "auto|yes|no", "Uncompressed images dumped to stage_dir too, then copied to the storage (summed on the way): the job is held only for a local dump. auto: when ckpt_root lies on a network file system (NFS, Lustre, GPFS, CephFS, BeeGFS, FUSE, ...). no: straight to the storage (nodes with a small or in-memory stage_dir)."),
     d("incremental", "yes|no", "yes: page images are stored in 4 MiB chunks, unchanged ones linked from the previous generation."),
     d("cpu_quota", "yes|no", "yes: also cap each rank container's CPU time at its task's CPUs (CFS quota); the cpuset applies either way."),
     d("encrypt", "yes|no", "yes: stored images are encrypted (XChaCha20-Poly1305, per-user key derived from the site key, key_file); dumps to stage_dir first."),
@@ -49,6 +50,7 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("max_ranks", "N", "Most ranks (one container each) a job may run (1..65536); a job also needs that many free addresses in subnet (after its first 256), leased to it while it or a checkpoint of it exists."),
     d("split_rank_output", "yes|no", "yes: each MPI rank writes its stdout/stderr to its own container's output, so it is its own Slurm task's output (srun -l labels, --output=%t files) as in a native step; no: every rank's output goes through the MPI launcher and comes out as rank 0's."),
     d("storage_root_uid", "UID", "Who root is on the checkpoint storage: 0, or, if the storage squashes root, the dedicated account it maps root to (NFS anonuid, GlusterFS server.anonuid); ckpt_root must then be owned by that uid, and only files owned by it are trusted as root's (docs/STORAGE.md)."),
+    d("storage_fstype", "TYPE[,TYPE...]", "The file system types ckpt_root must lie on, as /proc/self/mountinfo names them (nfs4, fuse.glusterfs, lustre, gpfs, ceph); empty = any. A job on a node where ckpt_root lies on another file system (its storage not mounted: the mount point's directory on the node's own disk) is refused at its start, or held at a restart (docs/STORAGE.md)."),
 ];
 
 impl KeyDoc {

@@ -34,7 +34,7 @@ pub const MESSAGE_PREFIX: &str = "slurm-ckpt";
 pub const PLUGIN_FILE: &str = "spank_container_ckpt.so";
 
 /// Every key, in the order they are documented and rendered for the helper.
-pub const KEYS: [&str; 30] = [
+pub const KEYS: [&str; 32] = [
     "helper",
     "ckpt_root",
     "runtime_dir",
@@ -52,6 +52,7 @@ pub const KEYS: [&str; 30] = [
     "data_path",
     "compress",
     "stage_dir",
+    "stage_dumps",
     "incremental",
     "cpu_quota",
     "encrypt",
@@ -65,6 +66,7 @@ pub const KEYS: [&str; 30] = [
     "max_ranks",
     "split_rank_output",
     "storage_root_uid",
+    "storage_fstype",
 ];
 
 /// Longest helper call timeout (one day).
@@ -231,6 +233,29 @@ impl DataPath {
     }
 }
 
+/// Whether CRIU dumps into the node's `stage_dir` even when the images are stored as they are
+/// (compression, incremental storage and encryption always stage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageDumps {
+    /// Staged when the checkpoint root lies on a network file system (NFS, Lustre, GPFS, CephFS,
+    /// BeeGFS, FUSE, ...): the job is held only for a local dump, and CRIU never meets the
+    /// storage's own failures; written straight to a local checkpoint root.
+    Auto,
+    Yes,
+    /// Straight to the storage: nodes whose `stage_dir` is small or in memory (diskless nodes).
+    No,
+}
+
+impl StageDumps {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageDumps::Auto => "auto",
+            StageDumps::Yes => "yes",
+            StageDumps::No => "no",
+        }
+    }
+}
+
 /// Compression of stored checkpoint images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -367,6 +392,8 @@ pub struct SiteConfig {
     pub compress: Compression,
     /// Node-local directory where CRIU dumps before its images are packed (and a restore unpacks).
     pub stage_dir: PathBuf,
+    /// Whether uncompressed, unencrypted images are dumped into `stage_dir` too, then copied.
+    pub stage_dumps: StageDumps,
     /// Chunked page images, unchanged chunks linked from the previous generation.
     pub incremental: bool,
     /// Also cap each rank container's CPU time at its task's CPU count (CFS quota); its cpuset
@@ -401,6 +428,10 @@ pub struct SiteConfig {
     /// root to (its anonymous uid). Root's files there belong to this uid; nothing else is
     /// trusted as root's (docs/STORAGE.md).
     pub storage_root_uid: u32,
+    /// The file system types `ckpt_root` must lie on (mountinfo's names: `nfs4`, `fuse.glusterfs`,
+    /// `lustre`); empty = any. A node whose storage is not mounted then refuses to checkpoint into
+    /// the mount point's directory on its own disk.
+    pub storage_fstype: Vec<String>,
 }
 
 /// Where runc is looked for when `runc_path` is empty: Debian's package, then Docker CE's.
@@ -429,6 +460,7 @@ impl Default for SiteConfig {
             data_path: DataPath::Direct,
             compress: Compression::None,
             stage_dir: "/var/tmp/slurm-ckpt-stage".into(),
+            stage_dumps: StageDumps::Auto,
             incremental: false,
             cpu_quota: false,
             encrypt: false,
@@ -442,6 +474,7 @@ impl Default for SiteConfig {
             max_ranks: 1024,
             split_rank_output: true,
             storage_root_uid: 0,
+            storage_fstype: Vec::new(),
         }
     }
 }
@@ -537,6 +570,14 @@ impl SiteConfig {
             }
             "compress" => self.compress = Compression::parse(value)?,
             "stage_dir" => self.stage_dir = absolute_path(value)?.into(),
+            "stage_dumps" => {
+                self.stage_dumps = match value {
+                    "auto" => StageDumps::Auto,
+                    "yes" => StageDumps::Yes,
+                    "no" => StageDumps::No,
+                    _ => return Err("valid values are auto, yes, no".into()),
+                }
+            }
             "incremental" => self.incremental = boolean(value)?,
             "cpu_quota" => self.cpu_quota = boolean(value)?,
             "encrypt" => self.encrypt = boolean(value)?,
@@ -558,6 +599,7 @@ impl SiteConfig {
             "max_ranks" => self.max_ranks = max_ranks(value)?,
             "split_rank_output" => self.split_rank_output = boolean(value)?,
             "storage_root_uid" => self.storage_root_uid = storage_root_uid(value)?,
+            "storage_fstype" => self.storage_fstype = fstypes(value)?,
             // parse() only passes keys from KEYS.
             _ => return Err("unknown key".into()),
         }
@@ -584,6 +626,7 @@ impl SiteConfig {
             "data_path" => self.data_path.as_str().to_string(),
             "compress" => self.compress.name(),
             "stage_dir" => path_text(&self.stage_dir),
+            "stage_dumps" => self.stage_dumps.as_str().to_string(),
             "incremental" => if self.incremental { "yes" } else { "no" }.to_string(),
             "cpu_quota" => if self.cpu_quota { "yes" } else { "no" }.to_string(),
             "encrypt" => if self.encrypt { "yes" } else { "no" }.to_string(),
@@ -597,6 +640,7 @@ impl SiteConfig {
             "max_ranks" => self.max_ranks.to_string(),
             "split_rank_output" => if self.split_rank_output { "yes" } else { "no" }.to_string(),
             "storage_root_uid" => self.storage_root_uid.to_string(),
+            "storage_fstype" => self.storage_fstype.join(","),
             _ => return None,
         })
     }
@@ -873,6 +917,23 @@ fn storage_root_uid(v: &str) -> Result<u32, String> {
     }
 }
 
+/// A comma-separated list of file system type names as mountinfo writes them (empty: any).
+fn fstypes(v: &str) -> Result<Vec<String>, String> {
+    if v.is_empty() {
+        return Ok(Vec::new());
+    }
+    v.split(',')
+        .map(|t| {
+            let ok = !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            ok.then(|| t.to_string()).ok_or_else(|| {
+                format!("'{t}' is not a file system type name (as in /proc/self/mountinfo: nfs4, fuse.glusterfs, lustre)")
+            })
+        })
+        .collect()
+}
+
 fn keep_generations(v: &str) -> Result<u32, String> {
     whole_in(v, 1..=KEEP_GENERATIONS_MAX)
         .ok_or_else(|| format!("expected a whole number from 1 to {KEEP_GENERATIONS_MAX}"))
@@ -939,6 +1000,26 @@ mod tests {
                 PathBuf::from("/usr/bin/runc")
             ]
         );
+    }
+
+    #[test]
+    fn storage_fstype_is_a_list_of_type_names() {
+        assert!(SiteConfig::parse::<&str>(&[])
+            .unwrap()
+            .storage_fstype
+            .is_empty());
+        let cfg = SiteConfig::parse(&["storage_fstype=nfs4,fuse.glusterfs"]).unwrap();
+        assert_eq!(cfg.storage_fstype, ["nfs4", "fuse.glusterfs"]);
+        assert_eq!(
+            cfg.value_of("storage_fstype").unwrap(),
+            "nfs4,fuse.glusterfs"
+        );
+        for bad in ["nfs4,", "nfs 4", "a/b"] {
+            assert!(
+                SiteConfig::parse(&[format!("storage_fstype={bad}").as_str()]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -1190,6 +1271,12 @@ mod tests {
             .unwrap()
             .docker_data_path());
         assert!(SiteConfig::parse(&["incremental=yes"]).unwrap().packs());
+        assert_eq!(d.stage_dumps, StageDumps::Auto);
+        let s = SiteConfig::parse(&["stage_dumps=no"]).unwrap();
+        assert_eq!(s.stage_dumps, StageDumps::No);
+        assert_eq!(s.value_of("stage_dumps").as_deref(), Some("no"));
+        let e = SiteConfig::parse(&["stage_dumps=always"]).unwrap_err();
+        assert!(e.to_string().contains("auto, yes, no"), "{e}");
         let e = SiteConfig::parse(&["encrypt=yes"]).unwrap();
         assert!(e.encrypt && e.packs());
         assert_eq!(e.value_of("encrypt").as_deref(), Some("yes"));

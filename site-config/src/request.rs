@@ -529,7 +529,7 @@ mod tests {
              --env UCX_TLS=tcp,self --env X= --cwd /home/u --site helper="
         ));
         assert!(
-            j.ends_with(" --site preempt_window=warn --site key_file=/etc/munge/munge.key --site runc_path= --site option_prefix=container --site max_ranks=1024 --site split_rank_output=yes --site storage_root_uid=0 -- ./ring -- -x"),
+            j.ends_with(" --site preempt_window=warn --site key_file=/etc/munge/munge.key --site runc_path= --site option_prefix=container --site max_ranks=1024 --site split_rank_output=yes --site storage_root_uid=0 --site storage_fstype= -- ./ring -- -x"),
             "{j}"
         );
     }

@@ -41,9 +41,13 @@ pub fn main(a: Args) -> i32 {
 }
 
 /// The job's newest generation whose manifest verifies with the site key, across its directories.
-fn newest_verified(site: &SiteConfig, job: u32, key: &SiteKey) -> Option<(Layout, Manifest)> {
+fn newest_verified(
+    site: &SiteConfig,
+    job: u32,
+    key: &SiteKey,
+) -> slurm_ckpt::Result<Option<(Layout, Manifest)>> {
     let mut best: Option<(Layout, Manifest)> = None;
-    for (_, _, l) in super::list::job_dirs(&site.ckpt_root) {
+    for (_, _, l) in super::list::job_dirs(&site.ckpt_root)? {
         for g in l.generations().into_iter().rev() {
             let Ok(m) = l.load_verified(g, key) else {
                 continue;
@@ -54,7 +58,7 @@ fn newest_verified(site: &SiteConfig, job: u32, key: &SiteKey) -> Option<(Layout
             break;
         }
     }
-    best
+    Ok(best)
 }
 
 fn this_node() -> String {
@@ -69,7 +73,7 @@ fn run(a: &Args) -> anyhow::Result<bool> {
     let site = super::site_config(&[], &a.plugstack)?;
     let secret = slurm_ckpt::site_secret::read(&site.key_file)?;
     let key = SiteKey::derive(&secret);
-    let Some((layout, m)) = newest_verified(&site, a.job, &key) else {
+    let Some((layout, m)) = newest_verified(&site, a.job, &key)? else {
         anyhow::bail!(
             "job {} has no verified checkpoint generation under {}",
             a.job,

@@ -31,11 +31,14 @@ pub struct GcArgs {
     plugstack: std::path::PathBuf,
 }
 
-/// Every job directory: (user, dir name, layout).
-pub(super) fn job_dirs(root: &Path) -> Vec<(String, String, Layout)> {
+/// Every job directory: (user, dir name, layout). A checkpoint root that cannot be listed is an
+/// error (a client cut off from its server says "not connected"), never "no checkpoints".
+pub(super) fn job_dirs(root: &Path) -> slurm_ckpt::Result<Vec<(String, String, Layout)>> {
     let mut out = Vec::new();
-    let Ok(users) = std::fs::read_dir(root) else {
-        return out;
+    let users = match std::fs::read_dir(root) {
+        Ok(u) => u,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(slurm_ckpt::Error::io(root, e)),
     };
     for u in users.flatten() {
         let user = u.file_name().to_string_lossy().into_owned();
@@ -59,7 +62,7 @@ pub(super) fn job_dirs(root: &Path) -> Vec<(String, String, Layout)> {
         }
     }
     out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    out
+    Ok(out)
 }
 
 pub fn list(a: ListArgs) -> i32 {
@@ -69,11 +72,16 @@ pub fn list(a: ListArgs) -> i32 {
 
 fn run_list(a: &ListArgs) -> anyhow::Result<()> {
     let site = super::site_config(&[], &a.plugstack)?;
+    super::exit_if_storage_hangs(
+        "list",
+        &site.ckpt_root,
+        std::time::Duration::from_secs(site.timeout_secs),
+    );
     if !nix::unistd::geteuid().is_root() {
         return run_user_list(a, &site.ckpt_root);
     }
     let mut rows = Vec::new();
-    for (_, _, l) in job_dirs(&site.ckpt_root) {
+    for (_, _, l) in job_dirs(&site.ckpt_root)? {
         // For display, like the manifests: not authenticated.
         let closed = l.closed_unverified();
         for g in l.generations() {
@@ -338,5 +346,24 @@ fn remove(path: &Path, dry_run: bool) {
     }
     if let Err(e) = std::fs::remove_dir_all(path) {
         eprintln!("slurm-ckpt gc: {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_root_that_cannot_be_listed_is_an_error_not_nothing() {
+        let d = tempfile::tempdir().expect("temp dir");
+        assert!(job_dirs(&d.path().join("none")).expect("absent").is_empty());
+        let file = d.path().join("file");
+        std::fs::write(&file, b"").expect("file");
+        let e = job_dirs(&file).expect_err("not a directory");
+        assert!(e.to_string().contains("file"), "{e}");
+        std::fs::create_dir_all(d.path().join("u/7/g0001")).expect("dirs");
+        let dirs = job_dirs(d.path()).expect("listed");
+        assert_eq!(dirs.len(), 1);
+        assert_eq!((dirs[0].0.as_str(), dirs[0].1.as_str()), ("u", "7"));
     }
 }

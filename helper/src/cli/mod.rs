@@ -87,6 +87,70 @@ pub fn request_site(
     }
 }
 
+/// Set in the worker process of [`exit_if_storage_hangs`].
+const WATCHED_ENV: &str = "SLURM_CKPT_STORAGE_WATCHED";
+
+/// End with an error naming the storage if the command has not finished after `after`: `status`
+/// and `list` read the checkpoint storage, and a read on a hung mount cannot be cancelled. Not
+/// even the process's exit can end it: a FUSE request the file system daemon has already taken
+/// is waited out (GlusterFS: until its ping-timeout, 42 s), whatever the signal. So the command
+/// runs again as a child process that does the work, and this one waits for it at most `after`,
+/// then says why, kills the child (it dies once the kernel lets go of it) and returns at once.
+/// Called before anything touches the storage; in the child it returns at once.
+pub fn exit_if_storage_hangs(
+    cmd: &'static str,
+    root: &std::path::Path,
+    after: std::time::Duration,
+) {
+    if std::env::var_os(WATCHED_ENV).is_some() {
+        return;
+    }
+    let child = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(WATCHED_ENV, "1")
+            .spawn()
+    });
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            // Then the command runs unwatched, as before the watchdog.
+            tracing::warn!("no watchdog for the checkpoint storage: {e}");
+            return;
+        }
+    };
+    let end = std::time::Instant::now() + after;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                let code = status
+                    .code()
+                    .or_else(|| status.signal().map(|s| 128 + s))
+                    .unwrap_or(1);
+                std::process::exit(code);
+            }
+            Ok(None) if std::time::Instant::now() < end => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Ok(None) => {
+                eprintln!(
+                    "slurm-ckpt {cmd}: checkpoint storage {} ({}) did not answer within {}s (storage server down, network or client hung?)",
+                    root.display(),
+                    slurm_ckpt::storage::mount_of_path(root),
+                    after.as_secs()
+                );
+                let _ = child.kill();
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("slurm-ckpt {cmd}: waiting for the command's worker: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
 /// Exit code of a user-facing subcommand: errors go to stderr, prefixed with the subcommand.
 pub fn exit_code(cmd: &str, res: anyhow::Result<()>) -> i32 {
     match res {

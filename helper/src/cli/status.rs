@@ -62,6 +62,11 @@ pub fn main(a: Args) -> i32 {
     super::init_tracing(None);
     let run = || -> anyhow::Result<()> {
         let site = super::site_config(&[], &a.plugstack)?;
+        super::exit_if_storage_hangs(
+            "status",
+            &site.ckpt_root,
+            std::time::Duration::from_secs(site.timeout_secs),
+        );
         if !nix::unistd::geteuid().is_root() {
             return user_status(&a, &site.ckpt_root);
         }

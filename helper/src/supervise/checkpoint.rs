@@ -1,11 +1,14 @@
-//! A rank's part in checkpoints and restores: the ordering policies, freeze, dump straight to the
-//! shared storage, seal, commit (rank 0); restore in order behind the network lock. The protocol is
-//! described in docs/ARCHITECTURE.md ("Checkpoint and restore").
+//! A rank's part in checkpoints and restores: the ordering policies, freeze, dump (to the storage
+//! or the node's staging directory), seal, commit (rank 0); restore in order behind the network
+//! lock. The protocol is described in docs/ARCHITECTURE.md ("Checkpoint and restore").
 use super::{log_path, order, save, Rank};
-use crate::barrier::{barrier, exists_within, marker, touch_within, wait_ranks, Heartbeat};
+use crate::barrier::{
+    barrier, exists_within, failure_text, marker, say, say_within, touch_within, wait_ranks,
+    Heartbeat,
+};
 use crate::ckpt::{
-    commit, copy_images, criu_version, gen_name, prune, read_json_signed, seal_rank_dir,
-    verify_rank_dir, write_json_signed, Layout, Manifest, RankRecord, FORMAT,
+    commit, copy_images, copy_summed, criu_version, gen_name, prune, read_json_signed,
+    seal_rank_dir, verify_rank_dir, write_json_signed, Layout, Manifest, RankRecord, FORMAT,
 };
 use crate::engine::ContainerEngine;
 use crate::error::{Error, Result};
@@ -15,6 +18,7 @@ use crate::redirect::{self, POINTER};
 use crate::state::{CheckpointOutcome, ContainerState};
 use crate::storage::{bounded, bounded_async};
 use crate::timing::{CkptPhases, Laps, RestorePhases};
+use slurm_ckpt_site::StageDumps;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +65,16 @@ impl Drop for Meter {
 
 /// How long after a checkpoint begins every rank must have joined it (see barrier.rs).
 const JOIN_GRACE: Duration = Duration::from_secs(60);
+/// The slowest read of a rank's images that still counts as the storage answering: 1 MiB/s (a
+/// large job's ranks share the storage's bandwidth; only a hung mount is meant).
+const MIN_READ_RATE: u64 = 1 << 20;
+
+/// How long reading `bytes` of images may take: the site timeout plus `bytes` at
+/// [`MIN_READ_RATE`].
+fn read_bound(t: Duration, bytes: u64) -> Duration {
+    t + Duration::from_secs(bytes / MIN_READ_RATE)
+}
+
 /// Longest wait for one progress sample of a dump (storage.rs).
 const METER_LOOK: Duration = Duration::from_secs(5);
 /// Longest wait to leave the failure marker when a checkpoint fails: the container is thawed
@@ -108,16 +122,17 @@ impl<E: ContainerEngine> Rank<'_, E> {
             .checkpoint_inner(g, stop, was_frozen)
             .instrument(tracing::info_span!("ckpt", generation = g))
             .await;
-        if res
-            .as_ref()
-            .is_err_and(|e| !matches!(e, Error::Peer { .. }))
-        {
-            // Tell the other ranks at once (they wait for this rank's markers); a rank that only
-            // stopped because of another says nothing, so every error names the cause.
-            if let Some(l) = &self.layout {
-                let look = FAIL_MARK_LOOK.min(self.timeout());
-                if let Err(e) = touch_within(&marker(&l.tmp_dir(g), "failed", self.a.rank), look) {
-                    tracing::warn!("failure marker: {e}");
+        let mut unsaid = false;
+        if let Err(e) = &res {
+            if publishes_failure(e) {
+                // Tell the other ranks at once, with why (they wait for this rank's markers).
+                if let Some(l) = &self.layout {
+                    let look = FAIL_MARK_LOOK.min(self.timeout());
+                    let mark = marker(&l.tmp_dir(g), "failed", self.a.rank);
+                    if let Err(e) = say_within(&mark, &e.to_string(), look) {
+                        tracing::warn!("failure marker: {e}");
+                        unsaid = true;
+                    }
                 }
             }
         }
@@ -142,6 +157,10 @@ impl<E: ContainerEngine> Rank<'_, E> {
             guard.release().await;
         }
         if let Err(e) = &res {
+            // After the record says the attempt ended: on a hung mount this waits the timeout.
+            if let Some(l) = &self.layout {
+                self.drop_partial_images(l, g, Some(e), unsaid);
+            }
             self.index.failed("checkpoint", Some(g), e.to_string());
         }
         self.update_index();
@@ -164,7 +183,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             l.create()?;
             // Lets `slurm-ckpt gc` tell this directory's job before its first generation exists.
             crate::gc::mark_owner(&l.job_dir, job)?;
-            std::fs::create_dir_all(&rd).map_err(|e| Error::io(&rd, e))
+            crate::ckpt::create_dir_all_retrying(&rd)
         })?;
         let _alive = Heartbeat::start(&tmp, a.rank);
         // The dump's size, about, for progress: measured before the container is held (a sample
@@ -197,8 +216,9 @@ impl<E: ContainerEngine> Rank<'_, E> {
         self.freeze().await?;
 
         // Tell the runtime wrapper where CRIU should write: straight to the shared storage, or to
-        // the node's staging directory when the images are packed (compressed, chunked) later.
-        let stage = if a.site.docker_data_path() || !a.site.packs() {
+        // the node's staging directory when the images are packed (compressed, chunked) or copied
+        // to a network file system later (site stage_dumps).
+        let stage = if a.site.docker_data_path() || !self.stages_dumps() {
             None
         } else {
             Some(self.scratch(&format!("{}-{}", self.id, gen_name(g)))?)
@@ -264,16 +284,22 @@ impl<E: ContainerEngine> Rank<'_, E> {
         // directory) or they are to be packed (the staging directory): move them to the shared
         // storage now, while the job runs.
         let t_pack = std::time::Instant::now();
-        let moved = if a.site.docker_data_path() {
+        let (moved, summed) = if a.site.docker_data_path() {
             let info = self.engine.daemon_info().await?;
             let src = redirect::docker_checkpoint_dir(&info.root_dir, &self.id, &gen_name(g));
             let raw = self.pack(&src, &rank_dir, &layout);
             let _ = std::fs::remove_dir_all(&src);
-            Some(raw?)
+            (Some(raw?), None)
+        } else if let Some(st) = stage.as_ref().filter(|_| !a.site.packs()) {
+            let (st, rd) = (st.path().to_path_buf(), rank_dir.clone());
+            let (raw, sums) = bounded(t, "copying images to", &rank_dir, move || {
+                copy_summed(&st, &rd)
+            })?;
+            (Some(Packed { raw, reused: 0 }), Some(sums))
         } else if let Some(st) = &stage {
-            Some(self.pack(st.path(), &rank_dir, &layout)?)
+            (Some(self.pack(st.path(), &rank_dir, &layout)?), None)
         } else {
-            None
+            (None, None)
         };
         let pack_seconds = t_pack.elapsed().as_secs_f64();
         drop(stage);
@@ -285,7 +311,9 @@ impl<E: ContainerEngine> Rank<'_, E> {
             .filter(|_| self.a.site.storage_root_uid == 0);
         let rd = rank_dir.clone();
         // Rank 0 waits at most `t` for every rank's seal anyway.
-        let (bytes, files) = bounded(t, "sealing", &rank_dir, move || seal_rank_dir(&rd, owner))?;
+        let (bytes, files) = bounded(t, "sealing", &rank_dir, move || {
+            seal_rank_dir(&rd, owner, summed.as_deref())
+        })?;
         phases.seal = laps.lap();
         phases.total = laps.total();
         if files.iter().all(|f| f.name == POINTER) || files.is_empty() {
@@ -421,6 +449,34 @@ impl<E: ContainerEngine> Rank<'_, E> {
         Ok(())
     }
 
+    /// A failed attempt's images of this rank are never restored: remove them now rather than at
+    /// the next commit. On a full storage (a quota) they would keep it full, so that every later
+    /// checkpoint fails too and a restore cannot even create its attempt directory. A failure
+    /// marker that could not be written for lack of space is tried again once they are gone.
+    fn drop_partial_images(&self, l: &Layout, g: u32, e: Option<&Error>, unsaid: bool) {
+        let dir = l.tmp_dir(g).join(format!("rank-{}", self.a.rank));
+        let gone = dir.clone();
+        let removed = bounded(
+            self.timeout(),
+            "removing a failed attempt's images in",
+            &dir,
+            move || match std::fs::remove_dir_all(&gone) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&gone, e)),
+                _ => Ok(()),
+            },
+        );
+        if let Err(e) = removed {
+            tracing::warn!("{e}");
+            return;
+        }
+        if let (true, Some(e)) = (unsaid, e) {
+            let mark = marker(&l.tmp_dir(g), "failed", self.a.rank);
+            if let Err(e) = say_within(&mark, &e.to_string(), FAIL_MARK_LOOK.min(self.timeout())) {
+                tracing::warn!("failure marker, once the images were removed: {e}");
+            }
+        }
+    }
+
     /// Give the container its network back and, unless it was frozen before the checkpoint (a
     /// suspended job), thaw it. Tries both even if the first fails.
     async fn thaw(&mut self, was_frozen: bool) -> Result<()> {
@@ -457,6 +513,19 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(Scratch(dir))
+    }
+
+    /// Whether CRIU dumps into the node's staging directory: always when the images are packed,
+    /// else as the site's `stage_dumps` says (auto: when the checkpoint root is on a network
+    /// file system).
+    fn stages_dumps(&self) -> bool {
+        let site = &self.a.site;
+        site.packs()
+            || match site.stage_dumps {
+                StageDumps::Yes => true,
+                StageDumps::No => false,
+                StageDumps::Auto => crate::storage::on_network_fs(&site.ckpt_root),
+            }
     }
 
     /// Move a dump's images from `src` into the generation's rank directory, compressed and/or
@@ -612,7 +681,16 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let images = layout
             .gen_dir(m.generation)
             .join(format!("rank-{}", a.rank));
-        verify_rank_dir(&images, rec)?;
+        // Bounded (storage.rs), by a floor on the read rate: a hung mount must not hold this rank
+        // (and, on rank 0, the job's restore decision) forever.
+        let (dir, r) = (images.clone(), rec.clone());
+        bounded_async(
+            read_bound(t, rec.bytes),
+            "verifying images in",
+            &images,
+            move || verify_rank_dir(&dir, &r),
+        )
+        .await?;
         phases.verify = laps.lap();
         self.restore_phase(m.generation, "unpacking or linking images", rec.bytes);
         // Docker restores from <root>/containers/<id>/checkpoints/<name>/: put only the pointer there;
@@ -744,6 +822,14 @@ impl<E: ContainerEngine> Rank<'_, E> {
     }
 }
 
+/// Whether a rank that failed a checkpoint says so in a failure marker. A rank that only stopped
+/// because another said it failed stays silent, so the first marker names the cause. One that saw
+/// a peer go silent speaks: the peer may come back (a node cut off from the storage for a while)
+/// and would otherwise wait out the heartbeat timeout for a commit that never comes.
+fn publishes_failure(e: &Error) -> bool {
+    !matches!(e, Error::Peer { gone: false, .. })
+}
+
 /// Where the ranks of one restore attempt meet: one directory per generation, job and Slurm
 /// restart (a new job that resumes an earlier job's generation starts at restart 0 again).
 pub(super) fn restore_attempt_dir(
@@ -760,14 +846,21 @@ pub(super) fn restore_attempt_dir(
 
 /// This rank cannot restore: say so in the attempt's directory, with why, so that every other rank
 /// stops at once instead of waiting out the site timeout for it (barrier.rs reads the reason). A
-/// peer's failure is not published again: the rank that caused it already did.
+/// peer's failure is not published again: the rank that caused it already did. Unlike a
+/// checkpoint's (see [`publishes_failure`]), not even a silent peer: rank 0 would read that as a
+/// failure of the generation and might set it aside.
 pub(super) fn publish_restore_failure(attempt: &Path, rank: u32, e: &Error) {
     if matches!(e, Error::Peer { .. }) {
         return;
     }
     let mark = marker(attempt, "failed", rank);
-    let written = std::fs::create_dir_all(attempt)
-        .and_then(|()| std::fs::write(&mark, format!("{e}").as_bytes()));
+    let why = failure_text(&e.to_string(), super::restore_failure::storage_refused(e));
+    let (dir, m) = (attempt.to_path_buf(), mark.clone());
+    // Bounded: on a hung mount the marker cannot help, and rank 0 still has to act.
+    let written = bounded(FAIL_MARK_LOOK, "writing marker", attempt, move || {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        say(&m, &why)
+    });
     if let Err(w) = written {
         tracing::error!(
             rank,

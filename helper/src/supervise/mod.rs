@@ -510,10 +510,14 @@ async fn supervise(
     let image_id =
         crate::image_check::ensure(&engine, &a.image, &a.mpi, &a.site.runtime_dir).await?;
 
+    // Every job's address lease lives under ckpt_root too: a node whose storage is not mounted
+    // must not hand out addresses from its own disk.
+    crate::storage::check_fstype(&a.site.ckpt_root, &a.site.storage_fstype)
+        .map_err(|e| storage_at_restart(a, &a.site.ckpt_root, e))?;
+    let look = Duration::from_secs(a.site.timeout_secs);
     // Checkpoint/restart: find the newest complete generation of this job, refuse one that does
     // not match it. Each step of the script has its own generations (`steps.rs`).
     if a.ckpt.is_some() {
-        let look = Duration::from_secs(a.site.timeout_secs);
         crate::storage::check_root_writable(
             &a.site.ckpt_root,
             a.site.storage_root_uid,
@@ -523,6 +527,7 @@ async fn supervise(
         .await
         .map_err(|e| storage_at_restart(a, &a.site.ckpt_root, e))?;
     }
+    crate::storage::pin_mount(&a.site.ckpt_root, look);
     let dirs = job_layouts(a, &user.name)?;
     let key = SiteKey::derive(&secret);
     if let Some((top, l)) = &dirs {
@@ -675,7 +680,7 @@ async fn supervise(
         last_checkpoint: None,
         dumping: None,
         restoring: None,
-        unsaved: false,
+        unsaved: None,
         restore_refused: None,
         last_checkpoint_phases: None,
         last_restore: None,
@@ -797,7 +802,7 @@ async fn supervise(
                 Some(Err(e)) => { tracing::warn!("attach stream: {e}"); output_open = false; }
                 None => output_open = false,
             },
-            _ = resave.tick(), if r.st.unsaved => save(&mut r.st, &a.site.ckpt_root),
+            _ = resave.tick(), if r.st.unsaved.is_some() => save(&mut r.st, &a.site.ckpt_root),
             _ = done_poll.tick(), if a.rank != 0 && !finished_by_request => {
                 if done_marker.exists() {
                     r.st.event("launcher finished (marker); stopping");
@@ -978,7 +983,8 @@ fn same_addresses(m: &crate::ckpt::Manifest, lease: Option<&Lease>) -> Result<()
 
 /// The generation to restore: the newest one that is authentic (site-key MAC), taken by this job
 /// instance, not closed, and of this job, user, shape, image, program and working directory.
-/// Every rank reads the same manifests, so all choose the same one. A refused or skipped newer
+/// Every rank reads the same manifests, so all choose the same one (on network storage not
+/// always at once: see [`tell_who_chose_what_i_cannot_read`]). A refused or skipped newer
 /// generation is reported (by rank 0, to the job's output) and an older good one used. If every
 /// generation is skipped (other instances', or closed) the job starts fresh, saying so; if one of
 /// this run is refused and none is usable, the job fails rather than silently starting over.
@@ -1008,7 +1014,7 @@ async fn restore_point(
                 }
                 _ => {}
             }
-            Ok(l.restore_point(
+            Ok(l.restore_point_rereading(
                 &k,
                 &Expect {
                     job,
@@ -1022,10 +1028,12 @@ async fn restore_point(
                     cwd: &cwd,
                     resume,
                 },
+                REREAD_MANIFEST_AFTER,
             ))
         },
     )
     .await?;
+    tell_who_chose_what_i_cannot_read(a, layout, &rp);
     for why in &rp.refused {
         tracing::warn!(rank = a.rank, "{why}");
         if a.rank == 0 {
@@ -1062,6 +1070,30 @@ async fn restore_point(
             refused: rp.refused.len(),
             flag: a.site.flag("container-ckpt"),
         }),
+    }
+}
+
+/// How long a rank waits before reading a manifest that failed to authenticate once more.
+const REREAD_MANIFEST_AFTER: Duration = Duration::from_secs(2);
+
+/// Ranks choose their generation each on its own; a generation this rank cannot read may be the
+/// one another rank chose (network storage read through caches that disagree for a while). A
+/// failure marker in that generation's attempt directory makes that rank stop at once, and rank
+/// 0 act on `on_restore_failure`, instead of every rank waiting out the site timeout in
+/// different directories.
+fn tell_who_chose_what_i_cannot_read(
+    a: &SuperviseArgs,
+    layout: &Layout,
+    rp: &crate::ckpt::RestorePoint,
+) {
+    for e in &rp.refused {
+        if let Error::GenerationRefused { generation, .. } = e {
+            if rp.unreadable.contains(generation) {
+                let attempt =
+                    checkpoint::restore_attempt_dir(layout, *generation, a.job, a.restart_count);
+                checkpoint::publish_restore_failure(&attempt, a.rank, e);
+            }
+        }
     }
 }
 
@@ -1350,15 +1382,22 @@ fn save(st: &mut RankState, root: &Path) {
     let res = crate::storage::bounded(STATE_LOOK, "writing the state record in", &dir, move || {
         rec.save(&r)
     });
-    match &res {
-        Err(e) if !st.unsaved => {
-            tracing::warn!("state record: {e} (written again until it succeeds)")
+    // Each new reason is logged once, not every few seconds while it lasts.
+    st.unsaved = match res {
+        Err(e) => {
+            let why = e.to_string();
+            if st.unsaved.as_ref() != Some(&why) {
+                tracing::warn!("state record: {why} (written again until it succeeds)");
+            }
+            Some(why)
         }
-        Err(_) => {}
-        Ok(()) if st.unsaved => tracing::info!("state record written again"),
-        Ok(()) => {}
-    }
-    st.unsaved = res.is_err();
+        Ok(()) => {
+            if st.unsaved.is_some() {
+                tracing::info!("state record written again");
+            }
+            None
+        }
+    };
 }
 
 /// How often a record whose last write failed is written again.

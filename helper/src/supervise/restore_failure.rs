@@ -39,10 +39,32 @@ pub(super) enum Action {
 /// images) rather than about where it was restored (a rank's node or supervisor lost, a daemon
 /// gone, a wait that ran out).
 pub(super) fn generation_at_fault(e: &Error) -> bool {
-    !matches!(
-        e,
-        Error::Peer { gone: true, .. } | Error::Timeout { .. } | Error::DaemonGone { .. }
-    )
+    match e {
+        Error::Peer { gone: true, .. } | Error::Timeout { .. } | Error::DaemonGone { .. } => false,
+        _ => !storage_refused(e),
+    }
+}
+
+/// The storage itself refused this rank or, by its failure marker, another (full, over quota,
+/// read-only, its client cut off): a restore has to write its attempt's markers there, and
+/// failing to is no fault of the generation.
+pub(super) fn storage_refused(e: &Error) -> bool {
+    match e {
+        Error::Io { err, .. } => storage_unusable(err),
+        Error::Peer {
+            storage_refused, ..
+        } => *storage_refused,
+        _ => false,
+    }
+}
+
+fn storage_unusable(err: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    err.raw_os_error().is_some_and(|n| {
+        [Errno::ENOSPC, Errno::EDQUOT, Errno::EROFS, Errno::ENOTCONN]
+            .iter()
+            .any(|e| *e as i32 == n)
+    })
 }
 
 /// `older` is whether a complete generation older than the failed one exists: without one,
@@ -130,6 +152,9 @@ pub(super) async fn act(
             .any(|f| f.generation == r.generation && f.at + CLOCK_SLACK >= r.started);
     let action = if refused_here {
         Action::RequeuedElsewhere
+    } else if storage_refused(e) {
+        // A requeue would fail the same way until an admin makes room: as a storage away.
+        decide_on_storage(policy)
     } else {
         decide(policy, generation_at_fault(e), older)
     };
@@ -188,10 +213,35 @@ mod tests {
         let peer = |gone| Error::Peer {
             rank: 1,
             gone,
+            storage_refused: false,
             why: "x".into(),
         };
         assert!(!generation_at_fault(&peer(true)));
         assert!(generation_at_fault(&peer(false)));
+    }
+
+    #[test]
+    fn a_full_or_cut_off_storage_is_not_the_generations_fault() {
+        // Seen on GlusterFS with a quota: the attempt directory could not be created.
+        let io = |errno: nix::errno::Errno| Error::Io {
+            path: "/ckpt/u/7/.restore-g0001-j7-1".into(),
+            err: std::io::Error::from_raw_os_error(errno as i32),
+        };
+        use nix::errno::Errno;
+        for e in [Errno::EDQUOT, Errno::ENOSPC, Errno::EROFS, Errno::ENOTCONN] {
+            assert!(!generation_at_fault(&io(e)), "{e}");
+        }
+        // A missing or unreadable image is the generation's.
+        assert!(generation_at_fault(&io(Errno::ENOENT)));
+        assert!(generation_at_fault(&io(Errno::EIO)));
+        // Another rank's, told through its failure marker.
+        let peer = Error::Peer {
+            rank: 2,
+            gone: false,
+            storage_refused: true,
+            why: "rank 2 failed: Disk quota exceeded".into(),
+        };
+        assert!(!generation_at_fault(&peer) && storage_refused(&peer));
     }
 
     #[test]

@@ -75,6 +75,11 @@ impl World {
         Layout::new(&self.args[0].site.ckpt_root, "alice", &JOB.to_string())
     }
 
+    /// Generation `g`'s manifest, authenticated.
+    fn manifest(&self, g: u32) -> Manifest {
+        read_json_signed(&self.layout().gen_dir(g).join("manifest.json"), &key()).expect("manifest")
+    }
+
     /// One supervisor per rank, each with a running container `c<rank>` on `engine`.
     fn ranks(&self, engine: &FakeEngine, state: ContainerState) -> Vec<Rank<'_, FakeEngine>> {
         self.args
@@ -104,7 +109,7 @@ impl World {
                     last_checkpoint: None,
                     dumping: None,
                     restoring: None,
-                    unsaved: false,
+                    unsaved: None,
                     restore_refused: None,
                     last_checkpoint_phases: None,
                     last_restore: None,
@@ -347,6 +352,36 @@ async fn a_rank_stops_waiting_and_thaws_when_a_peer_fails() {
 }
 
 #[tokio::test]
+async fn a_rank_that_sees_a_peer_go_silent_says_so_for_when_it_comes_back() {
+    let w = World::new(OrderPolicy::FreezeAll, 2, 60);
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Running);
+    let tmp = w.layout().tmp_dir(1);
+    // Rank 1 settles and beats once, then its node is cut off: no marker, no beat.
+    let peer = async {
+        std::fs::create_dir_all(&tmp).expect("tmp dir");
+        touch(&marker(&tmp, "settled", 1)).expect("settled marker");
+        std::fs::write(marker(&tmp, "alive", 1), b"1").expect("heartbeat");
+    };
+    let (res, ()) = tokio::time::timeout(
+        Duration::from_secs(40),
+        futures_util::future::join(ranks[0].checkpoint(false), peer),
+    )
+    .await
+    .expect("rank 0 gives up on the silent peer at the heartbeat timeout");
+    assert!(
+        matches!(res, Err(Error::Peer { gone: true, .. })),
+        "{res:?}"
+    );
+    // The marker tells rank 1, once it is back, why nothing will be committed.
+    let said = std::fs::read_to_string(marker(&tmp, "failed", 0)).expect("rank 0's failure marker");
+    assert!(said.contains("rank 1 stopped responding"), "{said}");
+    let c = engine.container("c0");
+    assert!(!c.paused && !c.net_dropped, "{c:?}");
+    assert!(w.layout().generations().is_empty());
+}
+
+#[tokio::test]
 async fn a_rank_gives_up_on_a_hung_peer_at_the_timeout_and_thaws() {
     let w = World::new(OrderPolicy::FreezeAll, 2, 2);
     let engine = w.engine();
@@ -372,8 +407,7 @@ async fn a_restore_follows_each_ordering_policy_behind_the_network_lock() {
     const N: u32 = 3;
     for policy in ALL {
         let (w, _) = checkpointed(policy, N).await;
-        let m: Manifest = read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key())
-            .expect("manifest");
+        let m = w.manifest(1);
         let engine = w.engine();
         let late = Fault::Delay(Duration::from_millis(300));
         engine.plant(Op::StartFromCheckpoint, "c0", late);
@@ -422,8 +456,7 @@ async fn after_restoring_an_older_generation_numbers_go_on_past_the_newest() {
     assert!(res.iter().all(Result::is_ok), "{res:?}");
     drop(ranks);
     // g0002 exists but is not the one restored (skipped or refused, e.g. another job's).
-    let m: Manifest =
-        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    let m = w.manifest(1);
     let engine = w.engine();
     let mut ranks = w.ranks(&engine, ContainerState::Created);
     let root = w.docker_root();
@@ -459,8 +492,7 @@ async fn pausing_retries_and_accepts_the_state_already_there() {
 async fn a_restore_refused_on_one_rank_ends_every_rank_at_once() {
     const N: u32 = 3;
     let (w, _) = checkpointed(OrderPolicy::FreezeAll, N).await;
-    let m: Manifest =
-        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    let m = w.manifest(1);
     // Rank 2's images no longer match the manifest: only rank 2 can see that.
     let rank2 = w.layout().gen_dir(1).join("rank-2");
     let img = std::fs::read_dir(&rank2)
@@ -512,11 +544,43 @@ async fn a_restore_refused_on_one_rank_ends_every_rank_at_once() {
 }
 
 #[tokio::test]
+async fn a_rank_that_cannot_read_the_generation_another_chose_stops_it_at_once() {
+    const N: u32 = 2;
+    let (w, _) = checkpointed(OrderPolicy::FreezeAll, N).await;
+    let m = w.manifest(1);
+    let engine = w.engine();
+    let mut ranks = w.ranks(&engine, ContainerState::Created);
+    // Rank 1 read g0001's manifest differently from rank 0 (a network client's stale cache):
+    // it refused it and chose nothing, while rank 0 restores it.
+    let rp = crate::ckpt::RestorePoint {
+        manifest: None,
+        refused: vec![Error::GenerationRefused {
+            generation: 1,
+            reason: "manifest.json: not authenticated: its MAC does not match".into(),
+        }],
+        unreadable: vec![1],
+    };
+    super::tell_who_chose_what_i_cannot_read(&w.args[1], &w.layout(), &rp);
+    let root = w.docker_root();
+    let t0 = std::time::Instant::now();
+    // The site timeout is 30 s: rank 0 must not wait it out.
+    let res = ranks[0].restore(&m, &root).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    match res {
+        Err(Error::Peer { rank: 1, why, .. }) => assert!(why.contains("MAC"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn an_incompatible_node_requeues_the_job_without_it_and_stops_every_rank() {
     const N: u32 = 2;
     let (w, _) = checkpointed(OrderPolicy::FreezeAll, N).await;
-    let m: Manifest =
-        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    let m = w.manifest(1);
     assert_eq!(m.ranks[1].compat, node_compat("fpu sse2 avx2"), "recorded");
     let engine = w.engine();
     let mut ranks = w.ranks(&engine, ContainerState::Created);
@@ -558,8 +622,7 @@ async fn an_incompatible_node_requeues_the_job_without_it_and_stops_every_rank()
 async fn every_phase_is_timed_and_the_phases_add_up() {
     const N: u32 = 2;
     let (w, _) = checkpointed(OrderPolicy::FreezeAll, N).await;
-    let m: Manifest =
-        read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key()).expect("manifest");
+    let m = w.manifest(1);
     let close = |a: f64, b: f64| (a - b).abs() <= 0.01 + 0.03 * b;
     for r in &m.ranks {
         let p = &r.phases;
@@ -705,8 +768,7 @@ async fn no_rank_holds_its_container_while_a_peers_handshake_is_under_way() {
         assert!(watched.procs.looks() >= 4, "{policy}");
         // The wait is in the settle phase of every rank (they all waited in the barrier).
         drop(ranks);
-        let m: Manifest = read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key())
-            .expect("manifest");
+        let m = w.manifest(1);
         for r in &m.ranks {
             assert!(
                 r.phases.settle >= 0.1,
@@ -730,8 +792,7 @@ async fn the_settle_step_costs_about_one_poll_when_every_container_is_clear() {
         let res = join_all(ranks.iter_mut().map(|r| r.checkpoint(false))).await;
         assert!(res.iter().all(Result::is_ok), "{res:?}");
         drop(ranks);
-        let m: Manifest = read_json_signed(&w.layout().gen_dir(1).join("manifest.json"), &key())
-            .expect("manifest");
+        let m = w.manifest(1);
         let settle: Vec<f64> = m.ranks.iter().map(|r| r.phases.settle).collect();
         let worst = settle.iter().copied().fold(0.0, f64::max);
         eprintln!(
