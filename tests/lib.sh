@@ -205,16 +205,24 @@ rank_nodes() { slurm-ckpt status "$1" --json | jq -r '.[] | "\(.rank):\(.node)"'
 # own) see the storage again (--storage=gluster; a client reconnects on its own schedule after its
 # server came back).
 storage_clients_back() {
-    local end=$((SECONDS + $1)) n who
+    local secs="$1" end=$((SECONDS + $1)) n who
     shift
     who="${*:-host $VC_NODES}"
     for n in $who; do
-        until if [ "$n" = host ]; then timeout 5 stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1; else
-            "$REPO/scripts/vcluster" exec "$n" timeout 5 stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1; fi; do
-            [ "$SECONDS" -lt "$end" ] || fail "the storage did not come back on $n's client within $1 s"
+        until storage_client_up "$n"; do
+            [ "$SECONDS" -lt "$end" ] || fail "the storage did not come back on $n's client within $secs s"
             sleep 1
         done
     done
+}
+
+# storage_client_up WHO: whether WHO's client (host, or a node's) answers now.
+storage_client_up() {
+    if [ "$1" = host ]; then
+        timeout 5 stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1
+    else
+        "$REPO/scripts/vcluster" exec "$1" timeout 5 stat -t "$VC_CKPT_ROOT/.state" >/dev/null 2>&1
+    fi
 }
 
 # wait_running_ranks JOB N [TIMEOUT]: until status shows N ranks running.

@@ -4,25 +4,29 @@
 # previous good generation, and is restored from it after a requeue (whose own checkpoint also
 # fails for lack of space). cg with 200 MB per rank must still verify.
 . "$(dirname "$0")/lib.sh"
-if [ "${VC_STORAGE:-local}" != local ]; then
-    # The full disk is a tmpfs mounted in the host's view of the storage: the nodes' own
-    # network-filesystem clients do not see it (a volume quota would be needed there).
-    say "SKIP: fills the storage with a tmpfs mount, which needs --storage=local (runs on ${VC_STORAGE})"
-    exit 0
-fi
 area="$VC_CKPT_ROOT/$VC_USER/full-disk-test"
-cleanup_mount() { umount "$area" 2>/dev/null || true; }
-trap cleanup_mount EXIT
-mkdir -p "$area"
-# Room for one generation of 4 x ~205 MB, not for two.
-mount -t tmpfs -o size=1200m,mode=0755 slurm-ckpt-test "$area"
+# Room for one generation of 4 x ~205 MB, not for two: a tmpfs on the local directory, a
+# directory quota of the volume on GlusterFS (every node's client sees that one).
+if [ "${VC_STORAGE:-local}" = gluster ]; then
+    cleanup_quota() { "$REPO/scripts/vcluster" storage quota "/$VC_USER/full-disk-test" off >&2 || true; }
+    trap cleanup_quota EXIT
+    mkdir -p "$area"
+    "$REPO/scripts/vcluster" storage quota "/$VC_USER/full-disk-test" 1200MB >&2
+    used() { du -sh "$area" | cut -f1; }
+else
+    cleanup_mount() { umount "$area" 2>/dev/null || true; }
+    trap cleanup_mount EXIT
+    mkdir -p "$area"
+    mount -t tmpfs -o size=1200m,mode=0755 slurm-ckpt-test "$area"
+    used() { df -h --output=used "$area" | tail -1; }
+fi
 id=$(submit -N2 -n4 --open-mode=append --container-image="$VC_IMAGE" --container-ckpt=full-disk-test \
     --wrap "srun /opt/ckpt-tests/bin/cg --n 20 --mem-mb 200 --min-seconds 60 --sleep-ms 5")
 wait_state "$id" RUNNING 60 || fail "job $id did not start"
 wait_running_ranks "$id" 4 120
 wait_output "$id" "^cg: solve"
 slurm-ckpt checkpoint "$id" || { show_job "$id"; fail "first checkpoint of job $id failed"; }
-say "generation 1 written ($(df -h --output=used "$area" | tail -1) used)"
+say "generation 1 written ($(used) used)"
 sleep 2
 if slurm-ckpt checkpoint "$id" 2>/tmp/t34-ckpt.err; then
     fail "second checkpoint succeeded on a full disk"

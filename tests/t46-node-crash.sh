@@ -8,7 +8,13 @@
 #    the remaining nodes;
 #  - a node lost during that restore fails the restore on every rank; requeued again, the job
 #    restores from the same generation on the nodes that are left and verifies.
+# Opt-in (SLURM_CKPT_NODE_CRASH=1, ~3.5 min): it kept the CI at the edge of its 60 minutes. A rank's
+# supervisor lost during a checkpoint stays in the CI through t35 and t62 C.
 . "$(dirname "$0")/lib.sh"
+if [ "${SLURM_CKPT_NODE_CRASH:-0}" != 1 ]; then
+    say "SKIP: opt-in (SLURM_CKPT_NODE_CRASH=1 tests/t46-node-crash.sh)"
+    exit 0
+fi
 crashed=()
 revive_all() {
     local n

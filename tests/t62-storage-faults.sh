@@ -9,12 +9,15 @@
 #    held (site on_restore_failure=hold), the reason in its Comment; released once every node's
 #    client sees the storage again, it restores its newest generation and runs on.
 # C. node2's client is killed while the ranks dump: the checkpoint fails within the bound, the job
-#    runs on; with the client remounted the next checkpoint commits.
+#    runs on; while the dead mount is gone and the new one not yet there nothing is written to
+#    node2's own disk; with the client remounted the next checkpoint commits.
 # D. node2 is cut off from the server (packets dropped: its client hangs) while the ranks dump: the
 #    checkpoint fails within the bound, nothing is committed; once the partition heals no rank is
 #    left frozen and the next checkpoint commits. The job then ends by itself and verifies.
 # E. Root squashed while the site says root is root there (storage_root_uid=0): a new checkpointing
 #    job is refused at its start naming root squash (t63: squashed storage set up as a site must).
+# F. node2's storage not mounted when a job starts there: with the site's storage_fstype the job is
+#    refused naming it, and nothing is written to node2's own disk.
 . "$(dirname "$0")/lib.sh"
 if [ "${VC_STORAGE:-local}" != gluster ]; then
     say "SKIP: needs the cluster on a network filesystem (vcluster up --storage=gluster), it runs on ${VC_STORAGE:-local}"
@@ -29,7 +32,8 @@ restore_storage() {
     "$vc" storage start >/dev/null 2>&1 || true
     "$vc" storage heal node2 >/dev/null 2>&1 || true
     "$vc" storage root-squash off >/dev/null 2>&1 || true
-    "$vc" exec node2 timeout 5 stat -t "$VC_CKPT_ROOT" >/dev/null 2>&1 || "$vc" storage remount node2 >/dev/null 2>&1 || true
+    { "$vc" exec node2 findmnt -n "$VC_CKPT_ROOT" >/dev/null 2>&1 && "$vc" exec node2 timeout 5 stat -t "$VC_CKPT_ROOT" >/dev/null 2>&1; } ||
+        "$vc" storage remount node2 >/dev/null 2>&1 || true
 }
 trap 'restore_storage; cp "/tmp/$TEST_NAME.plugstack.orig" /etc/slurm/plugstack.conf' EXIT
 
@@ -145,6 +149,17 @@ fault_mid_dump "$id" "C (node2's client killed mid-dump)" "$REPO/scripts/vcluste
 sleep 2
 running_unfrozen "$id" C
 [ "$(gens "$id")" = "$before" ] || fail "C: generations changed from $before to $(gens "$id")"
+# The dead mount goes first and the new one comes a while later (a remount's gap): meanwhile the
+# checkpoint root's path is node2's own disk, and nothing may be written there (records kept
+# trying, say: they would never be seen by another node).
+"$REPO/scripts/vcluster" exec node2 umount -l "$VC_CKPT_ROOT"
+gap=$(date +%s)
+[ -z "$("$REPO/scripts/vcluster" exec node2 findmnt -n "$VC_CKPT_ROOT")" ] || fail "C: $VC_CKPT_ROOT is still mounted on node2"
+sleep 12
+wrote="$("$REPO/scripts/vcluster" exec node2 find "$VC_CKPT_ROOT" -newermt "@$gap" | head -5)"
+[ -z "$wrote" ] || { show_job "$id"; fail "C: written to node2's own disk while the storage was unmounted: $wrote"; }
+grep -qE 'is not mounted: it lies on|is the storage mounted on this node' "/var/log/slurm-ckpt/job-$id.log" ||
+    { show_job "$id"; fail "C: no rank said that the storage was not mounted"; }
 "$REPO/scripts/vcluster" storage remount node2
 idle "$id"
 slurm-ckpt checkpoint "$id" --quiet || { show_job "$id"; fail "C: the checkpoint after node2's client was remounted failed"; }
@@ -180,3 +195,17 @@ wait_job "$id" 120 >/dev/null || true
 [ "$(job_field "$id" JobState)" != COMPLETED ] || { show_job "$id"; fail "E: job $id ran on root-squashed storage"; }
 job_out "$id" | has -E 'root squash|squashes root' || { show_job "$id"; fail "E: job $id's error does not name root squash"; }
 say "E: on root-squashed storage job $id was refused: $(job_out "$id" | grep -m1 -E 'root squash|squashes root' | cut -c1-200)"
+
+# --- F. node2's storage not mounted when a job starts (site storage_fstype=fuse.glusterfs) ---
+grep -q 'storage_fstype=fuse.glusterfs' /etc/slurm/plugstack.conf || fail "F: vcluster's plugstack.conf does not set storage_fstype"
+"$REPO/scripts/vcluster" exec node2 umount -l "$VC_CKPT_ROOT"
+gap=$(date +%s)
+id=$(submit -w node2 -N1 -n1 --open-mode=append --container-image="$VC_IMAGE" --container-ckpt --container-mpi=none \
+    --wrap "srun /opt/ckpt-tests/mpich/cg --n 8 --mem-mb 16 --min-seconds 5 --sleep-ms 50")
+wait_job "$id" 120 >/dev/null || true
+wrote="$("$REPO/scripts/vcluster" exec node2 find "$VC_CKPT_ROOT" -newermt "@$gap" | head -5)"
+"$REPO/scripts/vcluster" storage remount node2
+[ "$(job_field "$id" JobState)" != COMPLETED ] || { show_job "$id"; fail "F: job $id ran on node2 without its storage"; }
+job_out "$id" | has 'is the storage mounted on this node' || { show_job "$id"; fail "F: job $id's error does not say that the storage is not mounted"; }
+[ -z "$wrote" ] || fail "F: written to node2's own disk: $wrote"
+say "F: with node2's storage unmounted job $id was refused: $(job_out "$id" | grep -m1 'is the storage mounted' | cut -c1-200)"
