@@ -322,10 +322,12 @@ pub fn exists_within(p: &Path, look: Duration) -> Result<bool> {
 /// until the wait's timeout or a peer taken for dead. Gone (renamed at the commit) or stale (the
 /// same, seen by another client) is no marker.
 fn listed_failed_rank(dir: &Path) -> Result<Option<u32>> {
-    const ESTALE: i32 = 116;
     let entries = match fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(ESTALE) => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(nix::libc::ESTALE) =>
+        {
             return Ok(None)
         }
         Err(e) => return Err(Error::io(dir, e)),

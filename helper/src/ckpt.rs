@@ -382,7 +382,8 @@ impl Layout {
     /// Create `<root>/<user>/<job>` with the user level private to root.
     pub fn create(&self) -> Result<()> {
         crate::storage::check_mounted()?;
-        fs::create_dir_all(&self.job_dir).map_err(|e| Error::io(&self.job_dir, e))?;
+        // Every rank of the job makes it, on its own node.
+        create_dir_all_retrying(&self.job_dir)?;
         let u = &self.user_dir;
         fs::set_permissions(u, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(u, e))?;
         fs::set_permissions(&self.job_dir, fs::Permissions::from_mode(0o755))
@@ -819,36 +820,19 @@ pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
     Ok(())
 }
 
-/// `create_dir_all`, tried again (3 times at most) when a network file system answers EEXIST
-/// for a directory it cannot show yet, or ESTALE: seen on GlusterFS while another node made the
-/// parent (the CI's t39: "…/.g0001.tmp/rank-1: File exists").
+/// `create_dir_all`, tried again when another node is making the same tree on a network file
+/// system ([`crate::transient::DIR_RACE`]).
 pub fn create_dir_all_retrying(p: &Path) -> Result<()> {
-    let mut tries = 0;
-    loop {
-        match fs::create_dir_all(p) {
-            Ok(()) => return Ok(()),
-            Err(e)
-                if tries < 3
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(nix::libc::EEXIST) | Some(nix::libc::ESTALE)
-                    ) =>
-            {
-                tries += 1;
-                tracing::warn!(path = %p.display(), tries, "{e}: trying again");
-                std::thread::sleep(Duration::from_millis(200 * tries));
-            }
-            Err(e) => return Err(Error::io(p, e)),
-        }
-    }
+    crate::transient::DIR_RACE
+        .run(p, || fs::create_dir_all(p))
+        .map_err(|e| Error::io(p, e))
 }
 
 /// Copy CRIU's (flat) image directory `src` into `dst` on the storage, summing each file from
 /// the bytes written (the storage is not read back). A file whose write meets a stale handle
 /// (ESTALE: a network file system's client lost track of the directory for a moment) is written
-/// again, twice at most. Returns the bytes and the files' sums, sorted by name.
+/// again ([`crate::transient::STALE_WRITE`]). Returns the bytes and the files' sums, sorted by name.
 pub fn copy_summed(src: &Path, dst: &Path) -> Result<(u64, Vec<FileSum>)> {
-    const ATTEMPTS: u32 = 3;
     fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
     let mut entries: Vec<_> = fs::read_dir(src)
         .map_err(|e| Error::io(src, e))?
@@ -863,20 +847,9 @@ pub fn copy_summed(src: &Path, dst: &Path) -> Result<(u64, Vec<FileSum>)> {
             continue;
         }
         let to = dst.join(&name);
-        let mut attempt = 1;
-        let (bytes, sha256) = loop {
-            match copy_one_summed(&from, &to) {
-                Err((p, err))
-                    if attempt < ATTEMPTS && err.raw_os_error() == Some(nix::libc::ESTALE) =>
-                {
-                    tracing::warn!(path = %p.display(), attempt, "stale file handle: written again");
-                    std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
-                    attempt += 1;
-                }
-                Err((p, err)) => return Err(Error::io(&p, err)),
-                Ok(done) => break done,
-            }
-        };
+        let (bytes, sha256) = crate::transient::STALE_WRITE
+            .run(&to, || copy_one_summed(&from, &to))
+            .map_err(|(p, err)| Error::io(&p, err))?;
         files.push(FileSum {
             name: name.to_string_lossy().into_owned(),
             bytes,

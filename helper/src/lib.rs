@@ -35,6 +35,7 @@ pub mod steps;
 pub mod storage;
 pub mod supervise;
 pub mod timing;
+pub mod transient;
 pub mod trust;
 pub mod user_index;
 pub mod user_paths;

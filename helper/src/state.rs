@@ -231,25 +231,6 @@ impl RankState {
     }
 }
 
-/// How often a read that met a stale file handle is tried again.
-const STALE_TRIES: u32 = 5;
-
-/// `read`, tried again when the file handle is stale (ESTALE): a record another node replaced by
-/// rename while this client still held the old file's handle (network file systems). A new try
-/// looks the name up again and finds the new file.
-fn read_fresh<T>(mut read: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
-    let mut tries = 1;
-    loop {
-        match read() {
-            Err(e) if e.raw_os_error() == Some(nix::libc::ESTALE) && tries < STALE_TRIES => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-}
-
 /// All rank records of one job, sorted by rank.
 pub fn load_job(ckpt_root: &Path, job: u32) -> Result<Vec<RankState>> {
     let dir = job_state_dir(ckpt_root, job);
@@ -269,7 +250,8 @@ pub fn load_job(ckpt_root: &Path, job: u32) -> Result<Vec<RankState>> {
             continue;
         }
         // Another node's epilog may remove its records while we read the directory.
-        let text = match read_fresh(|| fs::read(&p)) {
+        // A record another node replaced by rename may meet a stale handle: read it again.
+        let text = match crate::transient::STALE_READ.run(&p, || fs::read(&p)) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(&p, e)),
@@ -316,38 +298,6 @@ pub fn remove_rank(ckpt_root: &Path, job: u32, rank: u32) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_stale_handle_is_read_again_a_few_times() {
-        use super::{read_fresh, STALE_TRIES};
-        let stale = || std::io::Error::from_raw_os_error(nix::libc::ESTALE);
-        let mut calls = 0;
-        let v = read_fresh(|| {
-            calls += 1;
-            if calls < 3 {
-                Err(stale())
-            } else {
-                Ok(7)
-            }
-        });
-        assert_eq!((v.unwrap(), calls), (7, 3));
-        let mut calls = 0;
-        let e = read_fresh::<()>(|| {
-            calls += 1;
-            Err(stale())
-        });
-        assert_eq!(
-            (e.unwrap_err().raw_os_error(), calls),
-            (Some(nix::libc::ESTALE), STALE_TRIES)
-        );
-        // Other errors are not tried again.
-        let mut calls = 0;
-        let e = read_fresh::<()>(|| {
-            calls += 1;
-            Err(std::io::Error::from_raw_os_error(nix::libc::EIO))
-        });
-        assert_eq!((e.is_err(), calls), (true, 1));
-    }
-
     #[test]
     fn container_states_keep_their_json_names() {
         use super::ContainerState as S;

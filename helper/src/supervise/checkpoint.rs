@@ -744,7 +744,8 @@ impl<E: ContainerEngine> Rank<'_, E> {
         phases.unpack = laps.lap();
         self.restore_phase(m.generation, "waiting for the ranks before it", rec.bytes);
         let attempt = restore_attempt_dir(&layout, m.generation, a.job, a.restart_count);
-        std::fs::create_dir_all(&attempt).map_err(|e| Error::io(&attempt, e))?;
+        // Every rank makes it, on its own node.
+        crate::ckpt::create_dir_all_retrying(&attempt)?;
         let _alive = Heartbeat::start(&attempt, a.rank);
         // Ranks of a restarted job start minutes apart at worst: only the timeout bounds joining.
         barrier(
