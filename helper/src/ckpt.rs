@@ -860,43 +860,52 @@ pub fn copy_summed(src: &Path, dst: &Path) -> Result<(u64, Vec<FileSum>)> {
 }
 
 /// One file of [`copy_summed`]: this thread reads and hashes, a second one writes (the write
-/// waits on the storage, the hash on the CPU). The error names the path it came from.
+/// waits on the storage, the hash on the CPU). They pass a few blocks back and forth rather than
+/// allocating one per read. The error names the path it came from.
 fn copy_one_summed(
     from: &Path,
     to: &Path,
 ) -> std::result::Result<(u64, String), (PathBuf, std::io::Error)> {
     const BLOCK: usize = 1 << 20;
+    const BLOCKS: usize = 4;
     let mut input = fs::File::open(from).map_err(|e| (from.to_path_buf(), e))?;
-    let out = fs::File::create(to).map_err(|e| (to.to_path_buf(), e))?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let mut out = fs::File::create(to).map_err(|e| (to.to_path_buf(), e))?;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BLOCKS);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BLOCKS);
+    for _ in 0..BLOCKS {
+        // Cannot fail: the receiver is alive and the channel holds all the blocks.
+        let _ = empty_tx.send(vec![0u8; BLOCK]);
+    }
     std::thread::scope(|sc| {
         let writer = sc.spawn(move || -> std::io::Result<()> {
-            let mut out = std::io::BufWriter::with_capacity(BLOCK, out);
-            for buf in rx {
-                out.write_all(&buf)?;
+            for (buf, k) in full_rx {
+                out.write_all(&buf[..k])?;
+                // The reader gone means it failed or ended: nothing to hand back to.
+                let _ = empty_tx.send(buf);
             }
-            out.flush()
+            Ok(())
         });
         let mut h = Sha256::new();
         let mut n = 0u64;
+        // A closed channel either way means the writer stopped, which it does only on an error:
+        // reported below.
         let read = loop {
-            let mut buf = vec![0u8; BLOCK];
-            match input.read(&mut buf) {
+            let Ok(mut buf) = empty_rx.recv() else {
+                break Ok(());
+            };
+            match read_retrying_eintr(&mut input, &mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(k) => {
-                    buf.truncate(k);
-                    h.update(&buf);
+                    h.update(&buf[..k]);
                     n += k as u64;
-                    // The writer is gone only when it failed: its error is reported below.
-                    if tx.send(buf).is_err() {
+                    if full_tx.send((buf, k)).is_err() {
                         break Ok(());
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }
         };
-        drop(tx);
+        drop(full_tx);
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the image writer thread panicked")));
@@ -904,6 +913,15 @@ fn copy_one_summed(
         written.map_err(|e| (to.to_path_buf(), e))?;
         Ok((n, format!("{:x}", h.finalize())))
     })
+}
+
+fn read_retrying_eintr(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match f.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }
 
 /// Copy a directory tree of CRIU images (Docker's own checkpoint path keeps them in the daemon's
@@ -1175,7 +1193,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (src, dst) = (dir.path().join("stage"), dir.path().join("rank-0"));
         fs::create_dir_all(src.join("sub")).unwrap();
-        let big: Vec<u8> = (0..(3 << 20) + 7).map(|i| (i * 31 % 251) as u8).collect();
+        // More blocks than the copy passes around: they are reused.
+        let big: Vec<u8> = (0..(9 << 20) + 7).map(|i| (i * 31 % 251) as u8).collect();
         fs::write(src.join("pages-1.img"), &big).unwrap();
         fs::write(src.join("core-1.img"), b"core").unwrap();
         fs::write(src.join("empty.img"), b"").unwrap();
@@ -1199,6 +1218,20 @@ pub(crate) mod tests {
         let (_, resummed) = seal_rank_dir(&dst, None, Some(&claimed)).unwrap();
         assert_eq!(resummed.len(), 4);
         assert_ne!(resummed[0].sha256, claimed[0].sha256);
+    }
+
+    #[test]
+    fn a_copy_whose_writes_fail_stops_and_names_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("pages-1.img");
+        fs::write(&src, vec![7u8; 9 << 20]).unwrap();
+        // Every write to /dev/full fails (ENOSPC), with blocks still to come: no hang.
+        let full = Path::new("/dev/full");
+        let (p, e) = copy_one_summed(&src, full).unwrap_err();
+        assert_eq!(
+            (p.as_path(), e.raw_os_error()),
+            (full, Some(nix::libc::ENOSPC))
+        );
     }
 
     #[test]
