@@ -33,10 +33,12 @@ pub const STALE_WRITE: Retry = Retry {
     pause: Duration::from_millis(200),
 };
 
-/// A directory whose parent another node is making at the same moment (EEXIST for a directory this
-/// client cannot show yet, or ESTALE): seen on GlusterFS as "…/.g0001.tmp/rank-1: File exists".
+/// A directory whose parent another node is making at the same moment: EEXIST for a directory this
+/// client cannot show yet, ENOENT for a parent that exists but cannot take entries yet, or ESTALE.
+/// Seen on GlusterFS as "…/.g0001.tmp/rank-1: File exists" and "…/.g0001.tmp/rank-2: No such file
+/// or directory" (`create_dir_all` had made or found the parent just before).
 pub const DIR_RACE: Retry = Retry {
-    errnos: &[nix::libc::EEXIST, nix::libc::ESTALE],
+    errnos: &[nix::libc::EEXIST, nix::libc::ENOENT, nix::libc::ESTALE],
     calls: 4,
     pause: Duration::from_millis(200),
 };
@@ -146,8 +148,9 @@ mod tests {
     }
 
     #[test]
-    fn the_directory_race_takes_eexist_as_passing() {
+    fn the_directory_race_takes_eexist_and_enoent_as_passing() {
         assert!(DIR_RACE.errnos.contains(&nix::libc::EEXIST));
+        assert!(DIR_RACE.errnos.contains(&nix::libc::ENOENT));
         assert!(!STALE_WRITE.errnos.contains(&nix::libc::EEXIST));
     }
 }
