@@ -63,7 +63,8 @@ impl IoFailure for (std::path::PathBuf, std::io::Error) {
 
 impl Retry {
     /// `op`, called again while it fails with one of `errnos`, `calls` times at most. `path` names
-    /// what the warning is about.
+    /// what the log line is about: info, not a warning (a passing answer that went away is not the
+    /// user's concern; the last error, if it stays, is returned).
     pub fn run<T, E: IoFailure>(
         &self,
         path: &Path,
@@ -79,7 +80,7 @@ impl Retry {
                             .is_some_and(|n| self.errnos.contains(&n)) =>
                 {
                     let err = e.io_error();
-                    tracing::warn!(path = %path.display(), call, "{err}: trying again");
+                    tracing::info!(path = %path.display(), call, "{err}: trying again");
                     std::thread::sleep(self.pause * call);
                     call += 1;
                 }
