@@ -797,6 +797,37 @@ const RESTORE_LEFTOVERS: [&str; 2] = ["stats-restore", "restore.log"];
 /// listed file with its size and sha256, and no file that is not listed (CRIU reads optional
 /// images when they exist, so an added file could change what is restored).
 pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
+    check_listing(dir, rec)?;
+    for f in &rec.files {
+        let p = dir.join(listed_name(f)?);
+        let (bytes, sum) = sha256_file(&p)?;
+        check_sum(f, &p, bytes, &sum)?;
+    }
+    Ok(())
+}
+
+/// [`verify_rank_dir`] and a copy in one read: each listed file of `src` (the storage) is copied
+/// into `dst` (the node's staging directory) and verified from the bytes copied. CRIU then reads
+/// the copy, so the storage is read once, and a file changed there after its check (on a root
+/// squashed storage the user owns it) cannot reach the restore. Returns the bytes copied.
+pub fn fetch_verified(src: &Path, dst: &Path, rec: &RankRecord) -> Result<u64> {
+    check_listing(src, rec)?;
+    fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+    let mut total = 0;
+    for f in &rec.files {
+        let name = listed_name(f)?;
+        let (from, to) = (src.join(name), dst.join(name));
+        let (bytes, sum) = crate::transient::STALE_READ
+            .run(&from, || copy_one_summed(&from, &to))
+            .map_err(|(p, e)| Error::io(&p, e))?;
+        check_sum(f, &from, bytes, &sum)?;
+        total += bytes;
+    }
+    Ok(total)
+}
+
+/// No file in `dir` that the record does not list (but CRIU's own restore leftovers).
+fn check_listing(dir: &Path, rec: &RankRecord) -> Result<()> {
     for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let name = e.file_name().to_string_lossy().into_owned();
@@ -805,17 +836,24 @@ pub fn verify_rank_dir(dir: &Path, rec: &RankRecord) -> Result<()> {
             return Err(Error::ImageNotListed { path: e.path() });
         }
     }
-    for f in &rec.files {
-        if f.name.contains('/') || f.name.starts_with('.') {
-            return Err(Error::BadImageName {
-                name: f.name.clone(),
-            });
-        }
-        let p = dir.join(&f.name);
-        let (bytes, sum) = sha256_file(&p)?;
-        if bytes != f.bytes || sum != f.sha256 {
-            return Err(Error::ChecksumMismatch { path: p });
-        }
+    Ok(())
+}
+
+/// A listed file's name, refused unless it names a plain file in the rank directory.
+fn listed_name(f: &FileSum) -> Result<&str> {
+    if f.name.contains('/') || f.name.starts_with('.') {
+        return Err(Error::BadImageName {
+            name: f.name.clone(),
+        });
+    }
+    Ok(&f.name)
+}
+
+fn check_sum(f: &FileSum, p: &Path, bytes: u64, sum: &str) -> Result<()> {
+    if bytes != f.bytes || sum != f.sha256 {
+        return Err(Error::ChecksumMismatch {
+            path: p.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -1232,6 +1270,49 @@ pub(crate) mod tests {
             (p.as_path(), e.raw_os_error()),
             (full, Some(nix::libc::ENOSPC))
         );
+    }
+
+    #[test]
+    fn a_fetch_copies_exactly_what_the_record_lists_and_verifies_the_bytes_it_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("rank-0"), dir.path().join("stage"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("pages-1.img"), vec![3u8; (5 << 20) + 1]).unwrap();
+        fs::write(src.join("core-1.img"), b"core").unwrap();
+        fs::write(src.join("restore.log"), b"an earlier restore's log").unwrap();
+        let (_, files) = seal_rank_dir(&src, None, None).unwrap();
+        let mut rec = manifest().ranks[0].clone();
+        rec.files = files
+            .into_iter()
+            .filter(|f| f.name != "restore.log")
+            .collect();
+        assert_eq!(fetch_verified(&src, &dst, &rec).unwrap(), (5 << 20) + 5);
+        let mut got: Vec<_> = fs::read_dir(&dst)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            ["core-1.img", "pages-1.img"],
+            "CRIU's leftovers stay behind"
+        );
+        assert_eq!(fs::read(dst.join("core-1.img")).unwrap(), b"core");
+        // A file altered on the storage, one it does not list, a name outside the directory.
+        fs::write(src.join("core-1.img"), b"cord").unwrap();
+        let e = fetch_verified(&src, &dst, &rec).unwrap_err();
+        assert!(matches!(e, Error::ChecksumMismatch { ref path } if path.ends_with("core-1.img")));
+        fs::write(src.join("core-1.img"), b"core").unwrap();
+        fs::write(src.join("tty-info.img"), b"x").unwrap();
+        let e = fetch_verified(&src, &dst, &rec).unwrap_err();
+        assert!(matches!(e, Error::ImageNotListed { .. }), "{e}");
+        fs::remove_file(src.join("tty-info.img")).unwrap();
+        rec.files.push(FileSum {
+            name: "../core-1.img".into(),
+            ..rec.files[0].clone()
+        });
+        let e = fetch_verified(&src, &dst, &rec).unwrap_err();
+        assert!(matches!(e, Error::BadImageName { .. }), "{e}");
     }
 
     #[test]

@@ -7,8 +7,9 @@ use crate::barrier::{
     Heartbeat,
 };
 use crate::ckpt::{
-    commit, copy_images, copy_summed, criu_version, gen_name, prune, read_json_signed,
-    seal_rank_dir, verify_rank_dir, write_json_signed, Layout, Manifest, RankRecord, FORMAT,
+    commit, copy_images, copy_summed, criu_version, fetch_verified, gen_name, prune,
+    read_json_signed, seal_rank_dir, verify_rank_dir, write_json_signed, Layout, Manifest,
+    RankRecord, FORMAT,
 };
 use crate::engine::ContainerEngine;
 use crate::error::{Error, Result};
@@ -681,24 +682,44 @@ impl<E: ContainerEngine> Rank<'_, E> {
         let images = layout
             .gen_dir(m.generation)
             .join(format!("rank-{}", a.rank));
+        let name = gen_name(m.generation);
+        let packed = is_packed(rec.files.iter().map(|f| f.name.as_str()));
+        // Images as dumped, on a network checkpoint root: copied to the node while verified, so
+        // that the storage is read once and CRIU reads exactly what was verified (like the dump's
+        // staging, in reverse).
+        let fetched = if !packed && !a.site.docker_data_path() && self.stages_dumps() {
+            Some(self.scratch(&format!("{}-restore-{name}", self.id))?)
+        } else {
+            None
+        };
         // Bounded (storage.rs), by a floor on the read rate: a hung mount must not hold this rank
         // (and, on rank 0, the job's restore decision) forever.
         let (dir, r) = (images.clone(), rec.clone());
+        let to = fetched.as_ref().map(|st| st.path().to_path_buf());
         bounded_async(
             read_bound(t, rec.bytes),
             "verifying images in",
             &images,
-            move || verify_rank_dir(&dir, &r),
+            move || match to {
+                Some(to) => fetch_verified(&dir, &to, &r).map(|_| ()),
+                None => verify_rank_dir(&dir, &r),
+            },
         )
         .await?;
         phases.verify = laps.lap();
+        if fetched.is_some() {
+            tracing::info!(
+                "rank {} verified {} and copied it to the node in {:.2}s",
+                a.rank,
+                images.display(),
+                phases.verify
+            );
+        }
         self.restore_phase(m.generation, "unpacking or linking images", rec.bytes);
         // Docker restores from <root>/containers/<id>/checkpoints/<name>/: put only the pointer there;
         // the runtime wrapper hands CRIU the real images on shared storage.
-        let name = gen_name(m.generation);
         let ck = redirect::docker_checkpoint_dir(daemon_root, &self.id, &name);
         std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
-        let packed = is_packed(rec.files.iter().map(|f| f.name.as_str()));
         // Packed images (compressed or chunked) are unpacked into the node's staging directory,
         // removed once CRIU has read them (when this is dropped).
         let mut _staged = None;
@@ -722,6 +743,11 @@ impl<E: ContainerEngine> Rank<'_, E> {
                 // (whatever the site's packing settings are now)
                 let st = self.scratch(&format!("{}-restore-{name}", self.id))?;
                 unpack_dir(&images, st.path(), Some(&self.image_key()))?;
+                crate::ckpt::open_to_container_root(st.path(), self.remap_root)?;
+                let p = st.path().to_path_buf();
+                _staged = Some(st);
+                p
+            } else if let Some(st) = fetched {
                 crate::ckpt::open_to_container_root(st.path(), self.remap_root)?;
                 let p = st.path().to_path_buf();
                 _staged = Some(st);
