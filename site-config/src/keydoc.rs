@@ -36,7 +36,7 @@ pub const KEY_DOCS: [KeyDoc; KEYS.len()] = [
     d("data_path", "direct|docker", "How CRIU images travel: direct (runtime wrapper to storage) or docker (Docker's own, slower path)."),
     d("compress", "none|zstd|zstd:LEVEL", "Compression of stored images (LEVEL 1..19); anything but none dumps to stage_dir first. Jobs may override it with --container-ckpt-compress."),
     d("stage_dir", "DIR", "Node-local directory where CRIU dumps before images are packed or copied to the storage (needs room for the node's ranks)."),
-    d("stage_dumps", "auto|yes|no", "Uncompressed images dumped to stage_dir too, then copied to the storage (summed on the way): the job is held only for a local dump. auto: when ckpt_root lies on a network file system (NFS, Lustre, GPFS, CephFS, BeeGFS, FUSE, ...). no: straight to the storage (nodes with a small or in-memory stage_dir)."),
+    d("stage_dumps", "auto|yes|no", "Uncompressed images dumped to stage_dir too, then copied to the storage (summed on the way): the job is held only for a local dump. auto: when ckpt_root lies on a network file system (NFS, Lustre, GPFS, CephFS, BeeGFS, FUSE, ...). Restores then copy the images back to stage_dir while verifying them. no: straight to the storage, both ways (nodes with a small or in-memory stage_dir)."),
     d("incremental", "yes|no", "yes: page images are stored in 4 MiB chunks, unchanged ones linked from the previous generation."),
     d("cpu_quota", "yes|no", "yes: also cap each rank container's CPU time at its task's CPUs (CFS quota); the cpuset applies either way."),
     d("encrypt", "yes|no", "yes: stored images are encrypted (XChaCha20-Poly1305, per-user key derived from the site key, key_file); dumps to stage_dir first."),
