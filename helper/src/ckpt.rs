@@ -750,18 +750,33 @@ pub fn give(p: &Path, owner: Option<(u32, u32)>, mode: u32) -> Result<()> {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(p, e))
 }
 
+/// The two channels of a two-thread pipeline over a file, as (full sender, full receiver, empty
+/// sender, empty receiver): a few 1 MiB blocks go from the producer to the consumer full (with
+/// the length filled) and come back empty, instead of one allocation per read.
+type Pipe = (
+    std::sync::mpsc::SyncSender<(Vec<u8>, usize)>,
+    std::sync::mpsc::Receiver<(Vec<u8>, usize)>,
+    std::sync::mpsc::SyncSender<Vec<u8>>,
+    std::sync::mpsc::Receiver<Vec<u8>>,
+);
+
+fn block_pipe() -> Pipe {
+    const BLOCK: usize = 1 << 20;
+    const BLOCKS: usize = 4;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel(BLOCKS);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel(BLOCKS);
+    for _ in 0..BLOCKS {
+        // Cannot fail: the receiver is alive and the channel holds all the blocks.
+        let _ = empty_tx.send(vec![0u8; BLOCK]);
+    }
+    (full_tx, full_rx, empty_tx, empty_rx)
+}
+
 /// A file's size and sha256. One thread reads the next blocks while this one hashes: on a network
 /// file system a read waits on the server and the hash on the CPU, so the two overlap.
 pub fn sha256_file(p: &Path) -> Result<(u64, String)> {
-    const BLOCK: usize = 1 << 20;
-    const BUFFERS: usize = 4;
     let mut f = fs::File::open(p).map_err(|e| Error::io(p, e))?;
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
-    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
-    for _ in 0..BUFFERS {
-        // Cannot fail: the receiver is alive and the channel holds BUFFERS.
-        let _ = empty_tx.send(vec![0u8; BLOCK]);
-    }
+    let (full_tx, full_rx, empty_tx, empty_rx) = block_pipe();
     std::thread::scope(|sc| {
         let reader = sc.spawn(move || -> std::io::Result<()> {
             // Ends at EOF, or when the hasher is gone; dropping `full_tx` ends the hasher's loop.
@@ -904,16 +919,9 @@ fn copy_one_summed(
     from: &Path,
     to: &Path,
 ) -> std::result::Result<(u64, String), (PathBuf, std::io::Error)> {
-    const BLOCK: usize = 1 << 20;
-    const BLOCKS: usize = 4;
     let mut input = fs::File::open(from).map_err(|e| (from.to_path_buf(), e))?;
     let mut out = fs::File::create(to).map_err(|e| (to.to_path_buf(), e))?;
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BLOCKS);
-    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BLOCKS);
-    for _ in 0..BLOCKS {
-        // Cannot fail: the receiver is alive and the channel holds all the blocks.
-        let _ = empty_tx.send(vec![0u8; BLOCK]);
-    }
+    let (full_tx, full_rx, empty_tx, empty_rx) = block_pipe();
     std::thread::scope(|sc| {
         let writer = sc.spawn(move || -> std::io::Result<()> {
             for (buf, k) in full_rx {
