@@ -128,9 +128,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
             if publishes_failure(e) {
                 // Tell the other ranks at once, with why (they wait for this rank's markers).
                 if let Some(l) = &self.layout {
-                    let look = FAIL_MARK_LOOK.min(self.timeout());
-                    let mark = marker(&l.tmp_dir(g), "failed", self.a.rank);
-                    if let Err(e) = say_within(&mark, &e.to_string(), look) {
+                    if let Err(e) = self.say_failed(l, g, e) {
                         tracing::warn!("failure marker: {e}");
                         unsaid = true;
                     }
@@ -160,7 +158,7 @@ impl<E: ContainerEngine> Rank<'_, E> {
         if let Err(e) = &res {
             // After the record says the attempt ended: on a hung mount this waits the timeout.
             if let Some(l) = &self.layout {
-                self.drop_partial_images(l, g, Some(e), unsaid);
+                self.drop_partial_images(l, g, unsaid.then_some(e));
             }
             self.index.failed("checkpoint", Some(g), e.to_string());
         }
@@ -452,9 +450,9 @@ impl<E: ContainerEngine> Rank<'_, E> {
 
     /// A failed attempt's images of this rank are never restored: remove them now rather than at
     /// the next commit. On a full storage (a quota) they would keep it full, so that every later
-    /// checkpoint fails too and a restore cannot even create its attempt directory. A failure
-    /// marker that could not be written for lack of space is tried again once they are gone.
-    fn drop_partial_images(&self, l: &Layout, g: u32, e: Option<&Error>, unsaid: bool) {
+    /// checkpoint fails too and a restore cannot even create its attempt directory. The failure
+    /// `unsaid` (its marker could not be written, for lack of space) is said once they are gone.
+    fn drop_partial_images(&self, l: &Layout, g: u32, unsaid: Option<&Error>) {
         let dir = l.tmp_dir(g).join(format!("rank-{}", self.a.rank));
         let gone = dir.clone();
         let removed = bounded(
@@ -470,12 +468,17 @@ impl<E: ContainerEngine> Rank<'_, E> {
             tracing::warn!("{e}");
             return;
         }
-        if let (true, Some(e)) = (unsaid, e) {
-            let mark = marker(&l.tmp_dir(g), "failed", self.a.rank);
-            if let Err(e) = say_within(&mark, &e.to_string(), FAIL_MARK_LOOK.min(self.timeout())) {
+        if let Some(e) = unsaid {
+            if let Err(e) = self.say_failed(l, g, e) {
                 tracing::warn!("failure marker, once the images were removed: {e}");
             }
         }
+    }
+
+    /// Leave this rank's failure marker, with why, in generation `g`'s attempt directory (bounded).
+    fn say_failed(&self, l: &Layout, g: u32, e: &Error) -> Result<()> {
+        let mark = marker(&l.tmp_dir(g), "failed", self.a.rank);
+        say_within(&mark, &e.to_string(), FAIL_MARK_LOOK.min(self.timeout()))
     }
 
     /// Give the container its network back and, unless it was frozen before the checkpoint (a
